@@ -1,0 +1,173 @@
+//! floodtest against a tiny fake streaming server: each connection gets a header block, a few
+//! stamped messages (split into odd-sized writes), then the terminating chunk.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const MESSAGES_PER_CONN: u64 = 3;
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+fn serve_one(stream: TcpStream) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line).unwrap();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let sse = request_line.starts_with("GET /events/");
+    let mut out = Vec::new();
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "text/html; charset=utf-8"
+    };
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for n in 1..=MESSAGES_PER_CONN {
+        let msg = format!("ts={} xxxxxxxx", now_us());
+        let data = if sse {
+            format!("id: {n}\ndata: {msg}\n\n")
+        } else {
+            format!("Recvd msg #{n}: '{msg}'<br/>")
+        };
+        write!(out, "{:x}\r\n{data}\r\n", data.len()).unwrap();
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    let mut stream = stream;
+    // Odd-sized writes with TCP_NODELAY so the client sees many split points.
+    stream.set_nodelay(true).unwrap();
+    for piece in out.chunks(7) {
+        if stream.write_all(piece).is_err() {
+            return;
+        }
+    }
+}
+
+fn start_fake_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            std::thread::spawn(move || serve_one(stream));
+        }
+    });
+    addr
+}
+
+fn run_floodtest(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_floodtest"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "floodtest failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().expect("a summary line");
+    serde_json::from_str(last).expect("summary JSON")
+}
+
+fn check(summary: &serde_json::Value, conns: u64) {
+    let c = &summary["counters"];
+    assert_eq!(c["connected"], conns, "{summary}");
+    assert_eq!(c["closed"], conns);
+    assert_eq!(c["closed_graceful"], conns);
+    assert_eq!(c["messages"], conns * MESSAGES_PER_CONN);
+    assert_eq!(c["messages_unstamped"], 0);
+    assert_eq!(summary["errors"], 0);
+    assert_eq!(summary["latency_us"]["count"], conns * MESSAGES_PER_CONN);
+}
+
+#[test]
+fn one_process_html_stream() {
+    let addr = start_fake_server();
+    let s = run_floodtest(&[
+        "--target",
+        &addr,
+        "-n",
+        "50",
+        "--rate",
+        "0",
+        "--duration",
+        "20s",
+    ]);
+    check(&s, 50);
+    assert_eq!(s["procs"], 1);
+}
+
+#[test]
+fn three_processes_sse_stream() {
+    let addr = start_fake_server();
+    let dir = std::env::temp_dir().join(format!("floodtest-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("summary.json");
+    let stats = dir.join("stats.tsv");
+    let s = run_floodtest(&[
+        "--target",
+        &addr,
+        "-n",
+        "60",
+        "--rate",
+        "500",
+        "--path",
+        "events",
+        "--procs",
+        "3",
+        "--duration",
+        "20s",
+        "--json",
+        json.to_str().unwrap(),
+        "--stats-file",
+        stats.to_str().unwrap(),
+    ]);
+    check(&s, 60);
+    assert_eq!(s["procs"], 3);
+    let from_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(from_file, s);
+    assert!(std::fs::read_to_string(&stats)
+        .unwrap()
+        .starts_with("# elapsed_s"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn urls_file_and_source_addresses() {
+    let addr = start_fake_server();
+    let dir = std::env::temp_dir().join(format!("floodtest-urls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let urls = dir.join("urls.txt");
+    let text: String = (1..=20)
+        .map(|i| format!("http://{addr}/test/{i}\n"))
+        .collect();
+    std::fs::write(&urls, text).unwrap();
+    let s = run_floodtest(&[
+        "--urls",
+        urls.to_str().unwrap(),
+        "--rate",
+        "0",
+        "--source-addrs",
+        "127.0.0.2-127.0.0.4",
+        "--duration",
+        "20s",
+    ]);
+    check(&s, 20);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
