@@ -1,1 +1,33 @@
-//! stub
+//! HTTP/1.x bytes for comet: request heads in, stream framing out.
+//!
+//! # Layout
+//!
+//! Everything here is a pure function over byte slices: no I/O, no clocks, no
+//! allocation besides the `Vec<u8>` / `String` the caller hands in or gets back.
+//! The server owns every buffer and decides when to read, write and close.
+//!
+//! - [`request`]: [`parse_request`] turns the bytes received so far into
+//!   `Partial`, `Complete(Request)` or `Invalid(Error)` (httparse underneath,
+//!   plus the RFC 9112 body-length rules); [`Status`], [`Error`], [`Limits`].
+//! - [`chunked`]: [`ChunkedDecoder`], an incremental decoder for chunked
+//!   request bodies whose state survives between reads.
+//! - [`route`](mod@route): [`route()`] maps listener + method + path to an [`Endpoint`].
+//! - [`response`](mod@response): the streaming formats ([`Format`]: the seed's
+//!   chunked HTML and Server-Sent Events), plain responses and error responses.
+//! - [`batch`]: [`batch_lines`] splits a `POST /send` batch body into messages.
+#![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod chunked;
+pub mod request;
+pub mod response;
+pub mod route;
+
+pub use batch::{batch_lines, BatchLines};
+pub use chunked::ChunkedDecoder;
+pub use request::{
+    parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,
+    URI_BYTES_MAX,
+};
+pub use response::{error_response, frame_message, response, stream_end, stream_head, Format};
+pub use route::{route, Endpoint, Listener};
