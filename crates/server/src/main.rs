@@ -1,1 +1,209 @@
-fn main() {}
+//! The `comet` binary: `comet serve` runs the push server, `comet send` publishes from a shell.
+//!
+//! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread:
+//! connections, subscriber streams, routing), `publish` (the publish API's connections),
+//! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells,
+//! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client).
+#![forbid(unsafe_code)]
+
+mod config;
+mod public;
+mod publish;
+mod send;
+mod shared;
+mod token;
+mod worker;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicI32;
+use std::sync::{mpsc, Arc, Barrier};
+
+use clap::{Parser, Subcommand};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use config::{Config, ServeArgs};
+use shared::{Padded, Shared, Stats};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+#[derive(Parser)]
+#[command(version, about = "A push server for a million long-lived HTTP streaming connections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Publish one message to every connection logged in as <ID>.
+    Send(send::SendArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Serve(args) => match serve(&args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("comet: {e}");
+                1
+            }
+        },
+        Command::Send(args) => send::run(&args),
+    };
+    std::process::exit(code);
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    // One listener per worker on the same port: the kernel spreads connections by 4-tuple hash.
+    socket.set_reuse_port(true)?;
+    // Accepted sockets inherit TCP_NODELAY: a message is one small write that must not wait.
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket)
+}
+
+/// One listener per worker for `addr`; with port 0 the first picks the port and the rest share it.
+fn listeners(
+    mut addr: SocketAddr,
+    workers: usize,
+    backlog: u32,
+) -> std::io::Result<(Vec<Socket>, SocketAddr)> {
+    let mut sockets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = listener(addr, backlog)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
+        if addr.port() == 0 {
+            addr = socket
+                .local_addr()?
+                .as_socket()
+                .expect("an inet listener address");
+        }
+        sockets.push(socket);
+    }
+    Ok((sockets, addr))
+}
+
+fn serve(args: &ServeArgs) -> Result<(), String> {
+    // A ring's fixed-file table is bounded by the soft open-files limit: raise it to the hard.
+    let nofile =
+        comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
+    let cfg = Arc::new(Config::new(args, nofile)?);
+    let workers = cfg.workers;
+    let (public, public_addr) =
+        listeners(args.listen, workers, args.backlog).map_err(|e| e.to_string())?;
+    let (publish, publish_addr) =
+        listeners(args.publish_listen, workers, args.backlog).map_err(|e| e.to_string())?;
+    let shutdown = comet_ring::sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
+
+    let mut senders = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::channel();
+        senders.push(tx);
+        inboxes.push(rx);
+    }
+    let shared = Arc::new(Shared {
+        mailboxes: senders,
+        ringing: (0..workers).map(|_| Padded::default()).collect(),
+        ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
+        stats: (0..workers).map(|_| Stats::default()).collect(),
+    });
+
+    // Each worker creates its ring on its own thread (single issuer), reports, then waits for
+    // every other ring to exist before it may ring them.
+    let start = Arc::new(Barrier::new(workers + 1));
+    let done = Arc::new(Barrier::new(workers));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut threads = Vec::with_capacity(workers);
+    for (index, inbox) in inboxes.into_iter().enumerate() {
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        let start = start.clone();
+        let done = done.clone();
+        let ready = ready_tx.clone();
+        let fds = [public[index].as_raw_fd(), publish[index].as_raw_fd()];
+        let shutdown_fd = shutdown.as_raw_fd();
+        let thread = std::thread::Builder::new()
+            .name(format!("comet-w{index}"))
+            .spawn(move || {
+                let ring = comet_ring::Ring::new(comet_ring::Config {
+                    sq_entries: 4096,
+                    files: cfg.files_per_worker,
+                    read_bufs: cfg.read_buffers,
+                    read_buf_size: cfg.read_buffer_size,
+                });
+                let ring = match ring {
+                    Ok(ring) => ring,
+                    Err(e) => {
+                        let _ = ready.send(Err(format!("worker {index}: io_uring set-up: {e}")));
+                        return;
+                    }
+                };
+                shared.ring_fds[index].store(ring.fd(), std::sync::atomic::Ordering::Relaxed);
+                let _ = ready.send(Ok(()));
+                start.wait();
+                let worker = worker::Worker::new(index, cfg, shared, inbox, ring, fds);
+                worker.run(shutdown_fd, &done);
+            })
+            .map_err(|e| format!("spawning a worker: {e}"))?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a worker died during set-up".into()),
+        }
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| format!("signals: {e}"))?;
+    start.wait();
+    tracing::info!(
+        workers,
+        files_per_worker = cfg.files_per_worker,
+        admission_cap = cfg.admission_cap,
+        "comet started"
+    );
+    println!("comet: listening public={public_addr} publish={publish_addr} workers={workers}");
+    let _ = std::io::stdout().flush();
+
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    comet_ring::sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
+    for thread in threads {
+        let _ = thread.join();
+    }
+    drop((public, publish));
+    tracing::info!("stopped");
+    Ok(())
+}
+

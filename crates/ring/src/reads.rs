@@ -1,0 +1,120 @@
+//! The provided buffer ring: read buffers shared by every connection of one ring.
+//!
+//! The kernel picks a buffer when data arrives (multishot recv), so a connection with nothing
+//! to read owns no buffer. The caller looks at the bytes with [`ReadBufs::get`] and hands the
+//! buffer back with [`ReadBufs::recycle`] as soon as it has copied or parsed what it needs.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+pub struct ReadBufs {
+    /// The ring of buffer descriptors shared with the kernel (page-aligned, `count` entries).
+    entries: *mut BufRingEntry,
+    entries_layout: Layout,
+    /// The buffers themselves, `count * size` bytes. Only the kernel writes them; pages are
+    /// committed on first use.
+    data: *mut u8,
+    data_layout: Layout,
+    count: u16,
+    size: u32,
+    /// Our copy of the ring's tail: buffers handed to the kernel so far (wrapping).
+    tail: u16,
+}
+
+impl ReadBufs {
+    pub(crate) fn new(ring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<ReadBufs> {
+        assert!(count.is_power_of_two() && count <= 32768, "read buffer count");
+        assert!(size > 0);
+        let entries_layout =
+            Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
+                .expect("buffer ring layout");
+        let data_layout = Layout::from_size_align(count as usize * size as usize, 4096)
+            .expect("read buffer layout");
+        // SAFETY: both layouts have non-zero size (count >= 1, size >= 1).
+        let (entries, data) = unsafe {
+            (
+                alloc::alloc_zeroed(entries_layout) as *mut BufRingEntry,
+                alloc::alloc_zeroed(data_layout),
+            )
+        };
+        assert!(!entries.is_null() && !data.is_null(), "out of memory for read buffers");
+        let mut bufs = ReadBufs {
+            entries,
+            entries_layout,
+            data,
+            data_layout,
+            count,
+            size,
+            tail: 0,
+        };
+        // SAFETY: `entries` is page-aligned, `count` entries long and owned by `bufs`, which is
+        // dropped only after the ring (field order in `Ring`), so the kernel never sees it freed.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
+        }
+        for bid in 0..count {
+            bufs.put(bid);
+        }
+        bufs.publish();
+        Ok(bufs)
+    }
+
+    /// Size of each buffer in bytes.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
+    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count && len <= self.size as usize);
+        // SAFETY: buffer `bid` was returned by the kernel in a completion and is not back in
+        // the ring until `recycle`, which needs `&mut self`, so nobody writes it while this
+        // borrow lives. The range lies inside the allocation owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.data.add(bid as usize * self.size as usize), len) }
+    }
+
+    /// Gives buffer `bid` back to the kernel.
+    pub fn recycle(&mut self, bid: u16) {
+        assert!(bid < self.count);
+        self.put(bid);
+        self.publish();
+    }
+
+    fn put(&mut self, bid: u16) {
+        let index = (self.tail & (self.count - 1)) as usize;
+        // SAFETY: `index < count`, inside the entries allocation owned by `self`. The kernel only
+        // reads entries between its head and our published tail, and this one is past the tail.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        // SAFETY: the buffer lies inside `data`, owned by `self` and alive as long as the ring.
+        entry.set_addr(unsafe { self.data.add(bid as usize * self.size as usize) } as u64);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: the tail field overlays the first entry's reserved bytes and is only written
+        // by us; the kernel reads it with acquire ordering, so a release store publishes the
+        // entries written before it.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ReadBufs {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with these layouts; the ring that used them is already
+        // closed (it is dropped first), so the kernel holds no reference.
+        unsafe {
+            alloc::dealloc(self.entries as *mut u8, self.entries_layout);
+            alloc::dealloc(self.data, self.data_layout);
+        }
+    }
+}

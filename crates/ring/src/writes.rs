@@ -1,0 +1,178 @@
+//! Write buffers: a pool of byte vectors, each either open for appending or frozen while the
+//! kernel sends from it.
+//!
+//! A connection with nothing to send holds no buffer. Typically a connection holds one frozen
+//! buffer (in flight) and appends later messages to a second one, which becomes the next send.
+//! Freed buffers are kept for reuse up to a bound, and oversized ones shrink when freed.
+
+use std::num::NonZeroU32;
+
+/// A handle to one buffer of the pool. Copyable; the pool checks its use (frozen or not).
+/// Stored as index + 1 so that `Option<WBuf>` is 4 bytes in a connection slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WBuf(NonZeroU32);
+
+impl WBuf {
+    fn new(index: u32) -> WBuf {
+        WBuf(NonZeroU32::new(index + 1).expect("write buffer index"))
+    }
+    fn index(self) -> usize {
+        self.0.get() as usize - 1
+    }
+}
+
+struct Slot {
+    data: Vec<u8>,
+    /// Bytes of `data` already sent.
+    sent: usize,
+    /// True exactly when a send from this buffer is in flight.
+    frozen: bool,
+    /// True while the buffer is handed out (not on the free list).
+    used: bool,
+}
+
+/// Buffers kept on the free list at most; more are released to the allocator.
+const FREE_KEPT_MAX: usize = 1024;
+/// Capacity a freed buffer keeps at most, so one burst does not pin memory for ever.
+const FREE_CAPACITY_MAX: usize = 16 * 1024;
+
+#[derive(Default)]
+pub struct WriteBufs {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Buffers handed out now (used).
+    used: usize,
+}
+
+/// What is left after a send completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Everything was sent; the buffer is free again (and its handle invalid).
+    All,
+    /// A short send: the rest must be sent with another `Ring::send` of the same buffer.
+    Partial,
+}
+
+impl WriteBufs {
+    /// An empty buffer, open for appending.
+    pub fn alloc(&mut self) -> WBuf {
+        self.used += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            debug_assert!(!slot.used && slot.data.is_empty());
+            slot.used = true;
+            return WBuf::new(index);
+        }
+        let index = u32::try_from(self.slots.len()).expect("write buffer index");
+        self.slots.push(Slot {
+            data: Vec::new(),
+            sent: 0,
+            frozen: false,
+            used: true,
+        });
+        WBuf::new(index)
+    }
+
+    /// The bytes of an open buffer, for appending.
+    pub fn get_mut(&mut self, buf: WBuf) -> &mut Vec<u8> {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && !slot.frozen, "write buffer is in flight");
+        &mut slot.data
+    }
+
+    /// Bytes in the buffer not sent yet.
+    pub fn unsent(&self, buf: WBuf) -> usize {
+        let slot = &self.slots[buf.index()];
+        slot.data.len() - slot.sent
+    }
+
+    /// Releases a buffer that is not in flight.
+    pub fn free(&mut self, buf: WBuf) {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && !slot.frozen, "freeing a write buffer in flight");
+        slot.used = false;
+        slot.sent = 0;
+        slot.data.clear();
+        self.used -= 1;
+        if self.free.len() < FREE_KEPT_MAX {
+            slot.data.shrink_to(FREE_CAPACITY_MAX);
+            self.free.push(buf.index() as u32);
+        } else {
+            slot.data = Vec::new();
+            self.free.push(buf.index() as u32);
+        }
+    }
+
+    /// Buffers handed out now.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Marks the buffer in flight and returns the unsent range for the kernel.
+    pub(crate) fn freeze(&mut self, buf: WBuf) -> (*const u8, u32) {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && !slot.frozen, "two sends from one write buffer");
+        assert!(slot.sent < slot.data.len(), "sending an empty write buffer");
+        slot.frozen = true;
+        let unsent = &slot.data[slot.sent..];
+        let len = u32::try_from(unsent.len()).expect("write buffer over 4 GiB");
+        (unsent.as_ptr(), len)
+    }
+
+    /// Records the result of the send from `buf`: `sent` bytes (>= 0). Frees the buffer when
+    /// everything was sent.
+    pub fn complete(&mut self, buf: WBuf, sent: usize) -> Sent {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && slot.frozen, "completion for a write buffer not in flight");
+        slot.frozen = false;
+        slot.sent += sent;
+        assert!(slot.sent <= slot.data.len());
+        if slot.sent == slot.data.len() {
+            self.free(buf);
+            Sent::All
+        } else {
+            Sent::Partial
+        }
+    }
+
+    /// Ends a send that failed or was cancelled: the buffer is unfrozen and freed.
+    pub fn abort(&mut self, buf: WBuf) {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && slot.frozen, "abort for a write buffer not in flight");
+        slot.frozen = false;
+        self.free(buf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_sends_then_free_and_reuse() {
+        let mut bufs = WriteBufs::default();
+        let b = bufs.alloc();
+        bufs.get_mut(b).extend_from_slice(b"hello world");
+        let (_, len) = bufs.freeze(b);
+        assert_eq!(len, 11);
+        assert_eq!(bufs.complete(b, 5), Sent::Partial);
+        assert_eq!(bufs.unsent(b), 6);
+        let (_, len) = bufs.freeze(b);
+        assert_eq!(len, 6);
+        assert_eq!(bufs.complete(b, 6), Sent::All);
+        assert_eq!(bufs.used(), 0);
+        let again = bufs.alloc();
+        assert_eq!(again, b, "a freed buffer is reused");
+        assert!(bufs.get_mut(again).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "in flight")]
+    fn a_frozen_buffer_cannot_be_appended_to() {
+        let mut bufs = WriteBufs::default();
+        let b = bufs.alloc();
+        bufs.get_mut(b).push(1);
+        bufs.freeze(b);
+        bufs.get_mut(b).push(2);
+    }
+}

@@ -1,0 +1,131 @@
+//! `comet serve` flags and the limits derived from them.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Subscriber (public) listener.
+    #[arg(long, default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+    /// Publish API and /metrics listener; loopback by default so the public port cannot publish.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub publish_listen: SocketAddr,
+    /// Worker threads, each with its own io_uring ring, listeners and shard of the id table.
+    /// Default: one per CPU. Where RLIMIT_NOFILE is low, more workers hold more connections
+    /// (each ring's fixed-file table is bounded by it): see kernel-tuning.md.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Fixed-file slots per worker ring; default: the open-files hard limit (at most 1,048,576).
+    #[arg(long)]
+    pub files_per_worker: Option<u32>,
+    /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 1024)]
+    pub backlog: u32,
+    /// Provided read buffers per ring (a power of two) and their size in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub read_buffers: u16,
+    #[arg(long, default_value_t = 4096)]
+    pub read_buffer_size: u32,
+    /// Largest request head (request line and headers); larger gets 431.
+    #[arg(long, default_value_t = 8192)]
+    pub header_bytes_max: usize,
+    /// Largest publish body; larger gets 413.
+    #[arg(long, default_value_t = 65536)]
+    pub body_bytes_max: usize,
+    /// Most distinct ids one subscriber connection may log in as (`/test/1,2,3`).
+    #[arg(long, default_value_t = 64)]
+    pub ids_per_connection_max: usize,
+    /// A request must be complete this long after its connection became ready for it;
+    /// otherwise 408 and close.
+    #[arg(long, default_value_t = 10_000)]
+    pub request_timeout_ms: u64,
+    /// A keep-alive publish connection with nothing in progress is closed after this.
+    #[arg(long, default_value_t = 300_000)]
+    pub idle_timeout_ms: u64,
+    /// Bytes a subscriber may have waiting (sent to the kernel but unsent, plus queued) before it
+    /// counts as a slow consumer and is disconnected (counted in comet_slow_disconnects_total).
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub queue_bytes_max: usize,
+    /// On SIGINT/SIGTERM, how long open streams get to receive their final chunk.
+    #[arg(long, default_value_t = 2_000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Everything a worker needs to know, fixed at start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub workers: usize,
+    pub files_per_worker: u32,
+    /// Connections a worker admits at most: its table size less a margin for connections the
+    /// kernel accepts between our decision to stop and the stop taking effect (a multishot
+    /// accept drains the whole listen backlog in one go, and a full table drops a connection).
+    pub admission_cap: usize,
+    pub read_buffers: u16,
+    pub read_buffer_size: u32,
+    pub limits: comet_http::Limits,
+    pub ids_per_connection_max: usize,
+    pub request_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub queue_bytes_max: usize,
+    pub shutdown_timeout_ms: u64,
+}
+
+/// The kernel's bound on a fixed-file table.
+const FILES_KERNEL_MAX: u32 = 1 << 20;
+/// Admission margin beyond the listen backlog (see `Config::admission_cap`).
+const ADMISSION_SLACK: u32 = 64;
+
+impl Config {
+    pub fn new(args: &ServeArgs, nofile_limit: u64) -> Result<Config, String> {
+        let workers = args
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if workers == 0 || workers > comet_router::ConnRef::WORKERS_MAX {
+            return Err(format!(
+                "--workers must be 1..={}",
+                comet_router::ConnRef::WORKERS_MAX
+            ));
+        }
+        let limit = u32::try_from(nofile_limit.min(FILES_KERNEL_MAX as u64)).unwrap_or(u32::MAX);
+        let files = args.files_per_worker.unwrap_or(limit);
+        if files > limit {
+            return Err(format!(
+                "--files-per-worker {files} is over the open-files limit {limit} (see kernel-tuning.md)"
+            ));
+        }
+        let margin = args.backlog + ADMISSION_SLACK;
+        if files <= margin {
+            return Err(format!(
+                "--files-per-worker {files} leaves no room past the accept margin {margin} (backlog + {ADMISSION_SLACK})"
+            ));
+        }
+        if !args.read_buffers.is_power_of_two() || args.read_buffers > 32768 {
+            return Err("--read-buffers must be a power of two, at most 32768".into());
+        }
+        if args.read_buffer_size < 512 {
+            return Err("--read-buffer-size must be at least 512".into());
+        }
+        if args.ids_per_connection_max == 0 {
+            return Err("--ids-per-connection-max must be at least 1".into());
+        }
+        Ok(Config {
+            workers,
+            files_per_worker: files,
+            admission_cap: (files - margin) as usize,
+            read_buffers: args.read_buffers,
+            read_buffer_size: args.read_buffer_size,
+            limits: comet_http::Limits {
+                header_bytes_max: args.header_bytes_max,
+                body_bytes_max: args.body_bytes_max,
+                ..comet_http::Limits::default()
+            },
+            ids_per_connection_max: args.ids_per_connection_max,
+            request_timeout_ms: args.request_timeout_ms.max(1),
+            idle_timeout_ms: args.idle_timeout_ms.max(1),
+            queue_bytes_max: args.queue_bytes_max,
+            shutdown_timeout_ms: args.shutdown_timeout_ms,
+        })
+    }
+}

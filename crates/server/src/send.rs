@@ -1,0 +1,82 @@
+//! `comet send <id> <msg>`: one `POST /send/<id>` to the publish API.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The publish API's address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub to: SocketAddr,
+    /// The user id (an unsigned 64-bit integer).
+    pub id: String,
+    /// The message.
+    pub msg: String,
+}
+
+/// Returns the process exit code: 0 when the server accepted the message.
+pub fn run(args: &SendArgs) -> i32 {
+    match send(args) {
+        Ok((status, body)) if (200..300).contains(&status) => {
+            match connections(&body) {
+                Some(n) => println!("sent to {} ({n} connection{})", args.id, if n == 1 { "" } else { "s" }),
+                None => println!("{}", body.trim_end()),
+            }
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("comet send: {status}: {}", body.trim_end());
+            1
+        }
+        Err(e) => {
+            eprintln!("comet send: {}: {e}", args.to);
+            1
+        }
+    }
+}
+
+fn send(args: &SendArgs) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&args.to, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let head = format!(
+        "POST /send/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        args.id,
+        args.to,
+        args.msg.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(args.msg.as_bytes())?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(&answer) {
+        Ok(httparse::Status::Complete(len)) => Ok((
+            response.code.unwrap_or(0),
+            String::from_utf8_lossy(&answer[len..]).into_owned(),
+        )),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "malformed answer",
+        )),
+    }
+}
+
+/// The `"connections":N` of the server's JSON answer.
+fn connections(body: &str) -> Option<u64> {
+    let rest = &body[body.find("\"connections\":")? + "\"connections\":".len()..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_connection_count() {
+        assert_eq!(super::connections("{\"id\":1,\"connections\":12}\n"), Some(12));
+        assert_eq!(super::connections("nothing"), None);
+    }
+}

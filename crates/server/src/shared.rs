@@ -1,0 +1,125 @@
+//! What workers share: one mailbox per worker (an unbounded lock-free MPSC channel), the
+//! doorbell flags that decide when a MSG_RING wake is needed, the rings' descriptors, and the
+//! per-worker counters that /metrics reads.
+//!
+//! Doorbell protocol (no lost wake-up, at most one wake in flight per worker):
+//! - a sender pushes mail, then at the end of its loop iteration swaps the target's `ringing`
+//!   flag to true; only if it was false does it submit a MSG_RING to the target's ring;
+//! - the target, on the doorbell completion, stores false *then* drains its mailbox.
+//! So `ringing == true` means a doorbell completion is in flight or unhandled, and any mail
+//! pushed after the target's store is either seen by that drain or rings again.
+//!
+//! Mailboxes are unbounded, but what fills them is bounded elsewhere: each publish connection
+//! has at most `PIPELINE_MAX` publishes outstanding, and each publish fans out to the
+//! connections logged in as its id.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use comet_router::{ConnRef, Id};
+
+/// Where the answer to a publish goes: a publish connection, and the request's sequence number
+/// on it.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplyTo {
+    pub conn: ConnRef,
+    pub seq: u32,
+}
+
+/// Messages between workers.
+pub enum Mail {
+    /// Log `conn` in as `id` on the owner of `id`, which answers `LoginAck`.
+    Login { id: Id, conn: ConnRef },
+    LoginAck { conn: ConnRef },
+    Logout { id: Id, conn: ConnRef },
+    /// A message for `id`, to its owner.
+    Publish { id: Id, msg: Arc<[u8]>, reply: ReplyTo },
+    /// The owner's count of connections the message was handed to.
+    Reply { to: ReplyTo, connections: u32 },
+    /// A message for one connection, to the worker that holds it.
+    Deliver { conn: ConnRef, msg: Arc<[u8]> },
+}
+
+/// Counters of one worker, written only by that worker (so plain load + store, no atomic
+/// read-modify-write) and read by whoever renders /metrics. On its own cache line.
+#[derive(Default)]
+#[repr(align(64))]
+pub struct Stats {
+    pub connections: AtomicU64,
+    pub subscribers: AtomicU64,
+    pub ids: AtomicU64,
+    pub accepted: AtomicU64,
+    pub closed: AtomicU64,
+    pub accept_errors: AtomicU64,
+    pub accept_paused: AtomicU64,
+    pub requests: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub published: AtomicU64,
+    pub delivered: AtomicU64,
+    pub slow_disconnects: AtomicU64,
+    pub dropped: AtomicU64,
+    pub stale: AtomicU64,
+    pub write_buffers: AtomicU64,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+    }
+    pub fn set(counter: &AtomicU64, v: u64) {
+        counter.store(v, Ordering::Relaxed);
+    }
+}
+
+pub struct Shared {
+    pub mailboxes: Vec<Sender<Mail>>,
+    pub ringing: Vec<Padded<AtomicBool>>,
+    /// Each worker stores its ring descriptor here before the start barrier.
+    pub ring_fds: Vec<AtomicI32>,
+    pub stats: Vec<Stats>,
+}
+
+#[repr(align(64))]
+#[derive(Default)]
+pub struct Padded<T>(pub T);
+
+impl Shared {
+    /// Renders the Prometheus text exposition of every worker's counters.
+    pub fn render_metrics(&self, out: &mut Vec<u8>) {
+        use std::fmt::Write;
+        let mut s = String::with_capacity(4096);
+        type Get = fn(&Stats) -> &AtomicU64;
+        let families: [(&str, &str, &str, Get); 16] = [
+            ("comet_connections", "gauge", "Open connections (subscribers, publishers, requests in progress).", |s| &s.connections),
+            ("comet_subscribers", "gauge", "Connections streaming messages.", |s| &s.subscribers),
+            ("comet_ids", "gauge", "Logged-in ids in this worker's shard.", |s| &s.ids),
+            ("comet_connections_accepted_total", "counter", "Connections accepted.", |s| &s.accepted),
+            ("comet_connections_closed_total", "counter", "Connections closed.", |s| &s.closed),
+            ("comet_accept_errors_total", "counter", "Failed accepts (ENFILE means a connection was dropped by a full table).", |s| &s.accept_errors),
+            ("comet_accept_paused_total", "counter", "Times accepting stopped at the admission cap.", |s| &s.accept_paused),
+            ("comet_requests_total", "counter", "HTTP requests handled.", |s| &s.requests),
+            ("comet_bad_requests_total", "counter", "Requests answered with a 4xx/5xx error.", |s| &s.bad_requests),
+            ("comet_request_timeouts_total", "counter", "Connections closed for an incomplete request or idleness.", |s| &s.timeouts),
+            ("comet_messages_published_total", "counter", "Messages routed by this worker's shard.", |s| &s.published),
+            ("comet_messages_delivered_total", "counter", "Messages queued to a subscriber connection of this worker.", |s| &s.delivered),
+            ("comet_messages_dropped_total", "counter", "Messages not delivered because their connection was cut as a slow consumer.", |s| &s.dropped),
+            ("comet_slow_disconnects_total", "counter", "Subscribers disconnected for exceeding --queue-bytes-max.", |s| &s.slow_disconnects),
+            ("comet_stale_deliveries_total", "counter", "Messages for connections that closed while the message was on its way.", |s| &s.stale),
+            ("comet_write_buffers", "gauge", "Write buffers in use (connections with data in flight).", |s| &s.write_buffers),
+        ];
+        for (name, kind, help, get) in families {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (w, stats) in self.stats.iter().enumerate() {
+                let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {}", get(stats).load(Ordering::Relaxed));
+            }
+        }
+        let rss = crate::rss_bytes().unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "# HELP comet_process_resident_memory_bytes Resident set size of the process.\n# TYPE comet_process_resident_memory_bytes gauge\ncomet_process_resident_memory_bytes {rss}"
+        );
+        out.extend_from_slice(s.as_bytes());
+    }
+}

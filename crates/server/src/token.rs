@@ -1,0 +1,76 @@
+//! The `user_data` of every io_uring operation comet submits, in one place.
+//!
+//! Layout (64 bits): `[op: 8][slot: 24][gen: 32]`.
+//! - `op`: which operation completed ([`Op`]).
+//! - `slot`: the connection's slot in the ring's fixed-file table (which is also its index in the
+//!   worker's connection table); for `Accept` the listener index, for `DoorbellFailed` the
+//!   target worker.
+//! - `gen`: the slot's generation when the operation was submitted. A slot is reused only after
+//!   every operation on it completed, so a mismatch is a bug, caught by an assertion.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    Accept = 1,
+    Recv,
+    Poll,
+    Send,
+    Cancel,
+    Close,
+    /// A MSG_RING from another worker: mail is waiting.
+    Doorbell,
+    /// Our MSG_RING to another worker failed (its CQE is skipped on success).
+    DoorbellFailed,
+    Tick,
+    Shutdown,
+    /// A request whose completion needs no handling (cancelling an accept).
+    Ignore,
+}
+
+impl Op {
+    fn from_u8(v: u8) -> Op {
+        match v {
+            1 => Op::Accept,
+            2 => Op::Recv,
+            3 => Op::Poll,
+            4 => Op::Send,
+            5 => Op::Cancel,
+            6 => Op::Close,
+            7 => Op::Doorbell,
+            8 => Op::DoorbellFailed,
+            9 => Op::Tick,
+            10 => Op::Shutdown,
+            11 => Op::Ignore,
+            _ => unreachable!("unknown op {v} in user_data"),
+        }
+    }
+}
+
+pub const SLOT_MAX: u32 = 1 << 24;
+
+pub fn token(op: Op, slot: u32, gen: u32) -> u64 {
+    debug_assert!(slot < SLOT_MAX);
+    ((op as u64) << 56) | ((slot as u64) << 32) | gen as u64
+}
+
+pub fn decode(user_data: u64) -> (Op, u32, u32) {
+    (
+        Op::from_u8((user_data >> 56) as u8),
+        ((user_data >> 32) as u32) & (SLOT_MAX - 1),
+        user_data as u32,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for op in [Op::Accept, Op::Recv, Op::Send, Op::Shutdown] {
+            for (slot, gen) in [(0, 0), (SLOT_MAX - 1, u32::MAX), (12345, 7)] {
+                assert_eq!(decode(token(op, slot, gen)), (op, slot, gen));
+            }
+        }
+    }
+}
