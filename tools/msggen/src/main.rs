@@ -1,1 +1,656 @@
-fn main() {}
+//! msggen: publishes stamped messages to comet's publish API at a steady rate.
+//!
+//! The seed's `start(Num, Interval, Max)` runs `Num` generators, each sending one message to a
+//! random id in 1..Max every `Interval` ms. Generator `g` fires at `g * I / G + k * I`, so all
+//! of them together are one evenly spaced stream at `G * 1000 / I` messages per second; that
+//! is what this tool sends, over a few keep-alive connections with pipelined requests (or the
+//! batch endpoint with `--batch`), rather than one connection per generator.
+//!
+//! Every message starts with `ts=<unix epoch microseconds> ` (the time it was generated), which
+//! floodtest turns into delivery latency.
+//!
+//! # Layout
+//!
+//! - [`Schedule`]: which messages are due at a given time (pure).
+//! - [`encode_single`], [`encode_batch`], [`parse_response`]: request and response bytes (pure).
+//! - `run`: one mio loop over the publish connections.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "Send stamped messages to random ids through comet's publish API")]
+struct Opts {
+    /// The server's publish address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    target: SocketAddr,
+    /// Generators (the seed's Num).
+    #[arg(long, default_value_t = 100)]
+    generators: u64,
+    /// Milliseconds between two messages of one generator (the seed's Interval).
+    #[arg(long, default_value_t = 100.0)]
+    interval_ms: f64,
+    /// Messages per generator; 0 = until --duration ends.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Ids are drawn uniformly from 1..=max-id (the seed's Max).
+    #[arg(long, default_value_t = 10_000)]
+    max_id: u64,
+    /// Messages per second in all; replaces --generators/--interval-ms.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to send (e.g. 60s, 10m, 24h).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Message size in bytes (the stamp counts; at least the stamp is sent).
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// Keep-alive connections to the publish port.
+    #[arg(long, default_value_t = 2)]
+    conns: usize,
+    /// Requests in flight per connection at most (pipelining depth).
+    #[arg(long, default_value_t = 256)]
+    pipeline_max: usize,
+    /// Use `POST /send` with up to this many `<id> <message>` lines per request (0 = one
+    /// `POST /send/<id>` per message).
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
+    /// How long to wait for outstanding answers after sending stops.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Random seed for ids (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the final summary JSON here too (it is always printed as the last stdout line).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write one TSV row per second.
+    #[arg(long)]
+    stats_file: Option<PathBuf>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "s"), |at| s.split_at(at));
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn epoch_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Evenly spaced messages: message `j` is due `j / rate` seconds after the start.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    rate: f64,
+    /// Messages in all; None = unbounded.
+    limit: Option<u64>,
+}
+
+impl Schedule {
+    /// How many messages are due `elapsed` after the start (message 0 is due at once).
+    fn due(&self, elapsed: Duration) -> u64 {
+        let due = (elapsed.as_secs_f64() * self.rate) as u64 + 1;
+        self.limit.map_or(due, |limit| due.min(limit))
+    }
+
+    /// When message `j` is due, after the start.
+    fn at(&self, j: u64) -> Duration {
+        Duration::from_secs_f64(j as f64 / self.rate)
+    }
+}
+
+/// xorshift64*: ids need to be spread, not secret.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in 1..=max for max far below 2^64.
+    fn id(&mut self, max: u64) -> u64 {
+        1 + self.next() % max
+    }
+}
+
+/// Appends the message text: `ts=<us> ` then `x` up to `size` bytes.
+fn write_message(out: &mut Vec<u8>, ts_us: u64, size: usize) {
+    let start = out.len();
+    write!(out, "ts={ts_us} ").expect("write to Vec");
+    let filler = size.saturating_sub(out.len() - start);
+    out.resize(out.len() + filler, b'x');
+}
+
+/// `POST /send/<id>` with the message as body.
+fn encode_single(out: &mut Vec<u8>, host: &str, id: u64, ts_us: u64, size: usize) {
+    let mut body = Vec::with_capacity(size.max(24));
+    write_message(&mut body, ts_us, size);
+    write!(
+        out,
+        "POST /send/{id} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write to Vec");
+    out.extend_from_slice(&body);
+}
+
+/// `POST /send` with one `<id> <message>` line per message.
+fn encode_batch(out: &mut Vec<u8>, host: &str, ids: &[u64], ts_us: u64, size: usize) {
+    let mut body = Vec::with_capacity(ids.len() * (size + 12));
+    for &id in ids {
+        write!(body, "{id} ").expect("write to Vec");
+        write_message(&mut body, ts_us, size);
+        body.push(b'\n');
+    }
+    write!(
+        out,
+        "POST /send HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write to Vec");
+    out.extend_from_slice(&body);
+}
+
+/// One parsed answer from the publish API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Answer {
+    status: u16,
+    /// `"connections"` from the JSON body (0 if absent).
+    connections: u64,
+    /// Bytes of `input` the answer used.
+    consumed: usize,
+}
+
+/// Parses one complete response from the front of `input`; Ok(None) if more bytes are needed.
+fn parse_response(input: &[u8]) -> Result<Option<Answer>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let header_len = match response.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad response: {e}")),
+    };
+    let status = response.code.unwrap_or(0);
+    let mut content_length = 0usize;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            content_length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("bad content-length")?;
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("chunked answers are not supported".into());
+        }
+    }
+    let end = header_len + content_length;
+    if input.len() < end {
+        return Ok(None);
+    }
+    Ok(Some(Answer {
+        status,
+        connections: json_u64(&input[header_len..end], "connections").unwrap_or(0),
+        consumed: end,
+    }))
+}
+
+/// The unsigned integer value of `"key":` in a flat JSON object.
+fn json_u64(body: &[u8], key: &str) -> Option<u64> {
+    let pattern = format!("\"{key}\"");
+    let at = body
+        .windows(pattern.len())
+        .position(|w| w == pattern.as_bytes())?;
+    let rest = &body[at + pattern.len()..];
+    let rest = &rest[rest.iter().position(|&b| b != b' ' && b != b':')?..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct Totals {
+    /// Messages written to a connection.
+    sent: u64,
+    /// Messages the server answered 2xx for.
+    accepted: u64,
+    /// Messages answered otherwise, or lost with their connection.
+    failed: u64,
+    /// Sum of "connections" over the answers: deliveries the server promised.
+    connections: u64,
+    requests: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    tool: &'static str,
+    target_rate: f64,
+    elapsed_s: f64,
+    send_s: f64,
+    #[serde(flatten)]
+    totals: Totals,
+    /// Messages due but not sent because every connection was at --pipeline-max.
+    behind_at_end: u64,
+    /// Most the sender fell behind its schedule, in ms.
+    lag_max_ms: f64,
+    /// Requests without an answer when the run ended.
+    unanswered: u64,
+}
+
+struct Conn {
+    stream: TcpStream,
+    connected: bool,
+    out: Vec<u8>,
+    input: Vec<u8>,
+    /// Messages carried by each request in flight, oldest first.
+    in_flight: VecDeque<u32>,
+    dead: bool,
+}
+
+impl Conn {
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what is there and settles every complete answer.
+    fn read(&mut self, totals: &mut Totals) -> io::Result<()> {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => self.input.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut used = 0;
+        while let Some(answer) = parse_response(&self.input[used..]).map_err(io::Error::other)? {
+            used += answer.consumed;
+            let messages = u64::from(
+                self.in_flight
+                    .pop_front()
+                    .ok_or_else(|| io::Error::other("answer without a request"))?,
+            );
+            if (200..300).contains(&answer.status) {
+                totals.accepted += messages;
+                totals.connections += answer.connections;
+            } else {
+                totals.failed += messages;
+            }
+        }
+        self.input.drain(..used);
+        Ok(())
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    match run(&opts) {
+        Ok(summary) => {
+            let json = serde_json::to_string(&summary).expect("summary serializes");
+            if let Some(path) = &opts.json {
+                if let Err(e) = std::fs::write(path, format!("{json}\n")) {
+                    eprintln!("msggen: {}: {e}", path.display());
+                }
+            }
+            println!("{json}");
+            if summary.totals.failed > 0 || summary.unanswered > 0 {
+                std::process::exit(1);
+            }
+        }
+        Err(e) => {
+            eprintln!("msggen: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(opts: &Opts) -> Result<Summary, String> {
+    let rate = opts
+        .rate
+        .unwrap_or(opts.generators as f64 * 1000.0 / opts.interval_ms);
+    if !rate.is_finite()
+        || rate <= 0.0
+        || opts.max_id == 0
+        || opts.conns == 0
+        || opts.pipeline_max == 0
+    {
+        return Err("rate, --max-id, --conns and --pipeline-max must be positive".into());
+    }
+    let schedule = Schedule {
+        rate,
+        limit: (opts.count > 0).then(|| opts.count * opts.generators),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| e.to_string())?;
+    }
+    let mut rng = Rng(opts.seed.unwrap_or_else(epoch_us) | 1);
+    let host = opts.target.to_string();
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut conns = Vec::with_capacity(opts.conns);
+    for k in 0..opts.conns {
+        let mut stream = TcpStream::connect(opts.target).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        poll.registry()
+            .register(
+                &mut stream,
+                Token(k),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| e.to_string())?;
+        conns.push(Conn {
+            stream,
+            connected: false,
+            out: Vec::new(),
+            input: Vec::new(),
+            in_flight: VecDeque::new(),
+            dead: false,
+        });
+    }
+    let mut stats_file = match &opts.stats_file {
+        Some(path) => {
+            let mut f =
+                BufWriter::new(File::create(path).map_err(|e| format!("{}: {e}", path.display()))?);
+            writeln!(
+                f,
+                "# elapsed_s\tepoch_s\tsent\taccepted\tfailed\tconnections\tsent_per_s"
+            )
+            .map_err(|e| e.to_string())?;
+            Some(f)
+        }
+        None => None,
+    };
+    let mut totals = Totals::default();
+    let mut events = Events::with_capacity(64);
+    let mut ids = Vec::new();
+    let start = Instant::now();
+    let send_end = start + opts.duration;
+    let mut drain_end = None;
+    let mut next_report = start + Duration::from_secs(1);
+    let mut previous_sent = 0;
+    let mut generated = 0u64;
+    let mut lag_max = Duration::ZERO;
+    let mut send_s = 0.0;
+    let batch_max = opts.batch.max(1);
+    let mut behind_at_end = 0;
+    loop {
+        let now = Instant::now();
+        let sending = drain_end.is_none();
+        if sending
+            && (now >= send_end
+                || stop.load(Ordering::Relaxed)
+                || schedule.limit == Some(generated))
+        {
+            send_s = now.duration_since(start).as_secs_f64();
+            behind_at_end = schedule.due(now.duration_since(start)) - generated;
+            drain_end = Some(now + opts.drain);
+        }
+        let in_flight: usize = conns.iter().map(|c| c.in_flight.len()).sum();
+        if let Some(end) = drain_end {
+            if in_flight == 0 || now >= end || conns.iter().all(|c| c.dead) {
+                break;
+            }
+        }
+        if conns.iter().all(|c| c.dead) {
+            return Err("every publish connection failed".into());
+        }
+        if drain_end.is_none() {
+            let due = schedule.due(now.duration_since(start));
+            if due > generated + 1 {
+                lag_max = lag_max.max(now.duration_since(start + schedule.at(generated)));
+            }
+            while generated < due {
+                let Some(k) = (0..conns.len())
+                    .filter(|&k| {
+                        let c = &conns[k];
+                        c.connected && !c.dead && c.in_flight.len() < opts.pipeline_max
+                    })
+                    .min_by_key(|&k| conns[k].in_flight.len())
+                else {
+                    break; // every connection is full: we are behind schedule
+                };
+                let ts_us = epoch_us();
+                let n = if opts.batch == 0 {
+                    1
+                } else {
+                    (due - generated).min(batch_max as u64) as usize
+                };
+                let conn = &mut conns[k];
+                if opts.batch == 0 {
+                    encode_single(&mut conn.out, &host, rng.id(opts.max_id), ts_us, opts.size);
+                } else {
+                    ids.clear();
+                    ids.extend((0..n).map(|_| rng.id(opts.max_id)));
+                    encode_batch(&mut conn.out, &host, &ids, ts_us, opts.size);
+                }
+                conn.in_flight.push_back(n as u32);
+                generated += n as u64;
+                totals.sent += n as u64;
+                totals.requests += 1;
+                if let Err(e) = conn.flush() {
+                    fail(conn, &mut totals, &e);
+                }
+            }
+        }
+        if now >= next_report {
+            next_report += Duration::from_secs(1);
+            let per_s = totals.sent - previous_sent;
+            previous_sent = totals.sent;
+            println!(
+                "msggen: sent={} (+{per_s}/s) accepted={} failed={} connections={} in_flight={in_flight}",
+                totals.sent, totals.accepted, totals.failed, totals.connections
+            );
+            if let Some(f) = stats_file.as_mut() {
+                writeln!(
+                    f,
+                    "{:.1}\t{}\t{}\t{}\t{}\t{}\t{per_s}",
+                    now.duration_since(start).as_secs_f64(),
+                    epoch_us() / 1_000_000,
+                    totals.sent,
+                    totals.accepted,
+                    totals.failed,
+                    totals.connections
+                )
+                .and_then(|()| f.flush())
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        let mut wake = next_report;
+        if let Some(end) = drain_end {
+            wake = wake.min(end);
+        } else {
+            wake = wake.min(send_end).min(start + schedule.at(generated));
+        }
+        match poll.poll(&mut events, Some(wake.saturating_duration_since(now))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+        for event in events.iter() {
+            let conn = &mut conns[event.token().0];
+            if conn.dead {
+                continue;
+            }
+            if event.is_writable() && !conn.connected {
+                match conn.stream.take_error() {
+                    Ok(None) if conn.stream.peer_addr().is_ok() => conn.connected = true,
+                    Ok(None) if !event.is_error() => {}
+                    Ok(Some(e)) | Err(e) => return Err(format!("connect {}: {e}", opts.target)),
+                    Ok(None) => return Err(format!("connect {}: failed", opts.target)),
+                }
+            }
+            let result = if event.is_writable() {
+                conn.flush()
+            } else {
+                Ok(())
+            }
+            .and_then(|()| {
+                if event.is_readable() {
+                    conn.read(&mut totals)
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = result {
+                fail(conn, &mut totals, &e);
+            }
+        }
+    }
+    let unanswered: usize = conns.iter().map(|c| c.in_flight.len()).sum();
+    let summary = Summary {
+        tool: "msggen",
+        target_rate: rate,
+        elapsed_s: (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        send_s: (send_s * 1000.0).round() / 1000.0,
+        totals,
+        behind_at_end,
+        lag_max_ms: (lag_max.as_secs_f64() * 1e6).round() / 1000.0,
+        unanswered: unanswered as u64,
+    };
+    println!(
+        "msggen: done: sent={} accepted={} failed={} connections={} unanswered={} lag_max_ms={}",
+        totals.sent,
+        totals.accepted,
+        totals.failed,
+        totals.connections,
+        unanswered,
+        summary.lag_max_ms
+    );
+    Ok(summary)
+}
+
+/// A connection failed: what it carried counts as failed, and it takes no more requests.
+fn fail(conn: &mut Conn, totals: &mut Totals, error: &io::Error) {
+    eprintln!("msggen: publish connection failed: {error}");
+    totals.failed += conn.in_flight.drain(..).map(u64::from).sum::<u64>();
+    conn.dead = true;
+    conn.out.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_schedule() {
+        // 100 generators every 100 ms: 1000 msg/s.
+        let s = Schedule {
+            rate: 100.0 * 1000.0 / 100.0,
+            limit: None,
+        };
+        assert_eq!(s.due(Duration::ZERO), 1);
+        assert_eq!(s.due(Duration::from_millis(999)), 1000);
+        assert_eq!(s.due(Duration::from_secs(10)), 10_001);
+        assert_eq!(s.at(1000), Duration::from_secs(1));
+        let bounded = Schedule {
+            rate: 1000.0,
+            limit: Some(5),
+        };
+        assert_eq!(bounded.due(Duration::from_secs(1)), 5);
+    }
+
+    #[test]
+    fn message_has_stamp_and_size() {
+        let mut m = Vec::new();
+        write_message(&mut m, 1_764_151_234_567_890, 64);
+        assert_eq!(m.len(), 64);
+        assert!(m.starts_with(b"ts=1764151234567890 xxx"));
+        let mut short = Vec::new();
+        write_message(&mut short, 5, 1);
+        assert_eq!(short, b"ts=5 ");
+    }
+
+    #[test]
+    fn requests() {
+        let mut out = Vec::new();
+        encode_single(&mut out, "h:1", 42, 7, 10);
+        assert_eq!(
+            out,
+            b"POST /send/42 HTTP/1.1\r\nHost: h:1\r\nContent-Length: 10\r\n\r\nts=7 xxxxx"
+        );
+        out.clear();
+        encode_batch(&mut out, "h:1", &[1, 23], 7, 6);
+        assert_eq!(
+            out,
+            b"POST /send HTTP/1.1\r\nHost: h:1\r\nContent-Length: 19\r\n\r\n1 ts=7 x\n23 ts=7 x\n"
+        );
+    }
+
+    #[test]
+    fn responses() {
+        let one = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 26\r\n\r\n{\"id\":123,\"connections\":2}";
+        let mut two = one.to_vec();
+        two.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad");
+        let a = parse_response(&two).unwrap().unwrap();
+        assert_eq!(
+            a,
+            Answer {
+                status: 200,
+                connections: 2,
+                consumed: one.len()
+            }
+        );
+        let b = parse_response(&two[a.consumed..]).unwrap().unwrap();
+        assert_eq!(b.status, 400);
+        assert_eq!(b.connections, 0);
+        for cut in 0..one.len() {
+            assert_eq!(parse_response(&one[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        assert!(parse_response(b"NOT HTTP\r\n\r\n").is_err());
+        assert_eq!(
+            json_u64(b"{\"messages\":10, \"connections\" : 77}", "connections"),
+            Some(77)
+        );
+        assert_eq!(json_u64(b"{\"messages\":10}", "connections"), None);
+    }
+
+    #[test]
+    fn ids_in_range() {
+        let mut rng = Rng(12345);
+        let mut seen = [false; 10];
+        for _ in 0..1000 {
+            let id = rng.id(10);
+            assert!((1..=10).contains(&id));
+            seen[id as usize - 1] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+}

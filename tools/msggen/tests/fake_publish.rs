@@ -1,0 +1,131 @@
+//! msggen against a fake publish API that answers every pipelined request, single or batch.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Answers each request with connections = 2 per message; counts stamped messages.
+fn serve(stream: TcpStream, stamped: Arc<AtomicU64>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        let body = String::from_utf8(body).unwrap();
+        let answer = if request_line.starts_with("POST /send/") {
+            assert!(body.starts_with("ts="), "{body}");
+            stamped.fetch_add(1, Ordering::Relaxed);
+            r#"{"id":1,"connections":2}"#.to_string()
+        } else {
+            assert!(request_line.starts_with("POST /send "));
+            let lines = body.lines().count() as u64;
+            for line in body.lines() {
+                let (id, msg) = line.split_once(' ').unwrap();
+                assert!(id.parse::<u64>().unwrap() >= 1);
+                assert!(msg.starts_with("ts="));
+            }
+            stamped.fetch_add(lines, Ordering::Relaxed);
+            format!(r#"{{"messages":{lines},"connections":{}}}"#, lines * 2)
+        };
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+            answer.len()
+        )
+        .unwrap();
+    }
+}
+
+fn start() -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let stamped = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&stamped);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let counter = Arc::clone(&counter);
+            std::thread::spawn(move || serve(stream.unwrap(), counter));
+        }
+    });
+    (addr, stamped)
+}
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_msggen"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn seed_generators_with_count() {
+    let (addr, stamped) = start();
+    // 10 generators every 10 ms, 20 messages each: 200 messages at 1000/s.
+    let s = run(&[
+        "--target",
+        &addr,
+        "--generators",
+        "10",
+        "--interval-ms",
+        "10",
+        "--count",
+        "20",
+        "--max-id",
+        "50",
+        "--duration",
+        "30s",
+    ]);
+    assert_eq!(s["sent"], 200, "{s}");
+    assert_eq!(s["accepted"], 200);
+    assert_eq!(s["failed"], 0);
+    assert_eq!(s["connections"], 400);
+    assert_eq!(s["unanswered"], 0);
+    assert_eq!(stamped.load(Ordering::Relaxed), 200);
+    assert!(s["send_s"].as_f64().unwrap() < 5.0);
+}
+
+#[test]
+fn batch_rate_mode() {
+    let (addr, stamped) = start();
+    let s = run(&[
+        "--target",
+        &addr,
+        "--rate",
+        "20000",
+        "--duration",
+        "1s",
+        "--batch",
+        "100",
+        "--size",
+        "100",
+    ]);
+    let sent = s["sent"].as_u64().unwrap();
+    assert!(sent > 10_000, "{s}");
+    assert_eq!(s["accepted"], sent);
+    assert_eq!(s["connections"], sent * 2);
+    assert_eq!(stamped.load(Ordering::Relaxed), sent);
+}
