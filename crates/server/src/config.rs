@@ -23,8 +23,10 @@ pub struct ServeArgs {
     /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 1024)]
     pub backlog: u32,
-    /// Provided read buffers per ring (a power of two) and their size in bytes.
-    #[arg(long, default_value_t = 128)]
+    /// Provided read buffers per ring (a power of two) and their size in bytes. They are shared
+    /// by every connection of the ring and handed back as soon as a read is parsed, so a few
+    /// suffice; each is touched once the ring has cycled through it (64 x 4 KiB = 256 KiB).
+    #[arg(long, default_value_t = 64)]
     pub read_buffers: u16,
     #[arg(long, default_value_t = 4096)]
     pub read_buffer_size: u32,

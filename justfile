@@ -1,0 +1,17 @@
+# comet's recipes. `just --list` shows them.
+
+# Run the server on its defaults (subscribers on :8000, publish API on 127.0.0.1:8001).
+serve *ARGS:
+    cargo run --release -p comet -- serve {{ARGS}}
+
+# The whole test suite (what CI runs, with fmt and clippy).
+test:
+    cargo test --workspace
+
+# fmt + clippy + tests, exactly as CI.
+ci:
+    bash .ci/run
+
+# Install what the benchmarks need (gnuplot-nox, just) if missing.
+setup:
+    bash tools/setup.sh
