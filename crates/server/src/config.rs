@@ -23,6 +23,10 @@ pub struct ServeArgs {
     /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 1024)]
     pub backlog: u32,
+    /// Submission queue entries per ring (the completion queue gets 4x). The rings' memory is
+    /// resident: 1024 entries cost ~130 KiB per ring. A full queue is flushed early, not an error.
+    #[arg(long, default_value_t = 1024)]
+    pub ring_entries: u32,
     /// Provided read buffers per ring (a power of two) and their size in bytes. They are shared
     /// by every connection of the ring and handed back as soon as a read is parsed, so a few
     /// suffice; each is touched once the ring has cycled through it (64 x 4 KiB = 256 KiB).
@@ -64,6 +68,7 @@ pub struct Config {
     /// kernel accepts between our decision to stop and the stop taking effect (a multishot
     /// accept drains the whole listen backlog in one go, and a full table drops a connection).
     pub admission_cap: usize,
+    pub ring_entries: u32,
     pub read_buffers: u16,
     pub read_buffer_size: u32,
     pub limits: comet_http::Limits,
@@ -106,6 +111,9 @@ impl Config {
         if !args.read_buffers.is_power_of_two() || args.read_buffers > 32768 {
             return Err("--read-buffers must be a power of two, at most 32768".into());
         }
+        if !args.ring_entries.is_power_of_two() || !(64..=32768).contains(&args.ring_entries) {
+            return Err("--ring-entries must be a power of two in 64..=32768".into());
+        }
         if args.read_buffer_size < 512 {
             return Err("--read-buffer-size must be at least 512".into());
         }
@@ -116,6 +124,7 @@ impl Config {
             workers,
             files_per_worker: files,
             admission_cap: (files - margin) as usize,
+            ring_entries: args.ring_entries,
             read_buffers: args.read_buffers,
             read_buffer_size: args.read_buffer_size,
             limits: comet_http::Limits {

@@ -30,7 +30,10 @@ use shared::{Padded, Shared, Stats};
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
-#[command(version, about = "A push server for a million long-lived HTTP streaming connections")]
+#[command(
+    version,
+    about = "A push server for a million long-lived HTTP streaming connections"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,8 +50,7 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -151,7 +153,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             .name(format!("comet-w{index}"))
             .spawn(move || {
                 let ring = comet_ring::Ring::new(comet_ring::Config {
-                    sq_entries: 4096,
+                    sq_entries: cfg.ring_entries,
                     files: cfg.files_per_worker,
                     read_bufs: cfg.read_buffers,
                     read_buf_size: cfg.read_buffer_size,
@@ -206,4 +208,3 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     tracing::info!("stopped");
     Ok(())
 }
-

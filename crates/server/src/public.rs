@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn partial_head_needs_more() {
-        assert_eq!(decide(b"GET /test/1 HTTP/1.1\r\nHo", &cfg()), Action::NeedMore);
+        assert_eq!(
+            decide(b"GET /test/1 HTTP/1.1\r\nHo", &cfg()),
+            Action::NeedMore
+        );
     }
 
     #[test]
@@ -128,7 +131,10 @@ mod tests {
         assert_eq!(status(decide(b"GET /test/abc HTTP/1.1\r\n\r\n", &cfg)), 400);
         assert_eq!(status(decide(b"GET /test/ HTTP/1.1\r\n\r\n", &cfg)), 400);
         assert_eq!(
-            status(decide(b"GET /test/99999999999999999999 HTTP/1.1\r\n\r\n", &cfg)),
+            status(decide(
+                b"GET /test/99999999999999999999 HTTP/1.1\r\n\r\n",
+                &cfg
+            )),
             400
         );
         assert_eq!(status(decide(b"GET /nope HTTP/1.1\r\n\r\n", &cfg)), 404);

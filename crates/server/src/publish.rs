@@ -134,7 +134,10 @@ impl Worker {
                         let target = match http::route(Listener::Publish, head.method, head.path) {
                             Ok(Endpoint::Send(id)) => match parse_id(id) {
                                 Ok(id) => Target::Send(id),
-                                Err(e) => Target::Reject(http::Error::new(http::Status::BAD_REQUEST, e.to_string())),
+                                Err(e) => Target::Reject(http::Error::new(
+                                    http::Status::BAD_REQUEST,
+                                    e.to_string(),
+                                )),
                             },
                             Ok(Endpoint::SendBatch) => Target::Batch,
                             Ok(Endpoint::Metrics) => Target::Metrics,
@@ -149,6 +152,17 @@ impl Worker {
                             )),
                         };
                         p.pos += head.head_len;
+                        if head.expect_continue {
+                            // The client waits for this before sending the body. It takes a
+                            // place in the reply queue so it goes out after earlier answers.
+                            p.next_seq = p.next_seq.wrapping_add(1);
+                            p.replies.push_back(Reply {
+                                waiting: 0,
+                                connections: 0,
+                                what: ReplyWhat::Bytes(http::CONTINUE.to_vec()),
+                                close: false,
+                            });
+                        }
                         p.req = Some(PendingReq {
                             target,
                             keep_alive: head.keep_alive,
@@ -335,10 +349,7 @@ impl Worker {
             let out = self.ring.writes.get_mut(buf);
             match reply.what {
                 ReplyWhat::Send(id) => {
-                    let body = format!(
-                        "{{\"id\":{id},\"connections\":{}}}\n",
-                        reply.connections
-                    );
+                    let body = format!("{{\"id\":{id},\"connections\":{}}}\n", reply.connections);
                     json(out, &body, reply.close);
                 }
                 ReplyWhat::Batch(messages) => {
@@ -378,10 +389,7 @@ impl Worker {
         let Some(p) = self.pubs.get_mut(&slot) else {
             return;
         };
-        if p.paused
-            && p.replies.len() < PIPELINE_MAX / 2
-            && queued < self.cfg.queue_bytes_max / 2
-        {
+        if p.paused && p.replies.len() < PIPELINE_MAX / 2 && queued < self.cfg.queue_bytes_max / 2 {
             p.paused = false;
             self.process_publish(slot);
             if self.conns[slot as usize].state == State::Publisher {

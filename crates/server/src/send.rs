@@ -22,7 +22,11 @@ pub fn run(args: &SendArgs) -> i32 {
     match send(args) {
         Ok((status, body)) if (200..300).contains(&status) => {
             match connections(&body) {
-                Some(n) => println!("sent to {} ({n} connection{})", args.id, if n == 1 { "" } else { "s" }),
+                Some(n) => println!(
+                    "sent to {} ({n} connection{})",
+                    args.id,
+                    if n == 1 { "" } else { "s" }
+                ),
                 None => println!("{}", body.trim_end()),
             }
             0
@@ -76,7 +80,10 @@ fn connections(body: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn reads_the_connection_count() {
-        assert_eq!(super::connections("{\"id\":1,\"connections\":12}\n"), Some(12));
+        assert_eq!(
+            super::connections("{\"id\":1,\"connections\":12}\n"),
+            Some(12)
+        );
         assert_eq!(super::connections("nothing"), None);
     }
 }

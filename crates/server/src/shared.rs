@@ -30,15 +30,33 @@ pub struct ReplyTo {
 /// Messages between workers.
 pub enum Mail {
     /// Log `conn` in as `id` on the owner of `id`, which answers `LoginAck`.
-    Login { id: Id, conn: ConnRef },
-    LoginAck { conn: ConnRef },
-    Logout { id: Id, conn: ConnRef },
+    Login {
+        id: Id,
+        conn: ConnRef,
+    },
+    LoginAck {
+        conn: ConnRef,
+    },
+    Logout {
+        id: Id,
+        conn: ConnRef,
+    },
     /// A message for `id`, to its owner.
-    Publish { id: Id, msg: Arc<[u8]>, reply: ReplyTo },
+    Publish {
+        id: Id,
+        msg: Arc<[u8]>,
+        reply: ReplyTo,
+    },
     /// The owner's count of connections the message was handed to.
-    Reply { to: ReplyTo, connections: u32 },
+    Reply {
+        to: ReplyTo,
+        connections: u32,
+    },
     /// A message for one connection, to the worker that holds it.
-    Deliver { conn: ConnRef, msg: Arc<[u8]> },
+    Deliver {
+        conn: ConnRef,
+        msg: Arc<[u8]>,
+    },
 }
 
 /// Counters of one worker, written only by that worker (so plain load + store, no atomic
@@ -92,27 +110,111 @@ impl Shared {
         let mut s = String::with_capacity(4096);
         type Get = fn(&Stats) -> &AtomicU64;
         let families: [(&str, &str, &str, Get); 16] = [
-            ("comet_connections", "gauge", "Open connections (subscribers, publishers, requests in progress).", |s| &s.connections),
-            ("comet_subscribers", "gauge", "Connections streaming messages.", |s| &s.subscribers),
-            ("comet_ids", "gauge", "Logged-in ids in this worker's shard.", |s| &s.ids),
-            ("comet_connections_accepted_total", "counter", "Connections accepted.", |s| &s.accepted),
-            ("comet_connections_closed_total", "counter", "Connections closed.", |s| &s.closed),
-            ("comet_accept_errors_total", "counter", "Failed accepts (ENFILE means a connection was dropped by a full table).", |s| &s.accept_errors),
-            ("comet_accept_paused_total", "counter", "Times accepting stopped at the admission cap.", |s| &s.accept_paused),
-            ("comet_requests_total", "counter", "HTTP requests handled.", |s| &s.requests),
-            ("comet_bad_requests_total", "counter", "Requests answered with a 4xx/5xx error.", |s| &s.bad_requests),
-            ("comet_request_timeouts_total", "counter", "Connections closed for an incomplete request or idleness.", |s| &s.timeouts),
-            ("comet_messages_published_total", "counter", "Messages routed by this worker's shard.", |s| &s.published),
-            ("comet_messages_delivered_total", "counter", "Messages queued to a subscriber connection of this worker.", |s| &s.delivered),
-            ("comet_messages_dropped_total", "counter", "Messages not delivered because their connection was cut as a slow consumer.", |s| &s.dropped),
-            ("comet_slow_disconnects_total", "counter", "Subscribers disconnected for exceeding --queue-bytes-max.", |s| &s.slow_disconnects),
-            ("comet_stale_deliveries_total", "counter", "Messages for connections that closed while the message was on its way.", |s| &s.stale),
-            ("comet_write_buffers", "gauge", "Write buffers in use (connections with data in flight).", |s| &s.write_buffers),
+            (
+                "comet_connections",
+                "gauge",
+                "Open connections (subscribers, publishers, requests in progress).",
+                |s| &s.connections,
+            ),
+            (
+                "comet_subscribers",
+                "gauge",
+                "Connections streaming messages.",
+                |s| &s.subscribers,
+            ),
+            (
+                "comet_ids",
+                "gauge",
+                "Logged-in ids in this worker's shard.",
+                |s| &s.ids,
+            ),
+            (
+                "comet_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+                |s| &s.accepted,
+            ),
+            (
+                "comet_connections_closed_total",
+                "counter",
+                "Connections closed.",
+                |s| &s.closed,
+            ),
+            (
+                "comet_accept_errors_total",
+                "counter",
+                "Failed accepts (ENFILE means a connection was dropped by a full table).",
+                |s| &s.accept_errors,
+            ),
+            (
+                "comet_accept_paused_total",
+                "counter",
+                "Times accepting stopped at the admission cap.",
+                |s| &s.accept_paused,
+            ),
+            (
+                "comet_requests_total",
+                "counter",
+                "HTTP requests handled.",
+                |s| &s.requests,
+            ),
+            (
+                "comet_bad_requests_total",
+                "counter",
+                "Requests answered with a 4xx/5xx error.",
+                |s| &s.bad_requests,
+            ),
+            (
+                "comet_request_timeouts_total",
+                "counter",
+                "Connections closed for an incomplete request or idleness.",
+                |s| &s.timeouts,
+            ),
+            (
+                "comet_messages_published_total",
+                "counter",
+                "Messages routed by this worker's shard.",
+                |s| &s.published,
+            ),
+            (
+                "comet_messages_delivered_total",
+                "counter",
+                "Messages queued to a subscriber connection of this worker.",
+                |s| &s.delivered,
+            ),
+            (
+                "comet_messages_dropped_total",
+                "counter",
+                "Messages not delivered because their connection was cut as a slow consumer.",
+                |s| &s.dropped,
+            ),
+            (
+                "comet_slow_disconnects_total",
+                "counter",
+                "Subscribers disconnected for exceeding --queue-bytes-max.",
+                |s| &s.slow_disconnects,
+            ),
+            (
+                "comet_stale_deliveries_total",
+                "counter",
+                "Messages for connections that closed while the message was on its way.",
+                |s| &s.stale,
+            ),
+            (
+                "comet_write_buffers",
+                "gauge",
+                "Write buffers in use (connections with data in flight).",
+                |s| &s.write_buffers,
+            ),
         ];
         for (name, kind, help, get) in families {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (w, stats) in self.stats.iter().enumerate() {
-                let _ = writeln!(s, "{name}{{worker=\"{w}\"}} {}", get(stats).load(Ordering::Relaxed));
+                let _ = writeln!(
+                    s,
+                    "{name}{{worker=\"{w}\"}} {}",
+                    get(stats).load(Ordering::Relaxed)
+                );
             }
         }
         let rss = crate::rss_bytes().unwrap_or(0);

@@ -144,7 +144,6 @@ impl Worker {
         listeners: [RawFd; 2],
     ) -> Worker {
         let workers = cfg.workers;
-        let files = cfg.files_per_worker as usize;
         Worker {
             index,
             cfg,
@@ -154,8 +153,8 @@ impl Worker {
             listeners,
             accept_armed: [false; 2],
             accept_cancelling: [false; 2],
-            // Reserved, not touched: pages are committed as slots are first used.
-            conns: Vec::with_capacity(files),
+            // Grown to the highest slot the kernel hands out, not reserved up front.
+            conns: Vec::new(),
             live: 0,
             subscribers: 0,
             subs: Subscribers::new(),
@@ -228,7 +227,12 @@ impl Worker {
             }
             Op::Close => {
                 // Only failures post a completion (skip-success).
-                tracing::warn!(worker = self.index, slot, "close failed: errno {}", -c.result);
+                tracing::warn!(
+                    worker = self.index,
+                    slot,
+                    "close failed: errno {}",
+                    -c.result
+                );
             }
             Op::Doorbell => {
                 // Store before draining: see the doorbell protocol in shared.rs.
@@ -238,7 +242,12 @@ impl Worker {
             }
             Op::DoorbellFailed => {
                 let target = slot as usize;
-                tracing::warn!(worker = self.index, target, "MSG_RING failed: errno {}", -c.result);
+                tracing::warn!(
+                    worker = self.index,
+                    target,
+                    "MSG_RING failed: errno {}",
+                    -c.result
+                );
                 self.shared.ringing[target]
                     .0
                     .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -279,7 +288,11 @@ impl Worker {
                 libc::ECANCELED => {}
                 errno => {
                     Stats::add(&self.stats().accept_errors, 1);
-                    tracing::warn!(worker = self.index, listener, "accept failed: errno {errno}");
+                    tracing::warn!(
+                        worker = self.index,
+                        listener,
+                        "accept failed: errno {errno}"
+                    );
                 }
             }
             return;
@@ -289,7 +302,11 @@ impl Worker {
             self.conns.resize(slot as usize + 1, Conn::FREE);
         }
         let conn = &mut self.conns[slot as usize];
-        assert_eq!(conn.state, State::Free, "the kernel handed out a slot in use");
+        assert_eq!(
+            conn.state,
+            State::Free,
+            "the kernel handed out a slot in use"
+        );
         let gen = conn.gen.wrapping_add(1);
         *conn = Conn {
             gen,
@@ -327,10 +344,8 @@ impl Worker {
                 if self.shutdown_deadline.is_none() {
                     Stats::add(&self.stats().accept_paused, 1);
                 }
-                self.ring.cancel(
-                    token(Op::Accept, l as u32, 0),
-                    token(Op::Ignore, 0, 0),
-                );
+                self.ring
+                    .cancel(token(Op::Accept, l as u32, 0), token(Op::Ignore, 0, 0));
                 self.accept_cancelling[l] = true;
             }
         }
@@ -616,7 +631,10 @@ impl Worker {
     fn on_send(&mut self, slot: u32, gen: u32, c: Completion) {
         let conn = self.conn_mut(slot, gen);
         conn.inflight &= !SEND;
-        let buf = conn.sending.take().expect("send completion without a buffer");
+        let buf = conn
+            .sending
+            .take()
+            .expect("send completion without a buffer");
         let state = conn.state;
         if c.result <= 0 {
             self.ring.writes.abort(buf);
@@ -752,7 +770,13 @@ impl Worker {
                 }
                 Mail::Publish { id, msg, reply } => {
                     let n = self.route(id, &msg);
-                    self.mail(reply.conn.worker(), Mail::Reply { to: reply, connections: n });
+                    self.mail(
+                        reply.conn.worker(),
+                        Mail::Reply {
+                            to: reply,
+                            connections: n,
+                        },
+                    );
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
                 Mail::Deliver { conn, msg } => self.deliver(conn, &msg),
@@ -802,7 +826,10 @@ impl Worker {
             match conn.state {
                 State::Request => {
                     Stats::add(&self.stats().timeouts, 1);
-                    let error = http::Error::new(http::Status::REQUEST_TIMEOUT, "request not complete in time");
+                    let error = http::Error::new(
+                        http::Status::REQUEST_TIMEOUT,
+                        "request not complete in time",
+                    );
                     self.respond_and_close(slot, |out| http::error_response(out, &error, false));
                 }
                 State::Draining => self.close_conn(slot),
@@ -851,6 +878,10 @@ mod tests {
 
     #[test]
     fn a_connection_slot_is_32_bytes() {
-        assert!(std::mem::size_of::<Conn>() <= 32, "{}", std::mem::size_of::<Conn>());
+        assert!(
+            std::mem::size_of::<Conn>() <= 32,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 }
