@@ -1,0 +1,213 @@
+//! End to end against the real `comet` binary: 200 `/test` and 50 `/events` subscribers, one
+//! stamped message to each id, and every message must arrive.
+//!
+//! The binary is `$COMET_BIN`, else `target/release/comet` or `target/debug/comet` under the
+//! workspace root. When none exists the test prints why and passes (skip).
+//!
+//! Steps:
+//! 1. start `comet serve` on port 0 and read its `comet: listening` line for the addresses;
+//! 2. start two floodtests and read their per-second `Stats:` lines until every subscriber
+//!    is connected (an event, not a sleep);
+//! 3. publish one message per id over one keep-alive connection and sum `connections`;
+//! 4. floodtest ends at its --duration; its JSON summary must count every message.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+fn comet_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COMET_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    ["release", "debug"]
+        .iter()
+        .map(|profile| root.join("target").join(profile).join("comet"))
+        .find(|p| p.exists())
+}
+
+struct Server {
+    child: Child,
+    public: String,
+    publish: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the server binds several SO_REUSEPORT listeners, so
+/// port 0 cannot be used for it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_comet(bin: &PathBuf) -> Server {
+    // A port taken between probe and bind makes comet exit: try again with new ports.
+    for _ in 0..5 {
+        let mut child = Command::new(bin)
+            .args(["serve", "--workers", "2", "--listen"])
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--publish-listen")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start comet");
+        let stdout = child.stdout.take().unwrap();
+        let ready = BufReader::new(stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .find(|l| l.starts_with("comet: listening"));
+        match ready {
+            Some(ready) => return server_from(child, &ready),
+            None => {
+                let _ = child.wait();
+            }
+        }
+    }
+    panic!("comet did not start");
+}
+
+fn server_from(child: Child, ready: &str) -> Server {
+    let field = |name: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap()
+            .to_string()
+    };
+    Server {
+        public: field("public="),
+        publish: field("publish="),
+        child,
+    }
+}
+
+/// Starts floodtest; returns it and a channel of its stdout lines.
+fn start_flood(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floodtest"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits for a `Stats: {connected,...}` line showing `n` connected; returns lines seen.
+fn wait_connected(rx: &mpsc::Receiver<String>, n: u64) {
+    let prefix = format!("Stats: {{{n},");
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("floodtest reports every second");
+        if line.starts_with(&prefix) {
+            return;
+        }
+    }
+}
+
+fn summary(child: &mut Child, rx: &mpsc::Receiver<String>) -> serde_json::Value {
+    assert!(child.wait().unwrap().success());
+    let last = rx.iter().last().expect("summary line");
+    serde_json::from_str(&last).expect("summary JSON")
+}
+
+/// POSTs one message to each id over one keep-alive connection; returns the connections sum.
+fn publish(addr: &str, ids: impl Iterator<Item = u64>) -> u64 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut delivered = 0;
+    for id in ids {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros();
+        let body = format!("ts={ts} hello <&> world");
+        write!(
+            stream,
+            "POST /send/{id} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut answer = vec![0u8; length];
+        reader.read_exact(&mut answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        delivered += answer["connections"].as_u64().unwrap();
+    }
+    delivered
+}
+
+#[test]
+fn real_comet_200_html_and_50_sse_subscribers() {
+    let Some(bin) = comet_bin() else {
+        eprintln!("SKIP: no comet binary (set COMET_BIN or build target/{{release,debug}}/comet)");
+        return;
+    };
+    let server = start_comet(&bin);
+    let common = [
+        "--target",
+        &server.public,
+        "--rate",
+        "0",
+        "--duration",
+        "5s",
+    ];
+    let (mut html, html_rx) = start_flood(&[&common[..], &["-n", "200"]].concat());
+    let (mut sse, sse_rx) = start_flood(
+        &[
+            &common[..],
+            &["-n", "50", "--path", "events", "--first-id", "1001"],
+        ]
+        .concat(),
+    );
+    wait_connected(&html_rx, 200);
+    wait_connected(&sse_rx, 50);
+    let delivered = publish(&server.publish, (1..=200).chain(1001..=1050));
+    assert_eq!(delivered, 250);
+    for (child, rx, n) in [(&mut html, &html_rx, 200u64), (&mut sse, &sse_rx, 50)] {
+        let s = summary(child, rx);
+        let c = &s["counters"];
+        assert_eq!(c["connected"], n, "{s}");
+        assert_eq!(c["messages"], n, "{s}");
+        assert_eq!(c["messages_unstamped"], 0, "{s}");
+        assert_eq!(s["errors"], 0, "{s}");
+        assert_eq!(s["latency_us"]["count"], n, "{s}");
+    }
+}
