@@ -216,7 +216,9 @@ impl Ring {
 
     /// Cancels the request submitted with `target` as its user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
-        let e = opcode::AsyncCancel::new(target).build().user_data(user_data);
+        let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
         // SAFETY: no memory is handed over.
         unsafe { self.push(e) }
     }

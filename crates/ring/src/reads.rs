@@ -27,7 +27,10 @@ pub struct ReadBufs {
 
 impl ReadBufs {
     pub(crate) fn new(ring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<ReadBufs> {
-        assert!(count.is_power_of_two() && count <= 32768, "read buffer count");
+        assert!(
+            count.is_power_of_two() && count <= 32768,
+            "read buffer count"
+        );
         assert!(size > 0);
         let entries_layout =
             Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
@@ -41,7 +44,10 @@ impl ReadBufs {
                 alloc::alloc_zeroed(data_layout),
             )
         };
-        assert!(!entries.is_null() && !data.is_null(), "out of memory for read buffers");
+        assert!(
+            !entries.is_null() && !data.is_null(),
+            "out of memory for read buffers"
+        );
         let mut bufs = ReadBufs {
             entries,
             entries_layout,

@@ -89,7 +89,10 @@ impl WriteBufs {
     /// Releases a buffer that is not in flight.
     pub fn free(&mut self, buf: WBuf) {
         let slot = &mut self.slots[buf.index()];
-        assert!(slot.used && !slot.frozen, "freeing a write buffer in flight");
+        assert!(
+            slot.used && !slot.frozen,
+            "freeing a write buffer in flight"
+        );
         slot.used = false;
         slot.sent = 0;
         slot.data.clear();
@@ -123,7 +126,10 @@ impl WriteBufs {
     /// everything was sent.
     pub fn complete(&mut self, buf: WBuf, sent: usize) -> Sent {
         let slot = &mut self.slots[buf.index()];
-        assert!(slot.used && slot.frozen, "completion for a write buffer not in flight");
+        assert!(
+            slot.used && slot.frozen,
+            "completion for a write buffer not in flight"
+        );
         slot.frozen = false;
         slot.sent += sent;
         assert!(slot.sent <= slot.data.len());
@@ -138,7 +144,10 @@ impl WriteBufs {
     /// Ends a send that failed or was cancelled: the buffer is unfrozen and freed.
     pub fn abort(&mut self, buf: WBuf) {
         let slot = &mut self.slots[buf.index()];
-        assert!(slot.used && slot.frozen, "abort for a write buffer not in flight");
+        assert!(
+            slot.used && slot.frozen,
+            "abort for a write buffer not in flight"
+        );
         slot.frozen = false;
         self.free(buf);
     }
@@ -147,6 +156,11 @@ impl WriteBufs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_handle_is_four_bytes() {
+        assert_eq!(std::mem::size_of::<Option<WBuf>>(), 4);
+    }
 
     #[test]
     fn partial_sends_then_free_and_reuse() {
