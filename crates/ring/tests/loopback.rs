@@ -75,7 +75,6 @@ fn accept_recv_send_close_on_loopback() {
 #[test]
 fn msg_ring_posts_on_the_other_ring() {
     let mut a = Ring::new(CONFIG).unwrap();
-    let b_fd;
     let (tx, rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     // Each ring is driven by the thread that created it (single issuer).
@@ -85,7 +84,7 @@ fn msg_ring_posts_on_the_other_ring() {
         go_rx.recv().unwrap();
         wait_for(&mut b, DOORBELL).result
     });
-    b_fd = rx.recv().unwrap();
+    let b_fd = rx.recv().unwrap();
     go_tx.send(()).unwrap();
     a.msg_ring(b_fd, 7, DOORBELL, 55);
     a.submit_and_wait(0).unwrap();
