@@ -15,3 +15,7 @@ ci:
 # Install what the benchmarks need (gnuplot-nox, just) if missing.
 setup:
     bash tools/setup.sh
+
+# Apply the kernel settings of kernel-tuning.md that this host allows (root); `just tune --check` only reports.
+tune *ARGS:
+    bash tools/tune.sh {{ARGS}}
