@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# bench-c10k: the seed's experiment end to end, on loopback.
+#
+#   1. build the release binaries; start `comet serve` on free loopback ports;
+#   2. memlog every MEMLOG_INTERVAL seconds (RSS, connections, kernel TCP memory, slab, CPU);
+#   3. floodtest connects CONNECTIONS subscribers at RATE per second, then they are held idle
+#      for HOLD;
+#   4. msggen sends MSG_RATE messages per second to random ids for DURATION;
+#   5. stop everything this script started (by pid) and write
+#      results/c10k/<yyyy-mm-dd>-<label>/ with raw logs, PNG graphs and summary.md.
+#
+# Settings (environment or flags; flags win):
+#   DURATION=10m      --duration    message phase (e.g. 60s, 10m, 24h)
+#   CONNECTIONS=10000 --connections subscribers
+#   RATE=100          --rate        connections opened per second
+#   MSG_RATE=1000     --msg-rate    messages per second (the seed: 100 generators x 100 ms)
+#   MSG_SIZE=64       --msg-size    message bytes (starts with the ts= stamp)
+#   HOLD=30s          --hold        idle hold between connecting and the message phase
+#   LABEL=run         --label       results folder suffix
+#   WORKERS=          --workers     comet --workers (default: comet's own)
+#   PATH_KIND=test    --path        test (chunked HTML) or events (SSE)
+#   MEMLOG_INTERVAL=2               seconds between memlog lines
+#   RESULTS=results/c10k            where result folders go
+set -euo pipefail
+
+DURATION=${DURATION:-10m}
+CONNECTIONS=${CONNECTIONS:-10000}
+RATE=${RATE:-100}
+MSG_RATE=${MSG_RATE:-1000}
+MSG_SIZE=${MSG_SIZE:-64}
+HOLD=${HOLD:-30s}
+LABEL=${LABEL:-run}
+WORKERS=${WORKERS:-}
+PATH_KIND=${PATH_KIND:-test}
+MEMLOG_INTERVAL=${MEMLOG_INTERVAL:-2}
+RESULTS=${RESULTS:-results/c10k}
+COMMAND_LINE="$0 $*"
+
+while (($#)); do
+    case $1 in
+    --duration) DURATION=$2 ;;
+    --connections) CONNECTIONS=$2 ;;
+    --rate) RATE=$2 ;;
+    --msg-rate) MSG_RATE=$2 ;;
+    --msg-size) MSG_SIZE=$2 ;;
+    --hold) HOLD=$2 ;;
+    --label) LABEL=$2 ;;
+    --workers) WORKERS=$2 ;;
+    --path) PATH_KIND=$2 ;;
+    *)
+        echo "c10k: unknown argument $1 (see the header of $0)" >&2
+        exit 2
+        ;;
+    esac
+    shift 2
+done
+
+log() { printf '%s c10k: %s\n' "$(date +%T)" "$*"; }
+die() {
+    log "ERROR: $*" >&2
+    exit 1
+}
+
+# "90", "90s", "10m", "24h" -> seconds.
+seconds() {
+    local v=$1
+    case $v in
+    *ms) echo $((${v%ms} / 1000)) ;;
+    *s) echo "${v%s}" ;;
+    *m) echo $((${v%m} * 60)) ;;
+    *h) echo $((${v%h} * 3600)) ;;
+    *) echo "$v" ;;
+    esac
+}
+
+DURATION_S=$(seconds "$DURATION")
+HOLD_S=$(seconds "$HOLD")
+CONNECT_S=$(((CONNECTIONS + RATE - 1) / RATE))
+
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+BIN=$ROOT/target/release
+
+log "setup and build"
+./tools/setup.sh >/dev/null
+cargo build --release -q -p comet -p floodtest -p msggen -p memlog
+
+DIR=$RESULTS/$(date +%F)-$LABEL
+if [[ -e $DIR ]]; then
+    n=2
+    while [[ -e $DIR-$n ]]; do n=$((n + 1)); done
+    DIR=$DIR-$n
+fi
+mkdir -p "$DIR"
+log "results in $DIR"
+
+# Everything this script starts, stopped by pid on exit.
+COMET_PID= MEMLOG_PID= FLOOD_PID=
+cleanup() {
+    for pid in $FLOOD_PID $MEMLOG_PID $COMET_PID; do
+        kill "$pid" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Start comet on two free ports below the ephemeral range (a port taken between the probe
+# and the bind makes comet exit; then try the next pair).
+start_comet() {
+    local base=$((20000 + RANDOM % 10000)) try public publish
+    for try in 1 2 3 4 5; do
+        public=$((base + 2 * try)) publish=$((base + 2 * try + 1))
+        port_free "$public" && port_free "$publish" || continue
+        # shellcheck disable=SC2086
+        "$BIN/comet" serve --listen "127.0.0.1:$public" --publish-listen "127.0.0.1:$publish" \
+            ${WORKERS:+--workers $WORKERS} >"$DIR/comet.out" 2>"$DIR/comet.err" &
+        COMET_PID=$!
+        for _ in $(seq 100); do
+            grep -q '^comet: listening' "$DIR/comet.out" 2>/dev/null && break
+            kill -0 "$COMET_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if grep -q '^comet: listening' "$DIR/comet.out"; then
+            PUBLIC=127.0.0.1:$public PUBLISH=127.0.0.1:$publish
+            return 0
+        fi
+        kill "$COMET_PID" 2>/dev/null || true
+        wait "$COMET_PID" 2>/dev/null || true
+        COMET_PID=
+    done
+    die "comet did not start: $(tail -3 "$DIR/comet.err")"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$COMET_PID/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$COMET_PID/status"; }
+cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$COMET_PID/stat"; }
+tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# Connections the server reports (sum of comet_connections), from memlog's latest line.
+metric_connections() { awk -F'\t' '!/^#/ {c = $4} END {print c}' "$DIR/memlog.log"; }
+
+log "starting comet"
+start_comet
+log "comet pid $COMET_PID public=$PUBLIC publish=$PUBLISH"
+sleep 2
+RSS_BASE=$(rss_kb)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+TCP_INUSE_BASE=$(tcp_field inuse)
+TCP_MEM_BASE=$(tcp_field mem)
+SLAB_BASE=$(slab_kb)
+
+"$BIN/memlog" --pid "$COMET_PID" --metrics "$PUBLISH" --interval-s "$MEMLOG_INTERVAL" \
+    --out "$DIR/memlog.log" 2>"$DIR/memlog.err" &
+MEMLOG_PID=$!
+
+# floodtest outlives the message phase by a margin; it is stopped explicitly below.
+FLOOD_S=$((CONNECT_S * 3 + HOLD_S + DURATION_S + 120))
+log "floodtest: $CONNECTIONS x /$PATH_KIND at $RATE/s (~${CONNECT_S}s)"
+"$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --path "$PATH_KIND" \
+    --duration "${FLOOD_S}s" --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" \
+    >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
+FLOOD_PID=$!
+
+connected() { awk -F'\t' '!/^#/ {c = $3} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
+deadline=$((SECONDS + CONNECT_S * 3 + 60))
+while (($(connected) < CONNECTIONS)); do
+    kill -0 "$FLOOD_PID" 2>/dev/null || die "floodtest ended early: $(tail -3 "$DIR/floodtest.log")"
+    ((SECONDS < deadline)) || {
+        log "WARNING: only $(connected) of $CONNECTIONS connected; going on"
+        break
+    }
+    sleep 1
+done
+CONNECTED=$(connected)
+log "$CONNECTED connected; holding ${HOLD_S}s"
+sleep "$HOLD_S"
+RSS_IDLE=$(rss_kb)
+TCP_INUSE_IDLE=$(tcp_field inuse)
+TCP_MEM_IDLE=$(tcp_field mem)
+SLAB_IDLE=$(slab_kb)
+CONNS_IDLE=$(metric_connections)
+
+log "msggen: $MSG_RATE msg/s to ids 1..$CONNECTIONS for ${DURATION_S}s"
+MSGGEN_CMD=("$BIN/msggen" --target "$PUBLISH" --rate "$MSG_RATE" --max-id "$CONNECTIONS"
+    --size "$MSG_SIZE" --duration "${DURATION_S}s" --json "$DIR/msggen.json"
+    --stats-file "$DIR/msggen.tsv")
+"${MSGGEN_CMD[@]}" >"$DIR/msggen.log" 2>"$DIR/msggen.err" || log "WARNING: msggen reported failures"
+TCP_MEM_LOAD=$(tcp_field mem)
+
+# Let the last deliveries arrive, then stop floodtest (SIGTERM: it prints its summary).
+sleep 2
+kill -TERM "$FLOOD_PID" 2>/dev/null || true
+wait "$FLOOD_PID" || log "WARNING: floodtest exited with $?"
+FLOOD_PID=
+RSS_END=$(rss_kb)
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+RSS_PEAK=$(hwm_kb)
+CPU_S=$(cpu_s)
+
+kill -TERM "$COMET_PID"
+for _ in $(seq 50); do kill -0 "$COMET_PID" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$COMET_PID" 2>/dev/null || true
+wait "$COMET_PID" 2>/dev/null || true
+COMET_PID=
+wait "$MEMLOG_PID" 2>/dev/null || true
+MEMLOG_PID=
+
+log "plotting"
+gnuplot -e "memlog='$DIR/memlog.log'; out='$DIR/memory.png'; label='$LABEL'" tools/plot/memory.gp
+gnuplot -e "memlog='$DIR/memlog.log'; flood='$DIR/floodtest.tsv'; out='$DIR/run.png'; label='$LABEL'" tools/plot/run.gp
+
+# Figures.
+F=$DIR/floodtest.json M=$DIR/msggen.json
+jqf() { jq -r "$1" "$2"; }
+RECEIVED=$(jqf .counters.messages "$F")
+PROMISED=$(jqf .connections "$M")
+SENT=$(jqf .sent "$M")
+ACCEPTED=$(jqf .accepted "$M")
+FAILED=$(jqf .failed "$M")
+LOST=$((PROMISED - RECEIVED))
+UNREACHED=$((ACCEPTED - PROMISED))
+conns_for_ratio=$((CONNECTED > 0 ? CONNECTED : 1))
+USER_B=$(((RSS_IDLE - RSS_BASE) * 1024 / conns_for_ratio))
+# Both ends of every connection are on this machine: 2 x CONNECTED sockets. sockstat and Slab
+# are machine-wide, so anything else running moves them too (LOAD_* and TCP_INUSE_* say so).
+SOCKETS=$((2 * CONNECTED))
+sockets_for_ratio=$((SOCKETS > 0 ? SOCKETS : 1))
+KERNEL_MEM_B=$(((TCP_MEM_IDLE - TCP_MEM_BASE) * 4096 / sockets_for_ratio))
+KERNEL_LOAD_B=$(((TCP_MEM_LOAD - TCP_MEM_BASE) * 4096 / sockets_for_ratio))
+SLAB_B=$(((SLAB_IDLE - SLAB_BASE) * 1024 / sockets_for_ratio))
+lat() { jqf ".latency_us.$1" "$F" | awk '{printf "%.3f", $1 / 1000}'; }
+if ((LOST != 0)); then
+    LOSS_LINE="**LOSS: $LOST messages promised by the server (sum of \`connections\` in its answers) were not received. This is a bug.**"
+else
+    LOSS_LINE="No loss: every delivery the server promised was received."
+fi
+if ((FAILED != 0)); then
+    LOSS_LINE="$LOSS_LINE **$FAILED publish requests failed.**"
+fi
+
+cat >"$DIR/summary.md" <<EOF
+# bench-c10k: $LABEL ($(date -u +%FT%TZ))
+
+Command: \`$COMMAND_LINE\` with DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE=$RATE
+MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE HOLD=$HOLD PATH_KIND=$PATH_KIND WORKERS=${WORKERS:-default}
+
+Machine: $(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory;
+comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)'); client and server on loopback, same machine.
+
+| | |
+|---|---|
+| connections reached | $CONNECTED of $CONNECTIONS (floodtest), $CONNS_IDLE by the server's /metrics (includes publish and metrics connections) |
+| time to connect | $(jqf '.all_connected_s // "never"' "$F") s at $RATE/s |
+| server RSS baseline | $RSS_BASE KB |
+| server RSS at $CONNECTED idle | $RSS_IDLE KB |
+| server RSS peak (VmHWM) | $RSS_PEAK KB |
+| server RSS at end | $RSS_END KB |
+| user-space bytes per connection | $USER_B B ((idle - baseline) / connections) |
+| kernel TCP memory per socket, idle | $KERNEL_MEM_B B (sockstat mem pages delta x 4096 / $SOCKETS sockets, both ends) |
+| kernel TCP memory per socket, end of load | $KERNEL_LOAD_B B |
+| slab per socket, idle | $SLAB_B B (/proc/meminfo Slab delta / $SOCKETS sockets) |
+| machine-wide TCP sockets baseline / idle | $TCP_INUSE_BASE / $TCP_INUSE_IDLE (sockstat inuse; the delta should be about $SOCKETS) |
+| load average at start / end | $LOAD_START / $LOAD_END (anything else running on the machine skews every figure) |
+| messages sent / accepted / failed | $SENT / $ACCEPTED / $FAILED |
+| deliveries promised / received | $PROMISED / $RECEIVED (accepted for ids with no subscriber: $UNREACHED) |
+| latency p50 / p90 / p99 / p99.9 / max | $(lat p50) / $(lat p90) / $(lat p99) / $(lat p999) / $(lat max) ms |
+| server CPU | $CPU_S s (utime + stime) |
+| floodtest errors | $(jqf .errors "$F") |
+
+$LOSS_LINE
+
+Seed (2008, Erlang/mochiweb, 10k connections): 78 MB, ~8 KB per user.
+
+Files: \`memlog.log\` (memlog), \`floodtest.log\`/\`.tsv\`/\`.json\`, \`msggen.log\`/\`.tsv\`/\`.json\`,
+\`comet.out\`/\`.err\`; graphs \`memory.png\` (the seed's graph) and \`run.png\`.
+
+![memory](memory.png)
+![run](run.png)
+EOF
+log "done: $DIR/summary.md"
+cat "$DIR/summary.md"
