@@ -1,0 +1,91 @@
+//! Graceful shutdown: on SIGINT or SIGTERM the server ends every stream properly, closes
+//! every connection and exits 0.
+
+mod common;
+
+use std::net::TcpStream;
+
+use common::{publish, seed_msg, subscribe, Client, Server};
+
+/// 1. Open a chunked stream, an SSE stream, an idle keep-alive publisher and a client stalled
+///    mid-request; check the streams are live.
+/// 2. Send `signal`.
+/// 3. The streams receive their last chunk (`0\r\n\r\n`) then EOF; the others get EOF; the
+///    process exits 0 and its ports refuse connections.
+fn graceful_shutdown(signal: &str) {
+    let mut server = Server::start(&["--workers", "2"]);
+    let mut chunked = subscribe(server.public, "/test/1");
+    let mut sse = subscribe(server.public, "/events/1");
+    assert_eq!(publish(&server, 1, "live"), 2);
+    chunked.expect_chunk(&seed_msg(1, "live"));
+    sse.expect_chunk("id: 1\ndata: live\n\n");
+
+    let mut publisher = Client::connect(server.publish);
+    publisher.write(&common::post_send("9", b"x"));
+    assert_eq!(publisher.read_response().status(), 200);
+    let mut stalled = Client::connect(server.public);
+    stalled.write(b"GET /test/2 HTTP/1.1\r\n");
+
+    let (public, publish_addr) = (server.public, server.publish);
+    let status = server.stop(signal);
+    assert!(status.success(), "exit status after SIG{signal}: {status}");
+
+    assert_eq!(chunked.read_chunk(), None, "last chunk of /test/1");
+    chunked.expect_eof();
+    assert_eq!(sse.read_chunk(), None, "last chunk of /events/1");
+    sse.expect_eof();
+    publisher.expect_eof();
+    let rest = String::from_utf8_lossy(&stalled.read_to_end()).into_owned();
+    assert!(
+        rest.is_empty() || rest.starts_with("HTTP/1.1 503 "),
+        "a stalled request at shutdown got {rest:?}"
+    );
+    for addr in [public, publish_addr] {
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{addr} still accepts after exit"
+        );
+    }
+}
+
+#[test]
+fn sigterm_ends_streams_and_exits_0() {
+    graceful_shutdown("TERM");
+}
+
+#[test]
+fn sigint_ends_streams_and_exits_0() {
+    graceful_shutdown("INT");
+}
+
+#[test]
+fn an_idle_server_exits_0() {
+    let mut server = Server::start(&[]);
+    let status = server.stop("TERM");
+    assert!(status.success(), "{status}");
+}
+
+/// An HTTP/1.0 stream (no chunked framing) has no last chunk: at shutdown it just gets EOF.
+#[test]
+#[ignore = "bug: an HTTP/1.0 stream open at shutdown panics its worker (ring/src/writes.rs: \
+            'sending an empty write buffer'); the server then hangs, or exits 0 if every \
+            worker died"]
+fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let mut raw = Client::connect(server.public);
+    raw.write(b"GET /test/1 HTTP/1.0\r\n\r\n");
+    assert_eq!(raw.read_head().status, 200);
+    let mut raw_sse = Client::connect(server.public);
+    raw_sse.write(b"GET /events/1 HTTP/1.0\r\n\r\n");
+    assert_eq!(raw_sse.read_head().status, 200);
+    assert_eq!(publish(&server, 1, "live"), 2);
+    let line = seed_msg(1, "live");
+    assert_eq!(raw.read_exact(line.len()), line.as_bytes());
+    let event = "id: 1\ndata: live\n\n";
+    assert_eq!(raw_sse.read_exact(event.len()), event.as_bytes());
+
+    let status = server.stop("TERM");
+    assert!(status.success(), "exit status: {status}");
+    raw.expect_eof();
+    raw_sse.expect_eof();
+}
