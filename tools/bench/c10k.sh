@@ -207,8 +207,7 @@ wait "$MEMLOG_PID" 2>/dev/null || true
 MEMLOG_PID=
 
 log "plotting"
-gnuplot -e "memlog='$DIR/memlog.log'; out='$DIR/memory.png'; label='$LABEL'" tools/plot/memory.gp
-gnuplot -e "memlog='$DIR/memlog.log'; flood='$DIR/floodtest.tsv'; out='$DIR/run.png'; label='$LABEL'" tools/plot/run.gp
+tools/plot/plot.sh "$DIR" "$LABEL" >/dev/null
 
 # Figures.
 F=$DIR/floodtest.json M=$DIR/msggen.json
