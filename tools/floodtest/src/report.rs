@@ -189,6 +189,9 @@ impl Percentiles {
 
     /// `p50=0.123ms p90=... max=...` for the per-second line.
     pub fn human(&self) -> String {
+        if self.count == 0 {
+            return "none".to_string();
+        }
         let ms = |us: u64| us as f64 / 1000.0;
         format!(
             "p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
