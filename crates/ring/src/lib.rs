@@ -205,15 +205,6 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
-    /// Cancels every request in flight on a fixed-file slot.
-    pub fn cancel_slot(&mut self, slot: u32, user_data: u64) {
-        let e = opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fixed(slot)).all())
-            .build()
-            .user_data(user_data);
-        // SAFETY: no memory is handed over.
-        unsafe { self.push(e) }
-    }
-
     /// Cancels the request submitted with `target` as its user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel::new(target)

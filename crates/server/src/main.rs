@@ -110,6 +110,13 @@ fn listeners(
 }
 
 fn serve(args: &ServeArgs) -> Result<(), String> {
+    // A panic is a broken invariant (an assert): end the whole process loudly rather than
+    // leave the other workers serving half a table, or waiting for a worker that is gone.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     // A ring's fixed-file table is bounded by the soft open-files limit: raise it to the hard.
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;

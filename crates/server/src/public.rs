@@ -92,7 +92,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(b"GET /events/1,2,2,3 HTTP/1.1\r\n\r\n", &cfg),
+            decide(b"GET /events/1,2,2,3 HTTP/1.1\r\nHost: x\r\n\r\n", &cfg),
             Action::Subscribe {
                 ids: vec![1, 2, 3],
                 format: Format::Sse
@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn partial_head_needs_more() {
         assert_eq!(
-            decide(b"GET /test/1 HTTP/1.1\r\nHo", &cfg()),
+            decide(b"GET /test/1 HTTP/1.1\r\nHost: x\r\nHo", &cfg()),
             Action::NeedMore
         );
     }
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn head_gets_the_head_only() {
         assert_eq!(
-            decide(b"HEAD /test/1 HTTP/1.1\r\n\r\n", &cfg()),
+            decide(b"HEAD /test/1 HTTP/1.1\r\nHost: x\r\n\r\n", &cfg()),
             Action::Head {
                 format: Format::Chunked
             }
@@ -128,30 +128,51 @@ mod tests {
     #[test]
     fn bad_requests() {
         let cfg = cfg();
-        assert_eq!(status(decide(b"GET /test/abc HTTP/1.1\r\n\r\n", &cfg)), 400);
-        assert_eq!(status(decide(b"GET /test/ HTTP/1.1\r\n\r\n", &cfg)), 400);
+        assert_eq!(
+            status(decide(b"GET /test/abc HTTP/1.1\r\nHost: x\r\n\r\n", &cfg)),
+            400
+        );
+        assert_eq!(
+            status(decide(b"GET /test/ HTTP/1.1\r\nHost: x\r\n\r\n", &cfg)),
+            400
+        );
         assert_eq!(
             status(decide(
-                b"GET /test/99999999999999999999 HTTP/1.1\r\n\r\n",
+                b"GET /test/99999999999999999999 HTTP/1.1\r\nHost: x\r\n\r\n",
                 &cfg
             )),
             400
         );
-        assert_eq!(status(decide(b"GET /nope HTTP/1.1\r\n\r\n", &cfg)), 404);
-        assert_eq!(status(decide(b"POST /test/1 HTTP/1.1\r\n\r\n", &cfg)), 405);
-        assert_eq!(status(decide(b"POST /send/1 HTTP/1.1\r\n\r\n", &cfg)), 404);
+        assert_eq!(
+            status(decide(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &cfg)),
+            404
+        );
+        assert_eq!(
+            status(decide(b"POST /test/1 HTTP/1.1\r\nHost: x\r\n\r\n", &cfg)),
+            405
+        );
+        assert_eq!(
+            status(decide(b"POST /send/1 HTTP/1.1\r\nHost: x\r\n\r\n", &cfg)),
+            404
+        );
         assert_eq!(status(decide(b"GARBAGE\r\n\r\n", &cfg)), 400);
         assert_eq!(
             status(decide(
-                b"GET /test/1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                b"GET /test/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
                 &cfg
             )),
             400
         );
-        let huge = format!("GET /test/1 HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let huge = format!(
+            "GET /test/1 HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         assert_eq!(status(decide(huge.as_bytes(), &cfg)), 431);
         let many: String = (0..65).map(|i| format!("{i},")).collect();
-        let many = format!("GET /test/{} HTTP/1.1\r\n\r\n", many.trim_end_matches(','));
+        let many = format!(
+            "GET /test/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            many.trim_end_matches(',')
+        );
         assert_eq!(status(decide(many.as_bytes(), &cfg)), 400);
     }
 }

@@ -421,12 +421,21 @@ impl Worker {
             if now.saturating_sub(p.since_ms) >= limit
                 && self.conns[slot as usize].state == State::Publisher
             {
-                expired.push(slot);
+                expired.push((slot, p.has_request_in_progress()));
             }
         }
-        for slot in expired {
+        for (slot, in_request) in expired {
             Stats::add(&self.stats().timeouts, 1);
-            self.close_conn(slot);
+            if in_request {
+                let error = http::Error::new(
+                    http::Status::REQUEST_TIMEOUT,
+                    "request not complete in time",
+                );
+                self.pubs.remove(&slot);
+                self.respond_and_close(slot, |out| http::error_response(out, &error, false));
+            } else {
+                self.close_conn(slot);
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! - a sender pushes mail, then at the end of its loop iteration swaps the target's `ringing`
 //!   flag to true; only if it was false does it submit a MSG_RING to the target's ring;
 //! - the target, on the doorbell completion, stores false *then* drains its mailbox.
+//!
 //! So `ringing == true` means a doorbell completion is in flight or unhandled, and any mail
 //! pushed after the target's store is either seen by that drain or rings again.
 //!

@@ -674,16 +674,21 @@ impl Worker {
         self.partial.remove(&slot);
         let conn = &mut self.conns[slot as usize];
         conn.state = State::Draining;
-        let gen = conn.gen;
+        let (gen, sending, pending) = (conn.gen, conn.sending, conn.pending);
         self.deadlines
             .push_back((slot, gen, self.now_ms + self.cfg.request_timeout_ms));
-        let conn = &self.conns[slot as usize];
-        if conn.sending.is_none() {
-            if conn.pending.is_some() {
-                self.start_send(slot);
-            } else {
-                self.close_conn(slot);
+        let pending = pending.filter(|&buf| {
+            let empty = self.ring.writes.unsent(buf) == 0;
+            if empty {
+                self.ring.writes.free(buf);
             }
+            !empty
+        });
+        self.conns[slot as usize].pending = pending;
+        match (sending, pending) {
+            (Some(_), _) => {} // on_send continues
+            (None, Some(_)) => self.start_send(slot),
+            (None, None) => self.close_conn(slot),
         }
     }
 
@@ -712,10 +717,16 @@ impl Worker {
         }
         conn.state = State::Closing;
         conn.multi = false;
-        if conn.inflight != 0 {
-            conn.cancels += 1;
-            let gen = conn.gen;
-            self.ring.cancel_slot(slot, token(Op::Cancel, slot, gen));
+        // Cancel each operation by its user_data: the kernel finds it by hash. Cancelling by
+        // descriptor instead scans every armed request of the ring, which at 15k connections
+        // per ring made closing them all quadratic (minutes at 1M).
+        let gen = conn.gen;
+        for (bit, op) in [(RECV, Op::Recv), (POLL, Op::Poll), (SEND, Op::Send)] {
+            if conn.inflight & bit != 0 {
+                conn.cancels += 1;
+                self.ring
+                    .cancel(token(op, slot, gen), token(Op::Cancel, slot, gen));
+            }
         }
         Stats::add(&self.stats().closed, 1);
         self.finish_if_done(slot);
@@ -857,10 +868,13 @@ impl Worker {
             let conn = &mut self.conns[slot as usize];
             match conn.state {
                 State::Streaming => {
-                    // End the stream properly so clients see a complete response.
+                    // End the stream properly so clients see a complete response (a raw
+                    // HTTP/1.0 stream ends with the close itself).
                     let format = conn.format;
-                    let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
-                    http::stream_end(self.ring.writes.get_mut(buf), format);
+                    if format.is_chunked() {
+                        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
+                        http::stream_end(self.ring.writes.get_mut(buf), format);
+                    }
                     self.logout_all(slot);
                     self.subscribers -= 1;
                     self.enter_draining(slot);

@@ -67,9 +67,6 @@ fn an_idle_server_exits_0() {
 
 /// An HTTP/1.0 stream (no chunked framing) has no last chunk: at shutdown it just gets EOF.
 #[test]
-#[ignore = "bug: an HTTP/1.0 stream open at shutdown panics its worker (ring/src/writes.rs: \
-            'sending an empty write buffer'); the server then hangs, or exits 0 if every \
-            worker died"]
 fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     let mut server = Server::start(&["--workers", "2"]);
     let mut raw = Client::connect(server.public);
