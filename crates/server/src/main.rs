@@ -94,6 +94,15 @@ fn listeners(
     workers: usize,
     backlog: u32,
 ) -> std::io::Result<(Vec<Socket>, SocketAddr)> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let a second server join this port silently and take a share of
+        // its connections. A plain bind fails while anyone listens there: probe with one.
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe.bind(&addr.into()).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{addr} is in use (another server?): {e}"))
+        })?;
+    }
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
         let socket = listener(addr, backlog)

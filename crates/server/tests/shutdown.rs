@@ -86,3 +86,19 @@ fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     raw.expect_eof();
     raw_sse.expect_eof();
 }
+
+/// A second server on the same port refuses to start (SO_REUSEPORT would otherwise let it take
+/// a share of the first one's connections).
+#[test]
+fn a_second_server_on_a_port_in_use_refuses_to_start() {
+    let server = Server::start(&["--workers", "2"]);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comet"))
+        .args(["serve", "--workers", "1", "--publish-listen", "127.0.0.1:0"])
+        .args(["--listen", &server.public.to_string()])
+        .output()
+        .expect("run comet");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is in use"), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "it must not report listening");
+}
