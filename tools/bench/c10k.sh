@@ -195,7 +195,9 @@ wait "$FLOOD_PID" || log "WARNING: floodtest exited with $?"
 FLOOD_PID=
 RSS_END=$(rss_kb)
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
-RSS_PEAK=$(hwm_kb)
+# VmHWM can lag VmRSS (the kernel folds per-thread RSS counters in lazily): take the largest
+# of it and every RSS figure seen.
+RSS_PEAK=$( (hwm_kb; echo "$RSS_IDLE"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
 CPU_S=$(cpu_s)
 
 kill -TERM "$COMET_PID"
@@ -225,8 +227,6 @@ USER_B=$(((RSS_IDLE - RSS_BASE) * 1024 / conns_for_ratio))
 # are machine-wide, so anything else running moves them too (LOAD_* and TCP_INUSE_* say so).
 SOCKETS=$((2 * CONNECTED))
 sockets_for_ratio=$((SOCKETS > 0 ? SOCKETS : 1))
-KERNEL_MEM_B=$(((TCP_MEM_IDLE - TCP_MEM_BASE) * 4096 / sockets_for_ratio))
-KERNEL_LOAD_B=$(((TCP_MEM_LOAD - TCP_MEM_BASE) * 4096 / sockets_for_ratio))
 SLAB_B=$(((SLAB_IDLE - SLAB_BASE) * 1024 / sockets_for_ratio))
 lat() { jqf ".latency_us.$1" "$F" | awk '{printf "%.3f", $1 / 1000}'; }
 if ((LOST != 0)); then
@@ -253,12 +253,11 @@ comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncom
 | time to connect | $(jqf '.all_connected_s // "never"' "$F") s at $RATE/s |
 | server RSS baseline | $RSS_BASE KB |
 | server RSS at $CONNECTED idle | $RSS_IDLE KB |
-| server RSS peak (VmHWM) | $RSS_PEAK KB |
+| server RSS peak | $RSS_PEAK KB (VmHWM and memlog) |
 | server RSS at end | $RSS_END KB |
 | user-space bytes per connection | $USER_B B ((idle - baseline) / connections) |
-| kernel TCP memory per socket, idle | $KERNEL_MEM_B B (sockstat mem pages delta x 4096 / $SOCKETS sockets, both ends) |
-| kernel TCP memory per socket, end of load | $KERNEL_LOAD_B B |
-| slab per socket, idle | $SLAB_B B (/proc/meminfo Slab delta / $SOCKETS sockets) |
+| kernel bytes per socket, idle | $SLAB_B B (/proc/meminfo Slab delta / $SOCKETS sockets, both ends: $((2 * SLAB_B)) B per connection) |
+| kernel TCP buffer pages (sockstat mem) baseline / idle / end of load | $TCP_MEM_BASE / $TCP_MEM_IDLE / $TCP_MEM_LOAD pages of 4 KB (queued data only; an idle socket holds none) |
 | machine-wide TCP sockets baseline / idle | $TCP_INUSE_BASE / $TCP_INUSE_IDLE (sockstat inuse; the delta should be about $SOCKETS) |
 | load average at start / end | $LOAD_START / $LOAD_END (anything else running on the machine skews every figure) |
 | messages sent / accepted / failed | $SENT / $ACCEPTED / $FAILED |

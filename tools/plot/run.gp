@@ -28,10 +28,20 @@ set key left top
 set xlabel "minutes elapsed"
 
 set title "memory"
-set ylabel "KB"
+set ylabel "server RSS (KB)"
 set yrange [0:*]
+set y2label "kernel slab growth (MB)"
+set y2tics
+set ytics nomirror
+# Slab is machine-wide: its growth since the first sample is what the sockets cost the kernel
+# (both ends of every loopback connection), plus whatever else runs on the machine.
+stats memlog using 8 nooutput
+slab0 = STATS_min
 plot memlog using (m($2)):3 with lines lw 2 title "server RSS", \
-     memlog using (m($2)):($7 * 4) with lines title "kernel TCP memory (sockstat mem x 4 KB)"
+     memlog using (m($2)):(($8 - slab0) / 1024.0) axes x1y2 with lines title "kernel slab growth (MB, machine-wide)"
+unset y2tics
+unset y2label
+set ytics mirror
 
 set title "connections"
 set ylabel "connections"
