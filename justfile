@@ -12,6 +12,15 @@ test:
 ci:
     bash .ci/run
 
+# The seed's experiment on loopback: 10k subscribers at 100/s, hold, 1000 msg/s for DURATION;
+# writes results/c10k/<date>-<label>/. E.g. `DURATION=60s LABEL=quick just bench-c10k`.
+bench-c10k *ARGS:
+    bash tools/bench/c10k.sh {{ARGS}}
+
+# Redraw a results folder's graphs: `just plot results/c10k/<date>-<label>`.
+plot DIR:
+    bash tools/plot/plot.sh {{DIR}}
+
 # Install what the benchmarks need (gnuplot-nox, just) if missing.
 setup:
     bash tools/setup.sh
