@@ -280,6 +280,51 @@ impl Ring {
     }
 }
 
+/// A ring that only rings other rings' doorbells (IORING_OP_MSG_RING), for a thread that is not
+/// a worker (the cluster bridge). Not single-issuer: it may be created on one thread and used
+/// on another, by one thread at a time (`&mut self`).
+pub struct Bell {
+    ring: IoUring,
+}
+
+impl Bell {
+    pub fn new() -> io::Result<Bell> {
+        // One request at a time: `ring` waits for its completion before returning.
+        Ok(Bell {
+            ring: IoUring::builder().build(2)?,
+        })
+    }
+
+    /// Posts a completion with `user_data` (and result 0) on the ring `target`, and waits for
+    /// the posting to finish (MSG_RING completes inline: one system call).
+    pub fn ring(&mut self, target: RawFd, user_data: u64) -> io::Result<()> {
+        let e = opcode::MsgRingData::new(types::Fd(target), 0, user_data, None)
+            .build()
+            .user_data(0);
+        // SAFETY: no memory is handed over; the caller keeps `target` open until this returns
+        // (we wait for the completion below).
+        unsafe { self.ring.submission().push(&e) }
+            .map_err(|_| io::Error::other("doorbell queue full"))?;
+        loop {
+            match self.ring.submit_and_wait(1) {
+                Ok(_) => break,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let result = self
+            .ring
+            .completion()
+            .next()
+            .map(|cqe| cqe.result())
+            .ok_or_else(|| io::Error::other("no doorbell completion"))?;
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        Ok(())
+    }
+}
+
 /// Errno of a negative completion result, for logs and match arms.
 pub fn errno(result: i32) -> i32 {
     -result

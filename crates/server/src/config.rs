@@ -57,6 +57,8 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long open streams get to receive their final chunk.
     #[arg(long, default_value_t = 2_000)]
     pub shutdown_timeout_ms: u64,
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 /// Everything a worker needs to know, fixed at start.

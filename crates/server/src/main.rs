@@ -3,9 +3,12 @@
 //! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread:
 //! connections, subscriber streams, routing), `publish` (the publish API's connections),
 //! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells,
-//! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client).
+//! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client),
+//! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
+//! bridge itself is the `comet-cluster` crate).
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod public;
 mod publish;
@@ -42,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one message to every connection logged in as <ID>.
     Send(send::SendArgs),
 }
@@ -130,6 +133,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let cfg = Arc::new(Config::new(args, nofile)?);
+    let cluster_options = args.cluster.options()?;
     let workers = cfg.workers;
     let (public, public_addr) =
         listeners(args.listen, workers, args.backlog).map_err(|e| e.to_string())?;
@@ -144,11 +148,21 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         senders.push(tx);
         inboxes.push(rx);
     }
+    // The outbound queue exists before the workers (each gets a publisher); the bridge starts
+    // once their rings do, so that it can ring them.
+    let (publisher, outbox) = match &cluster_options {
+        Some(_) => {
+            let (publisher, outbox) = comet_cluster::channel();
+            (Some(publisher), Some(outbox))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         mailboxes: senders,
         ringing: (0..workers).map(|_| Padded::default()).collect(),
         ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
         stats: (0..workers).map(|_| Stats::default()).collect(),
+        cluster: publisher.as_ref().map(|p| p.stats().clone()),
     });
 
     // Each worker creates its ring on its own thread (single issuer), reports, then waits for
@@ -163,6 +177,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let start = start.clone();
         let done = done.clone();
         let ready = ready_tx.clone();
+        let publisher = publisher.clone();
         let fds = [public[index].as_raw_fd(), publish[index].as_raw_fd()];
         let shutdown_fd = shutdown.as_raw_fd();
         let thread = std::thread::Builder::new()
@@ -184,7 +199,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                 shared.ring_fds[index].store(ring.fd(), std::sync::atomic::Ordering::Relaxed);
                 let _ = ready.send(Ok(()));
                 start.wait();
-                let worker = worker::Worker::new(index, cfg, shared, inbox, ring, fds);
+                let worker = worker::Worker::new(index, cfg, shared, inbox, ring, fds, publisher);
                 worker.run(shutdown_fd, &done);
             })
             .map_err(|e| format!("spawning a worker: {e}"))?;
@@ -198,6 +213,17 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             Err(_) => return Err("a worker died during set-up".into()),
         }
     }
+    let cluster = match (cluster_options, outbox) {
+        (Some(options), Some(outbox)) => {
+            let servers = options.servers.join(",");
+            let mailer =
+                cluster::Mailer::new(shared.clone()).map_err(|e| format!("cluster bell: {e}"))?;
+            let bridge = comet_cluster::Cluster::start(options, outbox, Box::new(mailer))?;
+            tracing::info!(servers, "cluster bridge started");
+            Some(bridge)
+        }
+        _ => None,
+    };
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -215,6 +241,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
+    }
+    // The bridge stops first: it rings the workers' rings, which close once the workers stop.
+    if let Some(bridge) = cluster {
+        bridge.stop();
     }
     comet_ring::sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
     for thread in threads {

@@ -66,6 +66,8 @@ struct Reply {
     connections: u64,
     what: ReplyWhat,
     close: bool,
+    /// In a cluster: whether every message went to the other nodes too.
+    cluster: Option<bool>,
 }
 
 enum ReplyWhat {
@@ -161,6 +163,7 @@ impl Worker {
                                 connections: 0,
                                 what: ReplyWhat::Bytes(http::CONTINUE.to_vec()),
                                 close: false,
+                                cluster: None,
                             });
                         }
                         p.req = Some(PendingReq {
@@ -233,6 +236,7 @@ impl Worker {
                     connections: 0,
                     what: ReplyWhat::Bytes(out),
                     close: true,
+                    cluster: None,
                 });
                 Stats::add(&self.stats().bad_requests, 1);
             }
@@ -254,16 +258,21 @@ impl Worker {
                     connections: 0,
                     what: ReplyWhat::Bytes(out),
                     close,
+                    cluster: None,
                 });
             }
             Target::Send(id) => {
+                let msg: Arc<[u8]> = Arc::from(req.data);
+                let cluster = self.to_cluster(id, &msg);
+                let p = self.pubs.get_mut(&slot).expect("publisher state");
                 p.replies.push_back(Reply {
                     waiting: 1,
                     connections: 0,
                     what: ReplyWhat::Send(id),
                     close,
+                    cluster,
                 });
-                self.publish(id, Arc::from(req.data), reply_to);
+                self.publish(id, msg, reply_to);
             }
             Target::Batch => {
                 // Validate the whole batch first: a bad line rejects it and nothing is sent.
@@ -294,6 +303,7 @@ impl Worker {
                         connections: 0,
                         what: ReplyWhat::Bytes(out),
                         close: true,
+                        cluster: None,
                     });
                     Stats::add(&self.stats().bad_requests, 1);
                     return;
@@ -302,11 +312,19 @@ impl Worker {
                     .into_iter()
                     .map(|(id, msg)| (id, Arc::from(msg)))
                     .collect();
+                let mut cluster = None;
+                for (id, msg) in &owned {
+                    if let Some(sent) = self.to_cluster(*id, msg) {
+                        cluster = Some(cluster.unwrap_or(true) && sent);
+                    }
+                }
+                let p = self.pubs.get_mut(&slot).expect("publisher state");
                 p.replies.push_back(Reply {
                     waiting: owned.len() as u32,
                     connections: 0,
                     what: ReplyWhat::Batch(owned.len() as u32),
                     close,
+                    cluster,
                 });
                 for (id, msg) in owned {
                     self.publish(id, msg, reply_to);
@@ -349,13 +367,18 @@ impl Worker {
             let out = self.ring.writes.get_mut(buf);
             match reply.what {
                 ReplyWhat::Send(id) => {
-                    let body = format!("{{\"id\":{id},\"connections\":{}}}\n", reply.connections);
+                    let body = format!(
+                        "{{\"id\":{id},\"connections\":{}{}}}\n",
+                        reply.connections,
+                        cluster_field(reply.cluster)
+                    );
                     json(out, &body, reply.close);
                 }
                 ReplyWhat::Batch(messages) => {
                     let body = format!(
-                        "{{\"messages\":{messages},\"connections\":{}}}\n",
-                        reply.connections
+                        "{{\"messages\":{messages},\"connections\":{}{}}}\n",
+                        reply.connections,
+                        cluster_field(reply.cluster)
                     );
                     json(out, &body, reply.close);
                 }
@@ -443,6 +466,16 @@ impl Worker {
         let conn = &self.conns[slot as usize];
         conn.sending.map_or(0, |b| self.ring.writes.unsent(b))
             + conn.pending.map_or(0, |b| self.ring.writes.unsent(b))
+    }
+}
+
+/// The answer's `"cluster"` field: present only in a cluster; true when the message (every
+/// message of a batch) went to the other nodes, false when the copy was dropped.
+fn cluster_field(cluster: Option<bool>) -> &'static str {
+    match cluster {
+        None => "",
+        Some(true) => ",\"cluster\":true",
+        Some(false) => ",\"cluster\":false",
     }
 }
 

@@ -12,7 +12,9 @@
 //!
 //! Mailboxes are unbounded, but what fills them is bounded elsewhere: each publish connection
 //! has at most `PIPELINE_MAX` publishes outstanding, and each publish fans out to the
-//! connections logged in as its id.
+//! connections logged in as its id. The exception is the cluster bridge (`cluster.rs`): it
+//! never waits on a worker, so a stalled worker's mailbox grows with what NATS brings rather
+//! than making the node a slow consumer that NATS cuts off.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -58,6 +60,11 @@ pub enum Mail {
         conn: ConnRef,
         msg: Arc<[u8]>,
     },
+    /// A message for `id` from the cluster, to its owner (from the bridge thread; no reply).
+    Remote {
+        id: Id,
+        msg: Arc<[u8]>,
+    },
 }
 
 /// Counters of one worker, written only by that worker (so plain load + store, no atomic
@@ -98,6 +105,8 @@ pub struct Shared {
     /// Each worker stores its ring descriptor here before the start barrier.
     pub ring_fds: Vec<AtomicI32>,
     pub stats: Vec<Stats>,
+    /// The cluster bridge's counters, when the node is in a cluster.
+    pub cluster: Option<Arc<comet_cluster::Stats>>,
 }
 
 #[repr(align(64))]
@@ -217,6 +226,9 @@ impl Shared {
                     get(stats).load(Ordering::Relaxed)
                 );
             }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.render(&mut s);
         }
         let rss = crate::rss_bytes().unwrap_or(0);
         let _ = writeln!(

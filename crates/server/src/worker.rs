@@ -132,6 +132,8 @@ pub struct Worker {
     shutdown_deadline: Option<u64>,
     scratch: Vec<ConnRef>,
     cqes: Vec<Completion>,
+    /// The way into the cluster bridge, when the node is in a cluster.
+    cluster: Option<comet_cluster::Publisher>,
 }
 
 impl Worker {
@@ -142,6 +144,7 @@ impl Worker {
         inbox: Receiver<Mail>,
         ring: Ring,
         listeners: [RawFd; 2],
+        cluster: Option<comet_cluster::Publisher>,
     ) -> Worker {
         let workers = cfg.workers;
         Worker {
@@ -169,6 +172,7 @@ impl Worker {
             shutdown_deadline: None,
             scratch: Vec::new(),
             cqes: Vec::with_capacity(CQE_BATCH),
+            cluster,
         }
     }
 
@@ -604,8 +608,16 @@ impl Worker {
         n
     }
 
+    /// Offers a copy of a message published on this node to the other nodes, without waiting.
+    /// `None` when the node is alone; `Some(false)` when the copy was dropped (link down or
+    /// bridge queue full: counted by the bridge's stats).
+    pub fn to_cluster(&self, id: Id, msg: &Arc<[u8]>) -> Option<bool> {
+        self.cluster.as_ref().map(|c| c.offer(id, msg))
+    }
+
     /// Publishes `msg` to `id` on behalf of a publish request; the count comes back to
-    /// `reply` (at once when this worker owns `id`).
+    /// `reply` (at once when this worker owns `id`). Local connections only: the cluster copy
+    /// is the caller's (`to_cluster`).
     pub fn publish(&mut self, id: Id, msg: Arc<[u8]>, reply: ReplyTo) {
         let owner = shard_of(id, self.cfg.workers);
         if owner == self.index {
@@ -791,6 +803,9 @@ impl Worker {
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
                 Mail::Deliver { conn, msg } => self.deliver(conn, &msg),
+                Mail::Remote { id, msg } => {
+                    self.route(id, &msg);
+                }
             }
         }
     }

@@ -1,0 +1,546 @@
+//! comet's cluster backplane: nodes joined through NATS.
+//!
+//! Layout (one file): [`Options`] (what the `--cluster*` flags give), [`Stats`] (the
+//! `comet_cluster_*` counters), [`channel`] (the workers' non-blocking way out: a [`Publisher`]
+//! per worker, one [`Outbox`] for the bridge), [`Cluster`] (the bridge thread: a current-thread
+//! tokio runtime running one async-nats client), [`subject_id`] (the subject format, pure).
+//!
+//! Subjects: a message for `id` is published on `<prefix>.user.<id>` with the message as the
+//! payload, by comet nodes and by any NATS client. Each node holds ONE wildcard subscription,
+//! `<prefix>.user.*`, and filters locally: an id nobody holds here costs one table lookup at its
+//! owner worker, and nothing is kept per id on the backplane (NATS or client), whatever the
+//! number of ids. Per-id interest could be added later behind an option without changing the
+//! subjects publishers use.
+//!
+//! Exactly once per connection: a node connects with `no_echo`, so NATS never hands a node what
+//! it published itself. A publish on a node is routed to its own connections by the node and
+//! published once to NATS for the other nodes; a publish straight to NATS reaches every node.
+//!
+//! Neither direction blocks a worker:
+//! - out: a worker offers the message to a bounded queue ([`Publisher::offer`]); when the queue
+//!   is full or the link is down the copy for the other nodes is dropped and counted
+//!   (`comet_cluster_publish_failed_total`); the local subscribers have it already.
+//! - in: the bridge hands each message to the server's [`Inbound`], which puts it in the owner
+//!   worker's unbounded mailbox and rings its doorbell, never waiting on the worker. So a slow
+//!   worker grows its mailbox rather than making the node a NATS slow consumer. If the bridge
+//!   itself falls behind NATS, async-nats drops messages past its subscription buffer
+//!   (`SUBSCRIPTION_CAPACITY`) and reports a slow consumer (`comet_cluster_slow_consumer_total`).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{ConnectOptions, Event, ServerAddr};
+use bytes::Bytes;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages waiting for the bridge to publish them, at most: 16,384 is ~160 ms at 100k msg/s.
+/// Past it the cluster copy is dropped and counted, so a worker never waits for NATS.
+pub const OUT_QUEUE_LEN: usize = 16_384;
+/// Messages async-nats buffers for our subscription before it drops and reports a slow consumer
+/// (its default, 65,536: ~0.6 s at 100k msg/s; the bridge only moves them into mailboxes).
+const SUBSCRIPTION_CAPACITY: usize = 65_536;
+/// Messages handled between doorbell flushes, so that a burst costs one wake per worker.
+const BATCH_MAX: usize = 256;
+/// Longest wait between reconnect attempts: short, so that routing resumes soon after a
+/// restart (async-nats's default backs off to 4 s).
+const RECONNECT_DELAY_MAX_MS: u64 = 250;
+
+/// How to join the cluster (the `--cluster*` flags).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// NATS server URLs (`nats://host:4222`, `tls://...`); more than one for failover.
+    pub servers: Vec<String>,
+    /// Subject prefix: messages are published on `<prefix>.user.<id>`.
+    pub prefix: String,
+    pub token: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// A NATS `.creds` file (JWT and nkey seed).
+    pub credentials: Option<PathBuf>,
+    /// PEM root certificates to trust for the servers' TLS certificates.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub require_tls: bool,
+    /// The client name the servers show (`connz`).
+    pub name: String,
+}
+
+/// Checks a subject prefix: one or more `.`-separated tokens, none empty, no wildcards or
+/// whitespace (NATS subject rules).
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok = !prefix.is_empty()
+        && prefix.split('.').all(|token| {
+            !token.is_empty()
+                && !token
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == '*' || c == '>')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cluster-prefix '{prefix}': expected dot-separated tokens without spaces, '*' or '>'"
+        ))
+    }
+}
+
+/// The id of a subject `<prefix>.user.<id>`, given `head` = `<prefix>.user.`; `None` when the
+/// subject is anything else.
+pub fn subject_id(head: &str, subject: &str) -> Option<u64> {
+    let id = subject.strip_prefix(head)?;
+    comet_router::parse_id(id.as_bytes()).ok()
+}
+
+/// The counters /metrics shows. Written by the bridge, its event callback and (on failure)
+/// the workers, so read-modify-write atomics.
+#[derive(Default)]
+pub struct Stats {
+    /// 1 while the link is up and our subscription is in place.
+    connected: AtomicU64,
+    connects: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    publish_failed: AtomicU64,
+    slow_consumer: AtomicU64,
+    bad_subjects: AtomicU64,
+    /// True once the first subscription reached the server: from then on a `Connected` event
+    /// means routing works (async-nats replays the subscription before anything else).
+    subscribed: AtomicBool,
+}
+
+impl Stats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed) == 1
+    }
+
+    /// Appends the Prometheus text of every counter.
+    pub fn render(&self, s: &mut String) {
+        use std::fmt::Write;
+        let connects = self.connects.load(Ordering::Relaxed);
+        let families: [(&str, &str, &str, u64); 7] = [
+            (
+                "comet_cluster_connected",
+                "gauge",
+                "1 while the NATS link is up and subscribed.",
+                self.connected.load(Ordering::Relaxed),
+            ),
+            (
+                "comet_cluster_reconnects_total",
+                "counter",
+                "Connections to NATS after the first.",
+                connects.saturating_sub(1),
+            ),
+            (
+                "comet_cluster_messages_in_total",
+                "counter",
+                "Messages received from NATS and handed to a worker.",
+                self.messages_in.load(Ordering::Relaxed),
+            ),
+            (
+                "comet_cluster_messages_out_total",
+                "counter",
+                "Messages published to NATS for the other nodes.",
+                self.messages_out.load(Ordering::Relaxed),
+            ),
+            (
+                "comet_cluster_publish_failed_total",
+                "counter",
+                "Messages delivered locally but not sent to the cluster (link down or queue full).",
+                self.publish_failed.load(Ordering::Relaxed),
+            ),
+            (
+                "comet_cluster_slow_consumer_total",
+                "counter",
+                "Times NATS messages were dropped because the bridge fell behind.",
+                self.slow_consumer.load(Ordering::Relaxed),
+            ),
+            (
+                "comet_cluster_bad_subjects_total",
+                "counter",
+                "Messages on a subject that is not <prefix>.user.<id>.",
+                self.bad_subjects.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}
+
+/// Where the bridge puts what arrives from the cluster. Implemented by the server: it mails
+/// the owner worker and rings its doorbell. Called on the bridge thread only; must not block.
+pub trait Inbound: Send + 'static {
+    /// A message for `id` from another node or a NATS client.
+    fn message(&mut self, id: u64, msg: &[u8]);
+    /// End of a batch: wake the workers `message` mailed.
+    fn flush(&mut self);
+}
+
+type OutMsg = (u64, Arc<[u8]>);
+
+/// A worker's way into the bridge (cheap to clone, one per worker).
+#[derive(Clone)]
+pub struct Publisher {
+    tx: mpsc::Sender<OutMsg>,
+    stats: Arc<Stats>,
+}
+
+impl Publisher {
+    /// Hands a message for the other nodes to the bridge without blocking. Returns false, and
+    /// counts a failed publish, when the link is down or the queue is full: the other nodes
+    /// will not get this message (at most once).
+    pub fn offer(&self, id: u64, msg: &Arc<[u8]>) -> bool {
+        let sent = self.stats.connected() && self.tx.try_send((id, msg.clone())).is_ok();
+        if !sent {
+            Stats::add(&self.stats.publish_failed, 1);
+        }
+        sent
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+/// The bridge's end of the outbound queue.
+pub struct Outbox {
+    rx: mpsc::Receiver<OutMsg>,
+    stats: Arc<Stats>,
+}
+
+/// The outbound queue: created before the workers (each gets a clone of the [`Publisher`]),
+/// while the bridge starts once their rings exist.
+pub fn channel() -> (Publisher, Outbox) {
+    let (tx, rx) = mpsc::channel(OUT_QUEUE_LEN);
+    let stats = Arc::new(Stats::default());
+    (
+        Publisher {
+            tx,
+            stats: stats.clone(),
+        },
+        Outbox { rx, stats },
+    )
+}
+
+/// The running bridge thread.
+pub struct Cluster {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts the bridge thread and returns once its client is set up. The connection itself is
+    /// made in the background and retried forever: a node starts (and serves local sends) while
+    /// NATS is unreachable, with `comet_cluster_connected` 0.
+    pub fn start(
+        options: Options,
+        outbox: Outbox,
+        inbound: Box<dyn Inbound>,
+    ) -> Result<Cluster, String> {
+        check_prefix(&options.prefix)?;
+        if options.servers.is_empty() {
+            return Err("--cluster needs at least one NATS URL".into());
+        }
+        let servers = options
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<ServerAddr>()
+                    .map_err(|e| format!("--cluster {s}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("comet-cluster".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime
+                        .block_on(bridge(options, servers, outbox, inbound, stop_rx, ready_tx)),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cluster runtime: {e}")));
+                    }
+                }
+            })
+            .map_err(|e| format!("spawning the cluster bridge: {e}"))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Cluster {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err("the cluster bridge died during set-up".into()),
+        }
+    }
+
+    /// Stops the bridge: flushes what it has published (briefly), closes the link and joins
+    /// the thread. After this, [`Inbound`] is no longer called.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+async fn connect_options(options: &Options, stats: Arc<Stats>) -> Result<ConnectOptions, String> {
+    let mut connect = ConnectOptions::new();
+    if let Some(path) = &options.credentials {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|e| format!("--cluster-credentials {}: {e}", path.display()))?;
+    }
+    if let Some(token) = &options.token {
+        connect = connect.token(token.clone());
+    }
+    match (&options.user, &options.password) {
+        (Some(user), Some(password)) => {
+            connect = connect.user_and_password(user.clone(), password.clone())
+        }
+        (None, None) => {}
+        _ => return Err("--cluster-user and --cluster-password go together".into()),
+    }
+    if let Some(ca) = &options.tls_ca {
+        connect = connect.add_root_certificates(ca.clone());
+    }
+    match (&options.tls_cert, &options.tls_key) {
+        (Some(cert), Some(key)) => {
+            connect = connect.add_client_certificate(cert.clone(), key.clone())
+        }
+        (None, None) => {}
+        _ => return Err("--cluster-tls-cert and --cluster-tls-key go together".into()),
+    }
+    let events = stats.clone();
+    Ok(connect
+        .require_tls(options.require_tls)
+        .name(options.name.clone())
+        .no_echo()
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .subscription_capacity(SUBSCRIPTION_CAPACITY)
+        .reconnect_delay_callback(|attempts| {
+            // 0, 1, 2, 4, ... ms, then every RECONNECT_DELAY_MAX_MS.
+            let exp = attempts.saturating_sub(1).min(16) as u32;
+            let ms = if attempts <= 1 { 0 } else { 1u64 << exp };
+            Duration::from_millis(ms.min(RECONNECT_DELAY_MAX_MS))
+        })
+        .event_callback(move |event| {
+            let stats = events.clone();
+            async move { on_event(&stats, event) }
+        }))
+}
+
+fn on_event(stats: &Stats, event: Event) {
+    match event {
+        Event::Connected => {
+            Stats::add(&stats.connects, 1);
+            if stats.subscribed.load(Ordering::SeqCst) {
+                stats.connected.store(1, Ordering::Relaxed);
+            }
+            tracing::info!("cluster: connected to NATS");
+        }
+        Event::Disconnected => {
+            stats.connected.store(0, Ordering::Relaxed);
+            tracing::warn!("cluster: NATS link down; local sends only until it is back");
+        }
+        Event::SlowConsumer(_) => {
+            Stats::add(&stats.slow_consumer, 1);
+            tracing::warn!("cluster: the bridge fell behind NATS; messages were dropped");
+        }
+        Event::Closed => stats.connected.store(0, Ordering::Relaxed),
+        other => tracing::warn!("cluster: {other}"),
+    }
+}
+
+async fn bridge(
+    options: Options,
+    servers: Vec<ServerAddr>,
+    outbox: Outbox,
+    inbound: Box<dyn Inbound>,
+    stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<(), String>>,
+) {
+    let stats = outbox.stats.clone();
+    let connect = match connect_options(&options, stats.clone()).await {
+        Ok(connect) => connect,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let client = match connect.connect(servers).await {
+        Ok(client) => client,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cluster: {e}")));
+            return;
+        }
+    };
+    let head = format!("{}.user.", options.prefix);
+    let subscriber = match client.subscribe(format!("{head}*")).await {
+        Ok(subscriber) => subscriber,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cluster: subscribing: {e}")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+
+    // The subscription is in place once a flush round-trips (the server answers PING after
+    // handling the SUB before it): only then does the node say it is connected.
+    let first = client.clone();
+    let flushed = stats.clone();
+    let subscribed = tokio::spawn(async move {
+        if first.flush().await.is_ok() {
+            flushed.subscribed.store(true, Ordering::SeqCst);
+            flushed.connected.store(1, Ordering::Relaxed);
+        }
+    });
+    let receiving = tokio::spawn(receive(subscriber, inbound, stats.clone(), head.clone()));
+    let sending = tokio::spawn(send(client.clone(), outbox, head));
+    let _ = stop.await;
+    receiving.abort();
+    sending.abort();
+    subscribed.abort();
+    stats.connected.store(0, Ordering::Relaxed);
+    // What was handed to the client is sent if the link is up; a stuck link does not hold up
+    // the shutdown.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+}
+
+/// NATS -> mailboxes, in batches of what is already buffered, one doorbell flush per batch.
+async fn receive(
+    mut subscriber: async_nats::Subscriber,
+    mut inbound: Box<dyn Inbound>,
+    stats: Arc<Stats>,
+    head: String,
+) {
+    while let Some(message) = subscriber.next().await {
+        let mut next = Some(message);
+        let mut handled = 0;
+        while let Some(message) = next.take() {
+            match subject_id(&head, message.subject.as_str()) {
+                Some(id) => {
+                    Stats::add(&stats.messages_in, 1);
+                    inbound.message(id, &message.payload);
+                }
+                None => Stats::add(&stats.bad_subjects, 1),
+            }
+            handled += 1;
+            if handled < BATCH_MAX {
+                next = subscriber.next().now_or_never().flatten();
+            }
+        }
+        inbound.flush();
+    }
+}
+
+/// Outbound queue -> NATS. A message taken while the link is down is dropped and counted:
+/// async-nats would otherwise hold it and send it after the reconnect, out of order with what
+/// the node published meanwhile.
+async fn send(client: async_nats::Client, mut outbox: Outbox, head: String) {
+    while let Some((id, msg)) = outbox.rx.recv().await {
+        if client.connection_state() != async_nats::connection::State::Connected {
+            Stats::add(&outbox.stats.publish_failed, 1);
+            continue;
+        }
+        let subject = format!("{head}{id}");
+        match client.publish(subject, Bytes::from_owner(msg)).await {
+            Ok(()) => Stats::add(&outbox.stats.messages_out, 1),
+            Err(e) => {
+                Stats::add(&outbox.stats.publish_failed, 1);
+                tracing::debug!("cluster: publish failed: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        let head = "comet.user.";
+        assert_eq!(subject_id(head, "comet.user.5"), Some(5));
+        assert_eq!(subject_id(head, "comet.user.007"), Some(7));
+        assert_eq!(
+            subject_id(head, "comet.user.18446744073709551615"),
+            Some(u64::MAX)
+        );
+        assert_eq!(subject_id(head, "comet.user.18446744073709551616"), None);
+        assert_eq!(subject_id(head, "comet.user.abc"), None);
+        assert_eq!(subject_id(head, "comet.user."), None);
+        assert_eq!(subject_id(head, "comet.user.-1"), None);
+        assert_eq!(subject_id(head, "other.user.5"), None);
+        assert_eq!(subject_id("a.b.user.", "a.b.user.9"), Some(9));
+    }
+
+    #[test]
+    fn prefixes() {
+        assert!(check_prefix("comet").is_ok());
+        assert!(check_prefix("prod.eu.comet").is_ok());
+        for bad in ["", ".", "a..b", "a.", "a b", "a.*", ">", "a\tb"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn offers_fail_while_disconnected() {
+        let (publisher, _outbox) = channel();
+        let msg: Arc<[u8]> = Arc::from(&b"hi"[..]);
+        assert!(!publisher.offer(1, &msg));
+        publisher.stats.connected.store(1, Ordering::Relaxed);
+        assert!(publisher.offer(1, &msg));
+        let mut text = String::new();
+        publisher.stats.render(&mut text);
+        assert!(
+            text.contains("comet_cluster_publish_failed_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("comet_cluster_connected 1\n"), "{text}");
+    }
+
+    #[test]
+    fn a_full_queue_fails_the_offer() {
+        let (publisher, _outbox) = channel();
+        publisher.stats.connected.store(1, Ordering::Relaxed);
+        let msg: Arc<[u8]> = Arc::from(&b"x"[..]);
+        for _ in 0..OUT_QUEUE_LEN {
+            assert!(publisher.offer(1, &msg));
+        }
+        assert!(!publisher.offer(1, &msg));
+    }
+}
