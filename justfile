@@ -17,6 +17,11 @@ ci:
 bench-c10k *ARGS:
     bash tools/bench/c10k.sh {{ARGS}}
 
+# A million subscribers on this machine, 1000 msg/s, then a ramp to the highest sustained rate;
+# writes results/1m/<date>-<label>/. Settings in the header of tools/bench/1m.sh.
+bench-1m:
+    bash tools/bench/1m.sh
+
 # Redraw a results folder's graphs: `just plot results/c10k/<date>-<label>`.
 plot DIR:
     bash tools/plot/plot.sh {{DIR}}

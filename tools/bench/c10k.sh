@@ -55,43 +55,20 @@ while (($#)); do
     shift 2
 done
 
-log() { printf '%s c10k: %s\n' "$(date +%T)" "$*"; }
-die() {
-    log "ERROR: $*" >&2
-    exit 1
-}
-
-# "90", "90s", "10m", "24h" -> seconds.
-seconds() {
-    local v=$1
-    case $v in
-    *ms) echo $((${v%ms} / 1000)) ;;
-    *s) echo "${v%s}" ;;
-    *m) echo $((${v%m} * 60)) ;;
-    *h) echo $((${v%h} * 3600)) ;;
-    *) echo "$v" ;;
-    esac
-}
-
+BENCH=c10k
+cd "$(dirname "$0")/../.."
+# shellcheck source=tools/bench/lib.sh
+source tools/bench/lib.sh
+BIN=$PWD/target/release
 DURATION_S=$(seconds "$DURATION")
 HOLD_S=$(seconds "$HOLD")
 CONNECT_S=$(((CONNECTIONS + RATE - 1) / RATE))
-
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-BIN=$ROOT/target/release
 
 log "setup and build"
 ./tools/setup.sh >/dev/null
 cargo build --release -q -p comet -p floodtest -p msggen -p memlog
 
-DIR=$RESULTS/$(date +%F)-$LABEL
-if [[ -e $DIR ]]; then
-    n=2
-    while [[ -e $DIR-$n ]]; do n=$((n + 1)); done
-    DIR=$DIR-$n
-fi
-mkdir -p "$DIR"
+bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
 
 # Everything this script starts, stopped by pid on exit.
@@ -103,48 +80,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Start comet on two free ports below the ephemeral range (a port taken between the probe
-# and the bind makes comet exit; then try the next pair).
-start_comet() {
-    local base=$((20000 + RANDOM % 10000)) try public publish
-    for try in 1 2 3 4 5; do
-        public=$((base + 2 * try)) publish=$((base + 2 * try + 1))
-        port_free "$public" && port_free "$publish" || continue
-        # shellcheck disable=SC2086
-        "$BIN/comet" serve --listen "127.0.0.1:$public" --publish-listen "127.0.0.1:$publish" \
-            ${WORKERS:+--workers $WORKERS} >"$DIR/comet.out" 2>"$DIR/comet.err" &
-        COMET_PID=$!
-        for _ in $(seq 100); do
-            grep -q '^comet: listening' "$DIR/comet.out" 2>/dev/null && break
-            kill -0 "$COMET_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        if grep -q '^comet: listening' "$DIR/comet.out"; then
-            PUBLIC=127.0.0.1:$public PUBLISH=127.0.0.1:$publish
-            return 0
-        fi
-        kill "$COMET_PID" 2>/dev/null || true
-        wait "$COMET_PID" 2>/dev/null || true
-        COMET_PID=
-    done
-    die "comet did not start: $(tail -3 "$DIR/comet.err")"
-}
-
-rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$COMET_PID/status"; }
-hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$COMET_PID/status"; }
-cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$COMET_PID/stat"; }
-tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
-slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 # Connections the server reports (sum of comet_connections), from memlog's latest line.
 metric_connections() { awk -F'\t' '!/^#/ {c = $4} END {print c}' "$DIR/memlog.log"; }
 
 log "starting comet"
-start_comet
+start_comet ${WORKERS:+--workers $WORKERS}
 log "comet pid $COMET_PID public=$PUBLIC publish=$PUBLISH"
 sleep 2
-RSS_BASE=$(rss_kb)
+RSS_BASE=$(rss_kb "$COMET_PID")
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 TCP_INUSE_BASE=$(tcp_field inuse)
 TCP_MEM_BASE=$(tcp_field mem)
@@ -162,20 +105,19 @@ log "floodtest: $CONNECTIONS x /$PATH_KIND at $RATE/s (~${CONNECT_S}s)"
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
 
-connected() { awk -F'\t' '!/^#/ {c = $3} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
 deadline=$((SECONDS + CONNECT_S * 3 + 60))
-while (($(connected) < CONNECTIONS)); do
+while (($(flood_connected) < CONNECTIONS)); do
     kill -0 "$FLOOD_PID" 2>/dev/null || die "floodtest ended early: $(tail -3 "$DIR/floodtest.log")"
     ((SECONDS < deadline)) || {
-        log "WARNING: only $(connected) of $CONNECTIONS connected; going on"
+        log "WARNING: only $(flood_connected) of $CONNECTIONS connected; going on"
         break
     }
     sleep 1
 done
-CONNECTED=$(connected)
+CONNECTED=$(flood_connected)
 log "$CONNECTED connected; holding ${HOLD_S}s"
 sleep "$HOLD_S"
-RSS_IDLE=$(rss_kb)
+RSS_IDLE=$(rss_kb "$COMET_PID")
 TCP_INUSE_IDLE=$(tcp_field inuse)
 TCP_MEM_IDLE=$(tcp_field mem)
 SLAB_IDLE=$(slab_kb)
@@ -193,18 +135,14 @@ sleep 2
 kill -TERM "$FLOOD_PID" 2>/dev/null || true
 wait "$FLOOD_PID" || log "WARNING: floodtest exited with $?"
 FLOOD_PID=
-RSS_END=$(rss_kb)
+RSS_END=$(rss_kb "$COMET_PID")
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # VmHWM can lag VmRSS (the kernel folds per-thread RSS counters in lazily): take the largest
 # of it and every RSS figure seen.
 RSS_PEAK=$( (hwm_kb; echo "$RSS_IDLE"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
-CPU_S=$(cpu_s)
+CPU_S=$(cpu_s "$COMET_PID")
 
-kill -TERM "$COMET_PID"
-for _ in $(seq 50); do kill -0 "$COMET_PID" 2>/dev/null || break; sleep 0.1; done
-kill -KILL "$COMET_PID" 2>/dev/null || true
-wait "$COMET_PID" 2>/dev/null || true
-COMET_PID=
+stop_comet 5 >/dev/null
 wait "$MEMLOG_PID" 2>/dev/null || true
 MEMLOG_PID=
 
@@ -244,7 +182,7 @@ cat >"$DIR/summary.md" <<EOF
 Command: \`$COMMAND_LINE\` with DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE=$RATE
 MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE HOLD=$HOLD PATH_KIND=$PATH_KIND WORKERS=${WORKERS:-default}
 
-Machine: $(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory;
+Machine: $(machine_line);
 comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)'); client and server on loopback, same machine.
 
 | | |

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Shared pieces of the bench scripts (sourced, not run): logging, durations, the results
+# folder, starting comet on free loopback ports, and readings of /proc.
+# The caller sets BENCH (its name, for logs) and DIR (after bench_results_dir).
+
+log() { printf '%s %s: %s\n' "$(date +%T)" "$BENCH" "$*"; }
+die() {
+    log "ERROR: $*" >&2
+    exit 1
+}
+
+# "90", "90s", "10m", "24h" -> seconds.
+seconds() {
+    local v=$1
+    case $v in
+    *ms) echo $((${v%ms} / 1000)) ;;
+    *s) echo "${v%s}" ;;
+    *m) echo $((${v%m} * 60)) ;;
+    *h) echo $((${v%h} * 3600)) ;;
+    *) echo "$v" ;;
+    esac
+}
+
+# results/<bench>/<date>-<label>[-N]: never overwrites an earlier run.
+bench_results_dir() {
+    local base=$1/$(date +%F)-$2 n=2
+    DIR=$base
+    while [[ -e $DIR ]]; do
+        DIR=$base-$n
+        n=$((n + 1))
+    done
+    mkdir -p "$DIR"
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Starts `comet serve` on two free ports below the ephemeral range with any extra arguments;
+# sets COMET_PID, PUBLIC and PUBLISH. comet refuses a port in use, so a race only costs a retry.
+start_comet() {
+    local base=$((20000 + RANDOM % 10000)) try public publish
+    for try in 1 2 3 4 5; do
+        public=$((base + 2 * try)) publish=$((base + 2 * try + 1))
+        port_free "$public" && port_free "$publish" || continue
+        "$BIN/comet" serve --listen "127.0.0.1:$public" --publish-listen "127.0.0.1:$publish" \
+            "$@" >"$DIR/comet.out" 2>"$DIR/comet.err" &
+        COMET_PID=$!
+        for _ in $(seq 300); do
+            grep -q '^comet: listening' "$DIR/comet.out" 2>/dev/null && break
+            kill -0 "$COMET_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if grep -q '^comet: listening' "$DIR/comet.out"; then
+            PUBLIC=127.0.0.1:$public PUBLISH=127.0.0.1:$publish
+            return 0
+        fi
+        kill "$COMET_PID" 2>/dev/null || true
+        wait "$COMET_PID" 2>/dev/null || true
+        COMET_PID=
+    done
+    die "comet did not start: $(tail -3 "$DIR/comet.err")"
+}
+
+# Stops comet with SIGTERM (graceful), SIGKILL after $1 seconds; prints the seconds it took.
+stop_comet() {
+    local limit=${1:-5} start=$SECONDS
+    kill -TERM "$COMET_PID" 2>/dev/null || true
+    for _ in $(seq $((limit * 10))); do
+        kill -0 "$COMET_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$COMET_PID" 2>/dev/null || true
+    wait "$COMET_PID" 2>/dev/null || true
+    COMET_PID=
+    echo $((SECONDS - start))
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$1/stat"; }
+tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
+slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
+# RSS of a process and all its children (floodtest forks one child per ~19k connections).
+tree_rss_kb() {
+    local pids
+    pids=$(pgrep -P "$1" | tr '\n' ' ')
+    ps -o rss= -p "$1" $pids 2>/dev/null | awk '{s += $1} END {print s + 0}'
+}
+# Connections floodtest reports (third column of its stats TSV).
+flood_connected() { awk -F'\t' '!/^#/ {c = $3} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
+# Messages floodtest received so far (seventh column).
+flood_messages() { awk -F'\t' '!/^#/ {c = $7} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
+machine_line() {
+    echo "$(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory"
+}
