@@ -22,6 +22,12 @@ bench-c10k *ARGS:
 bench-1m:
     bash tools/bench/1m.sh
 
+# Three comet nodes joined through one nats-server vs one node alone, 10k subscribers, 1000 msg/s,
+# a ramp, then a run with NATS killed and restarted; writes results/cluster/<date>-<label>/.
+# Settings in the header of tools/bench/cluster.sh (e.g. `LABEL=quick DURATION=30s just bench-cluster`).
+bench-cluster:
+    bash tools/bench/cluster.sh
+
 # Redraw a results folder's graphs: `just plot results/c10k/<date>-<label>`.
 plot DIR:
     bash tools/plot/plot.sh {{DIR}}
