@@ -23,9 +23,16 @@ pub fn run(args: &SendArgs) -> i32 {
         Ok((status, body)) if (200..300).contains(&status) => {
             match connections(&body) {
                 Some(n) => println!(
-                    "sent to {} ({n} connection{})",
+                    "sent to {} ({n} connection{}{})",
                     args.id,
-                    if n == 1 { "" } else { "s" }
+                    if n == 1 { "" } else { "s" },
+                    match cluster(&body) {
+                        None => "",
+                        Some(true) => " on this node, and to the cluster",
+                        Some(false) => {
+                            " on this node; NOT sent to the cluster (link down or queue full)"
+                        }
+                    }
                 ),
                 None => println!("{}", body.trim_end()),
             }
@@ -76,8 +83,32 @@ fn connections(body: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The `"cluster":true|false` of the server's JSON answer (absent when the node runs alone).
+fn cluster(body: &str) -> Option<bool> {
+    if body.contains("\"cluster\":true") {
+        Some(true)
+    } else if body.contains("\"cluster\":false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reads_the_cluster_field() {
+        assert_eq!(super::cluster("{\"id\":1,\"connections\":2}\n"), None);
+        assert_eq!(
+            super::cluster("{\"id\":1,\"connections\":2,\"cluster\":true}\n"),
+            Some(true)
+        );
+        assert_eq!(
+            super::cluster("{\"id\":1,\"connections\":0,\"cluster\":false}\n"),
+            Some(false)
+        );
+    }
+
     #[test]
     fn reads_the_connection_count() {
         assert_eq!(
