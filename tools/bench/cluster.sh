@@ -18,7 +18,7 @@
 #
 # Settings (environment):
 #   SUBSCRIBERS=10000  DURATION=60s  MSG_RATE=1000  RATE=600 (connects/s, all nodes)
-#   RAMP="2000 4000 8000"  STEP=15s  OUTAGE=2s  HOLD=5s  WORKERS=1 (per node)  LABEL=run
+#   RAMP="2000 4000 8000" (RAMP=none: no ramp)  STEP=15s  OUTAGE=2s  HOLD=5s  WORKERS=1 (per node)  LABEL=run
 #   RESULTS=results/cluster
 set -euo pipefail
 
@@ -27,6 +27,7 @@ DURATION=${DURATION:-60s}
 MSG_RATE=${MSG_RATE:-1000}
 RATE=${RATE:-600}
 RAMP=${RAMP:-2000 4000 8000}
+[[ $RAMP == none ]] && RAMP=
 STEP=${STEP:-15s}
 OUTAGE=${OUTAGE:-2s}
 HOLD=${HOLD:-5s}
@@ -249,6 +250,11 @@ run() {
 
 declare -A RSS_BASE RSS_IDLE RSS_END CPU NATS_RSS_IDLE NATS_RSS_END NATS_CPU NATS_VARZ T0 T1 FLOOD RAMP_T
 run steady 1 0
+# The steady run's client sockets linger in TIME_WAIT on ports start_comet may pick (60 s).
+for _ in $(seq 90); do
+    (($(ss -tan state time-wait | wc -l) < 1000)) && break
+    sleep 1
+done
 run fault 0 1
 
 # ---- figures ----------------------------------------------------------------------------
