@@ -509,6 +509,19 @@ fn print_summary(opts: &Opts, summary: &Summary) -> Result<(), String> {
     Ok(())
 }
 
+/// Size of the kernel's ephemeral port range (net.ipv4.ip_local_port_range).
+fn ephemeral_ports() -> u64 {
+    let range =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut it = range
+        .split_whitespace()
+        .filter_map(|v| v.parse::<u64>().ok());
+    match (it.next(), it.next()) {
+        (Some(lo), Some(hi)) if hi > lo => hi - lo + 1,
+        _ => 28_232, // the default range 32768-60999
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,22 +552,16 @@ mod tests {
     fn automatic_sources_cover_the_count() {
         let opts = Opts::parse_from(["floodtest", "-n", "1000000"]);
         let s = setup(&opts).unwrap();
-        assert_eq!(s.sources.addrs.len(), 40);
+        let per_addr = ephemeral_ports() * 2 / 5;
+        assert_eq!(
+            s.sources.addrs.len() as u64,
+            1_000_000_u64.div_ceil(per_addr)
+        );
+        let explicit =
+            Opts::parse_from(["floodtest", "-n", "1000000", "--per-source-addr", "25000"]);
+        assert_eq!(setup(&explicit).unwrap().sources.addrs.len(), 40);
         assert_eq!(s.sources.addrs[0], Ipv4Addr::new(127, 0, 0, 2));
         let small = setup(&Opts::parse_from(["floodtest", "-n", "10000"])).unwrap();
         assert!(small.sources.addrs.is_empty());
-    }
-}
-
-/// Size of the kernel's ephemeral port range (net.ipv4.ip_local_port_range).
-fn ephemeral_ports() -> u64 {
-    let range =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let mut it = range
-        .split_whitespace()
-        .filter_map(|v| v.parse::<u64>().ok());
-    match (it.next(), it.next()) {
-        (Some(lo), Some(hi)) if hi > lo => hi - lo + 1,
-        _ => 28_232, // the default range 32768-60999
     }
 }
