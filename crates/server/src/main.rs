@@ -29,8 +29,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use config::{Config, ServeArgs};
 use shared::{Padded, Shared, Stats};
 
-#[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
+// this workload at every scale we ran (results/alloc/2026-11-26/summary.md).
 
 #[derive(Parser)]
 #[command(
