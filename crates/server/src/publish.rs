@@ -94,6 +94,20 @@ impl PubConn {
         !self.paused && !self.stopped
     }
 
+    /// Queues an error answer that closes the connection; nothing after it is read.
+    fn reject(&mut self, error: &http::Error, head_only: bool) {
+        self.stopped = true;
+        let mut out = Vec::new();
+        http::error_response(&mut out, error, head_only);
+        self.replies.push_back(Reply {
+            waiting: 0,
+            connections: 0,
+            what: ReplyWhat::Bytes(out),
+            close: true,
+            cluster: None,
+        });
+    }
+
     fn has_request_in_progress(&self) -> bool {
         self.req.is_some() || self.pos < self.input.len()
     }
@@ -228,16 +242,7 @@ impl Worker {
         let reply_to = ReplyTo { conn, seq };
         match req.target {
             Target::Reject(error) => {
-                p.stopped = true;
-                let mut out = Vec::new();
-                http::error_response(&mut out, &error, req.head_only);
-                p.replies.push_back(Reply {
-                    waiting: 0,
-                    connections: 0,
-                    what: ReplyWhat::Bytes(out),
-                    close: true,
-                    cluster: None,
-                });
+                p.reject(&error, req.head_only);
                 Stats::add(&self.stats().bad_requests, 1);
             }
             Target::Metrics => {
@@ -294,17 +299,7 @@ impl Worker {
                     }
                 }
                 if let Some(reason) = error {
-                    let error = http::Error::new(http::Status::BAD_REQUEST, reason);
-                    let mut out = Vec::new();
-                    http::error_response(&mut out, &error, false);
-                    p.stopped = true;
-                    p.replies.push_back(Reply {
-                        waiting: 0,
-                        connections: 0,
-                        what: ReplyWhat::Bytes(out),
-                        close: true,
-                        cluster: None,
-                    });
+                    p.reject(&http::Error::new(http::Status::BAD_REQUEST, reason), false);
                     Stats::add(&self.stats().bad_requests, 1);
                     return;
                 }
