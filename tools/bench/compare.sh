@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One comparison point (for results/alloc and results/workers): start COMET_BIN with WORKERS workers, connect CONNECTIONS idle
-# subscribers, read RSS; then RATE msg/s (batched) for SECS seconds; read RSS, CPU and the
+# One comparison point (results/alloc, results/workers): start COMET_BIN with WORKERS
+# workers, connect CONNECTIONS idle subscribers, read RSS; then RATE msg/s (batched) for SECS seconds; read RSS, CPU and the
 # worst per-second p99. Prints one TSV line:
 # label workers connections rss_base_kb rss_idle_kb rss_load_kb cpu_s promised received worst_p99_ms
 # usage: tools/bench/compare.sh OUTDIR LABEL COMET_BIN WORKERS CONNECTIONS RATE SECS
@@ -8,7 +8,8 @@ set -euo pipefail
 OUT=$1 LABEL=$2 COMET=$3 WORKERS=$4 CONNECTIONS=$5 RATE=$6 SECS=$7
 BENCH=compare
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-source $ROOT/tools/bench/lib.sh
+# shellcheck source=tools/bench/lib.sh
+source "$ROOT/tools/bench/lib.sh"
 BIN=$ROOT/target/release
 DIR=$OUT/$LABEL
 mkdir -p "$DIR"
