@@ -46,7 +46,10 @@ impl Nats {
         {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                assert!(std::env::var_os("CI").is_none(), "CI must install nats-server");
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must install nats-server"
+                );
                 eprintln!("nats-server is not installed (.ci/run installs it): test skipped");
                 return None;
             }
@@ -365,7 +368,10 @@ fn three_nats_servers_with_a_node_on_each() {
         .output()
         .is_err()
     {
-        assert!(std::env::var_os("CI").is_none(), "CI must install nats-server");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install nats-server"
+        );
         eprintln!("nats-server is not installed (.ci/run installs it): test skipped");
         return;
     }

@@ -28,7 +28,7 @@ struct Opts {
     #[arg(long, default_value_t = 5.0)]
     interval_s: f64,
     /// Stop after this long (e.g. 10m); without it, runs until --pid exits.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
     /// Append lines to this file instead of stdout.
     #[arg(long)]
@@ -40,22 +40,6 @@ const HEADER: &str =
 
 /// /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture.
 const USER_HZ: f64 = 100.0;
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |at| s.split_at(at));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
 
 /// The value of a `Key:   123 kB` line in /proc/PID/status or /proc/meminfo.
 fn kb_field(text: &str, key: &str) -> Option<u64> {

@@ -51,7 +51,7 @@ struct Opts {
     #[arg(long)]
     rate: Option<f64>,
     /// How long to send (e.g. 60s, 10m, 24h).
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Message size in bytes (the stamp counts; at least the stamp is sent).
     #[arg(long, default_value_t = 64)]
@@ -67,7 +67,7 @@ struct Opts {
     #[arg(long, default_value_t = 0)]
     batch: usize,
     /// How long to wait for outstanding answers after sending stops.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
     /// Random seed for ids (default: from the clock).
     #[arg(long)]
@@ -78,22 +78,6 @@ struct Opts {
     /// Write one TSV row per second.
     #[arg(long)]
     stats_file: Option<PathBuf>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "s"), |at| s.split_at(at));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit in {s:?} (ms, s, m, h)")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 fn epoch_us() -> u64 {
