@@ -82,15 +82,7 @@ log "floodtest: $CONNECTIONS subscribers at ${RATE}/s (0 = as fast as holds up)"
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
 CONNECT_START=$SECONDS
-deadline=$((SECONDS + 600))
-while (($(flood_connected) < CONNECTIONS)); do
-    kill -0 "$FLOOD_PID" 2>/dev/null || die "floodtest ended early: $(tail -3 "$DIR/floodtest.log")"
-    ((SECONDS < deadline)) || {
-        log "WARNING: only $(flood_connected) of $CONNECTIONS connected after 10 minutes; going on"
-        break
-    }
-    sleep 1
-done
+wait_connected "$CONNECTIONS" 600
 CONNECTED=$(flood_connected)
 CONNECT_S=$((SECONDS - CONNECT_START))
 log "$CONNECTED connected in ~${CONNECT_S}s; holding ${HOLD_S}s"

@@ -105,15 +105,7 @@ log "floodtest: $CONNECTIONS x /$PATH_KIND at $RATE/s (~${CONNECT_S}s)"
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
 
-deadline=$((SECONDS + CONNECT_S * 3 + 60))
-while (($(flood_connected) < CONNECTIONS)); do
-    kill -0 "$FLOOD_PID" 2>/dev/null || die "floodtest ended early: $(tail -3 "$DIR/floodtest.log")"
-    ((SECONDS < deadline)) || {
-        log "WARNING: only $(flood_connected) of $CONNECTIONS connected; going on"
-        break
-    }
-    sleep 1
-done
+wait_connected "$CONNECTIONS" $((CONNECT_S * 3 + 60))
 CONNECTED=$(flood_connected)
 log "$CONNECTED connected; holding ${HOLD_S}s"
 sleep "$HOLD_S"

@@ -89,6 +89,19 @@ tree_rss_kb() {
 flood_connected() { awk -F'\t' '!/^#/ {c = $3} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
 # Messages floodtest received so far (seventh column).
 flood_messages() { awk -F'\t' '!/^#/ {c = $7} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
+# Waits until floodtest ($FLOOD_PID) reports $1 connected, at most $2 seconds; dies if floodtest
+# ends first, warns and goes on at the deadline.
+wait_connected() {
+    local want=$1 deadline=$((SECONDS + $2))
+    while (($(flood_connected) < want)); do
+        kill -0 "$FLOOD_PID" 2>/dev/null || die "floodtest ended early: $(tail -3 "$DIR/floodtest.log")"
+        ((SECONDS < deadline)) || {
+            log "WARNING: only $(flood_connected) of $want connected after $2 s; going on"
+            return
+        }
+        sleep 1
+    done
+}
 machine_line() {
     echo "$(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory"
 }
