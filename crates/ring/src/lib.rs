@@ -324,8 +324,3 @@ impl Bell {
         Ok(())
     }
 }
-
-/// Errno of a negative completion result, for logs and match arms.
-pub fn errno(result: i32) -> i32 {
-    -result
-}

@@ -70,11 +70,6 @@ impl ReadBufs {
         Ok(bufs)
     }
 
-    /// Size of each buffer in bytes.
-    pub fn size(&self) -> u32 {
-        self.size
-    }
-
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
     pub fn get(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count && len <= self.size as usize);

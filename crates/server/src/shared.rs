@@ -88,6 +88,7 @@ pub struct Stats {
     pub dropped: AtomicU64,
     pub stale: AtomicU64,
     pub write_buffers: AtomicU64,
+    pub sq_full_flushes: AtomicU64,
 }
 
 impl Stats {
@@ -119,7 +120,7 @@ impl Shared {
         use std::fmt::Write;
         let mut s = String::with_capacity(4096);
         type Get = fn(&Stats) -> &AtomicU64;
-        let families: [(&str, &str, &str, Get); 16] = [
+        let families: &[(&str, &str, &str, Get)] = &[
             (
                 "comet_connections",
                 "gauge",
@@ -215,6 +216,12 @@ impl Shared {
                 "gauge",
                 "Write buffers in use (connections with data in flight).",
                 |s| &s.write_buffers,
+            ),
+            (
+                "comet_sq_full_flushes_total",
+                "counter",
+                "Times a full submission queue was flushed early (not an error).",
+                |s| &s.sq_full_flushes,
             ),
         ];
         for (name, kind, help, get) in families {

@@ -834,6 +834,7 @@ impl Worker {
         Stats::set(&stats.subscribers, self.subscribers as u64);
         Stats::set(&stats.ids, self.subs.ids() as u64);
         Stats::set(&stats.write_buffers, self.ring.writes.used() as u64);
+        Stats::set(&stats.sq_full_flushes, self.ring.stats.sq_full_flushes);
     }
 
     // ---- time ---------------------------------------------------------------------------
