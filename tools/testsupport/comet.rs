@@ -1,0 +1,70 @@
+//! Starting the real `comet` binary from the tools' end-to-end tests. Each test crate includes
+//! this file with `#[path]` and uses what it needs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// `$COMET_BIN`, else `target/debug/comet` (what this test run built), else
+/// `target/release/comet`, under the workspace root. `None` (after a note) when there is none;
+/// under CI that is a failure, since `cargo test --workspace` always builds target/debug/comet.
+pub fn comet_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COMET_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let found = ["debug", "release"]
+        .iter()
+        .map(|profile| root.join("target").join(profile).join("comet"))
+        .find(|p| p.exists());
+    if found.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "no comet binary in CI");
+        eprintln!("SKIP: no comet binary (set COMET_BIN or build target/{{debug,release}}/comet)");
+    }
+    found
+}
+
+/// A running `comet serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub public: String,
+    pub publish: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts comet with 2 workers on ports the kernel picks, and reads its addresses from its
+/// `comet: listening public=... publish=...` line.
+pub fn start_comet(bin: &PathBuf) -> Server {
+    let mut child = Command::new(bin)
+        .args(["serve", "--workers", "2"])
+        .args(["--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start comet");
+    let stdout = child.stdout.take().expect("comet's stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("comet: listening"))
+        .expect("comet did not start");
+    let field = |name: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .expect("an address in the listening line")
+            .to_string()
+    };
+    Server {
+        public: field("public="),
+        publish: field("publish="),
+        child,
+    }
+}
