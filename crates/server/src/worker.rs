@@ -689,14 +689,9 @@ impl Worker {
         let (gen, sending, pending) = (conn.gen, conn.sending, conn.pending);
         self.deadlines
             .push_back((slot, gen, self.now_ms + self.cfg.request_timeout_ms));
-        let pending = pending.filter(|&buf| {
-            let empty = self.ring.writes.unsent(buf) == 0;
-            if empty {
-                self.ring.writes.free(buf);
-            }
-            !empty
-        });
-        self.conns[slot as usize].pending = pending;
+        // Nothing allocates a pending buffer without writing to it (a raw stream's end at
+        // shutdown is the close itself, so no buffer is made for it).
+        debug_assert!(pending.is_none_or(|buf| self.ring.writes.unsent(buf) > 0));
         match (sending, pending) {
             (Some(_), _) => {} // on_send continues
             (None, Some(_)) => self.start_send(slot),
