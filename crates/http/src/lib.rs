@@ -14,20 +14,31 @@
 //! - [`route`](mod@route): [`route()`] maps listener + method + path to an [`Endpoint`].
 //! - [`response`](mod@response): the streaming formats ([`Format`]: the seed's
 //!   chunked HTML and Server-Sent Events), plain responses and error responses.
+//! - [`events`]: messages with sequence numbers and positions, gaps and heartbeats for
+//!   SSE, WebSocket and long-poll.
 //! - [`batch`]: [`batch_lines`] splits a `POST /send` batch body into messages.
+//! - [`ws`]: WebSocket handshake answer, server frames, client frame decoder.
 #![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod chunked;
+pub mod events;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod ws;
 
 pub use batch::{batch_lines, BatchLines};
 pub use chunked::ChunkedDecoder;
+pub use events::{
+    frame_event, frame_gap, frame_heartbeat, frame_position, parse_position, poll_body, poll_item,
+};
 pub use request::{
     parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,
     URI_BYTES_MAX,
 };
-pub use response::{error_response, frame_message, response, stream_end, stream_head, Format};
-pub use route::{route, Endpoint, Listener};
+pub use response::{
+    error_response, error_response_for, frame_message, preflight_response, response, response_for,
+    stream_end, stream_head, Format,
+};
+pub use route::{query_param, route, Endpoint, Listener};

@@ -11,6 +11,8 @@ impl Status {
     pub const BAD_REQUEST: Status = Status(400);
     pub const UNAUTHORIZED: Status = Status(401);
     pub const FORBIDDEN: Status = Status(403);
+    pub const NO_CONTENT: Status = Status(204);
+    pub const UPGRADE_REQUIRED: Status = Status(426);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
     pub const REQUEST_TIMEOUT: Status = Status(408);
@@ -30,6 +32,8 @@ impl Status {
             403 => "Forbidden",
             404 => "Not Found",
             405 => "Method Not Allowed",
+            204 => "No Content",
+            426 => "Upgrade Required",
             408 => "Request Timeout",
             413 => "Payload Too Large",
             414 => "URI Too Long",
@@ -52,6 +56,9 @@ pub struct Error {
     pub reason: String,
     /// The `Allow` header value for a 405; `None` otherwise.
     pub allow: Option<&'static str>,
+    /// Another header the answer carries: `WWW-Authenticate` for a 401,
+    /// `Sec-WebSocket-Version` for a 426.
+    pub header: Option<(&'static str, &'static str)>,
 }
 
 impl Error {
@@ -63,6 +70,15 @@ impl Error {
             status,
             reason,
             allow: None,
+            header: None,
+        }
+    }
+
+    /// The error with another header (`WWW-Authenticate`, `Sec-WebSocket-Version`).
+    pub fn with_header(self, name: &'static str, value: &'static str) -> Error {
+        Error {
+            header: Some((name, value)),
+            ..self
         }
     }
 
@@ -122,6 +138,8 @@ pub enum Method {
     Get,
     Head,
     Post,
+    /// CORS preflight.
+    Options,
     /// Any other method; routing answers 405 (known path) or 404.
     Other,
 }
@@ -165,6 +183,11 @@ pub struct Request<'a> {
     /// True when an HTTP/1.1 client with a body sent `Expect: 100-continue`: it may
     /// wait (curl: 1 s) for [`CONTINUE`] before sending the body.
     pub expect_continue: bool,
+    /// A WebSocket opening handshake (RFC 6455 4.2.1): `Upgrade: websocket` and a
+    /// `Connection` list holding `upgrade`. The key and version are checked by the caller.
+    pub websocket: bool,
+    pub websocket_key: Option<&'a [u8]>,
+    pub websocket_version: Option<&'a [u8]>,
 }
 
 pub enum Parsed<'a> {
@@ -261,6 +284,7 @@ fn build<'a>(
         Some("GET") => Method::Get,
         Some("HEAD") => Method::Head,
         Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
         _ => Method::Other,
     };
     let version = match req.version {
@@ -289,6 +313,10 @@ fn build<'a>(
     let mut origin = None;
     let mut last_event_id = None;
     let mut authorization = None;
+    let mut upgrade_websocket = false;
+    let mut connection_upgrade = false;
+    let mut websocket_key = None;
+    let mut websocket_version = None;
 
     for header in req.headers.iter() {
         let name = header.name;
@@ -299,6 +327,7 @@ fn build<'a>(
             for token in list(value) {
                 close |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+                connection_upgrade |= token.eq_ignore_ascii_case(b"upgrade");
             }
         } else if name.eq_ignore_ascii_case("content-length") {
             for item in value.split(|&b| b == b',') {
@@ -326,6 +355,20 @@ fn build<'a>(
             set_once(&mut last_event_id, value, "duplicate last-event-id header")?;
         } else if name.eq_ignore_ascii_case("authorization") {
             set_once(&mut authorization, value, "duplicate authorization header")?;
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket |= list(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            set_once(
+                &mut websocket_key,
+                value,
+                "duplicate sec-websocket-key header",
+            )?;
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            set_once(
+                &mut websocket_version,
+                value,
+                "duplicate sec-websocket-version header",
+            )?;
         }
     }
 
@@ -383,6 +426,9 @@ fn build<'a>(
         last_event_id,
         authorization,
         expect_continue: expect_continue && version == Version::Http11 && body != Body::None,
+        websocket: upgrade_websocket && connection_upgrade,
+        websocket_key,
+        websocket_version,
     })
 }
 

@@ -14,12 +14,15 @@ pub enum Format {
     Chunked,
     /// Same text for an HTTP/1.0 client: no chunked encoding, body delimited by close.
     Raw,
-    /// Server-Sent Events (text/event-stream), one chunk per event: `id: N\n`,
-    /// then `data: <line>\n` per line of the message (split on `\r\n`, `\n` or
-    /// `\r`; an empty message gives one `data: \n`), then a blank line.
+    /// Server-Sent Events (text/event-stream), one chunk per event (see
+    /// [`frame_event`](crate::frame_event)).
     Sse,
     /// Server-Sent Events for an HTTP/1.0 client: no chunked encoding.
     SseRaw,
+    /// WebSocket: one text frame per event, JSON (see [`frame_event`](crate::frame_event)).
+    Ws,
+    /// Long-poll: one JSON response per poll (see [`poll_body`](crate::poll_body)).
+    Poll,
 }
 
 impl Format {
@@ -38,10 +41,16 @@ impl Format {
         matches!(self, Format::Chunked | Format::Sse)
     }
 
+    /// Server-Sent Events, chunked or not.
+    pub fn is_sse(self) -> bool {
+        matches!(self, Format::Sse | Format::SseRaw)
+    }
+
     fn content_type(self) -> &'static [u8] {
         match self {
             Format::Chunked | Format::Raw => b"text/html; charset=utf-8",
             Format::Sse | Format::SseRaw => b"text/event-stream",
+            Format::Ws | Format::Poll => unreachable!("no stream head for {self:?}"),
         }
     }
 }
@@ -50,8 +59,9 @@ impl Format {
 /// `Transfer-Encoding: chunked`; raw formats: `HTTP/1.0 200 OK` with
 /// `Connection: close`. Both: Content-Type, `Cache-Control: no-cache`,
 /// `X-Accel-Buffering: no` (nginx must not buffer the stream),
-/// `X-Content-Type-Options: nosniff`, and `Access-Control-Allow-Origin: allow_origin`.
-/// For HEAD the caller sends only this head.
+/// `X-Content-Type-Options: nosniff`, and `Access-Control-Allow-Origin: allow_origin`
+/// (with `Vary: Origin` unless it is `*`). For HEAD the caller sends only this head.
+/// Not for [`Format::Ws`] (its head is the handshake) or [`Format::Poll`].
 ///
 /// Panics if `allow_origin` contains CR or LF (header injection).
 pub fn stream_head(out: &mut Vec<u8>, format: Format, allow_origin: &[u8]) {
@@ -65,60 +75,51 @@ pub fn stream_head(out: &mut Vec<u8>, format: Format, allow_origin: &[u8]) {
     out.extend_from_slice(format.content_type());
     out.extend_from_slice(
         b"\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\
-          X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: ",
+          X-Content-Type-Options: nosniff\r\n",
     );
+    push_allow_origin(out, allow_origin);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `Access-Control-Allow-Origin: <origin>\r\n`, and `Vary: Origin\r\n` when the value
+/// depends on the request's origin (anything but `*`).
+pub(crate) fn push_allow_origin(out: &mut Vec<u8>, allow_origin: &[u8]) {
+    assert!(!allow_origin.contains(&b'\r') && !allow_origin.contains(&b'\n'));
+    out.extend_from_slice(b"Access-Control-Allow-Origin: ");
     out.extend_from_slice(allow_origin);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if allow_origin != b"*" {
+        out.extend_from_slice(b"Vary: Origin\r\n");
+    }
 }
 
 const HTML_PREFIX: &[u8] = b"Recvd msg #";
 const HTML_MIDDLE: &[u8] = b": '";
 const HTML_SUFFIX: &[u8] = b"'<br/>";
 
-/// Append message number `n` as `format` frames it. Chunk sizes are computed
-/// up front from the escaped length, so the bytes are written once.
+/// Append message number `n` in the seed's format ([`Format::Chunked`] or
+/// [`Format::Raw`]; the other formats carry positions: [`frame_event`](crate::frame_event)).
+/// Chunk sizes are computed up front from the escaped length, so the bytes are written once.
 pub fn frame_message(out: &mut Vec<u8>, format: Format, n: u64, msg: &[u8]) {
-    let payload_len = match format {
-        Format::Chunked | Format::Raw => {
-            HTML_PREFIX.len()
-                + decimal_len(n)
-                + HTML_MIDDLE.len()
-                + html_escaped_len(msg)
-                + HTML_SUFFIX.len()
-        }
-        // id: N\n + (data: <line>\n)* + \n
-        Format::Sse | Format::SseRaw => {
-            4 + decimal_len(n)
-                + 1
-                + sse_lines(msg).map(|line| 6 + line.len() + 1).sum::<usize>()
-                + 1
-        }
-    };
+    assert!(
+        matches!(format, Format::Chunked | Format::Raw),
+        "{format:?}"
+    );
+    let payload_len = HTML_PREFIX.len()
+        + decimal_len(n)
+        + HTML_MIDDLE.len()
+        + html_escaped_len(msg)
+        + HTML_SUFFIX.len();
     if format.is_chunked() {
         push_hex(out, payload_len);
         out.extend_from_slice(b"\r\n");
     }
     let payload_start = out.len();
-    match format {
-        Format::Chunked | Format::Raw => {
-            out.extend_from_slice(HTML_PREFIX);
-            push_decimal(out, n);
-            out.extend_from_slice(HTML_MIDDLE);
-            push_html_escaped(out, msg);
-            out.extend_from_slice(HTML_SUFFIX);
-        }
-        Format::Sse | Format::SseRaw => {
-            out.extend_from_slice(b"id: ");
-            push_decimal(out, n);
-            out.push(b'\n');
-            for line in sse_lines(msg) {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
-            out.push(b'\n');
-        }
-    }
+    out.extend_from_slice(HTML_PREFIX);
+    push_decimal(out, n);
+    out.extend_from_slice(HTML_MIDDLE);
+    push_html_escaped(out, msg);
+    out.extend_from_slice(HTML_SUFFIX);
     assert_eq!(out.len() - payload_start, payload_len, "framed length");
     if format.is_chunked() {
         out.extend_from_slice(b"\r\n");
@@ -146,28 +147,71 @@ pub fn response(
     close: bool,
     head_only: bool,
 ) {
-    push_head(out, status, content_type, body.len(), close, None);
+    response_for(out, status, content_type, body, close, head_only, b"*");
+}
+
+/// [`response`] with `Access-Control-Allow-Origin: allow_origin` (and `Vary: Origin`
+/// unless it is `*`).
+pub fn response_for(
+    out: &mut Vec<u8>,
+    status: Status,
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+    head_only: bool,
+    allow_origin: &[u8],
+) {
+    push_head(
+        out,
+        status,
+        content_type,
+        body.len(),
+        close,
+        None,
+        allow_origin,
+    );
     if !head_only {
         out.extend_from_slice(body);
     }
 }
 
 /// The error as a text/plain response: body = reason + `\n`, `Connection: close`
-/// (the server closes after errors), and `Allow: <err.allow>` when set (405).
+/// (the server closes after errors), and `Allow: <err.allow>` when set (405), and
+/// the error's extra header when set (`WWW-Authenticate`, `Sec-WebSocket-Version`).
 pub fn error_response(out: &mut Vec<u8>, err: &Error, head_only: bool) {
+    error_response_for(out, err, head_only, b"*");
+}
+
+/// [`error_response`] with `Access-Control-Allow-Origin: allow_origin`, so that a page
+/// on another origin can read the status.
+pub fn error_response_for(out: &mut Vec<u8>, err: &Error, head_only: bool, allow_origin: &[u8]) {
     let body_len = err.reason.len() + 1;
+    let allow = err.allow.map(|value| ("Allow", value));
     push_head(
         out,
         err.status,
         "text/plain; charset=utf-8",
         body_len,
         true,
-        err.allow,
+        allow.or(err.header),
+        allow_origin,
     );
     if !head_only {
         out.extend_from_slice(err.reason.as_bytes());
         out.push(b'\n');
     }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`): 204, the methods and request headers a
+/// subscriber may use, cached for 10 minutes; then close.
+pub fn preflight_response(out: &mut Vec<u8>, allow_origin: &[u8]) {
+    out.extend_from_slice(
+        b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Methods: GET\r\n\
+          Access-Control-Allow-Headers: Authorization, Last-Event-ID\r\n\
+          Access-Control-Max-Age: 600\r\nConnection: close\r\n",
+    );
+    push_allow_origin(out, allow_origin);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn push_head(
@@ -176,10 +220,14 @@ fn push_head(
     content_type: &str,
     content_len: usize,
     close: bool,
-    allow: Option<&str>,
+    header: Option<(&str, &str)>,
+    allow_origin: &[u8],
 ) {
     let no_line_break = |s: &str| !s.contains(['\r', '\n']);
-    assert!(no_line_break(content_type) && allow.is_none_or(no_line_break));
+    assert!(
+        no_line_break(content_type)
+            && header.is_none_or(|(name, value)| no_line_break(name) && no_line_break(value))
+    );
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, u64::from(status.0));
     out.push(b' ');
@@ -192,14 +240,14 @@ fn push_head(
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
-    if let Some(allow) = allow {
-        out.extend_from_slice(b"Allow: ");
-        out.extend_from_slice(allow.as_bytes());
+    if let Some((name, value)) = header {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(
-        b"Access-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n\r\n",
-    );
+    push_allow_origin(out, allow_origin);
+    out.extend_from_slice(b"X-Content-Type-Options: nosniff\r\n\r\n");
 }
 
 /// The replacement for a byte HTML must not see raw, if any.
@@ -234,7 +282,7 @@ fn push_html_escaped(out: &mut Vec<u8>, msg: &[u8]) {
 
 /// The lines of a message for SSE `data:` fields: split on CRLF, LF or CR
 /// (the three line ends an SSE parser accepts); at least one line.
-fn sse_lines(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn sse_lines(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(msg);
     std::iter::from_fn(move || {
         let text = rest?;
@@ -256,7 +304,7 @@ fn sse_lines(msg: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-fn decimal_len(mut n: u64) -> usize {
+pub(crate) fn decimal_len(mut n: u64) -> usize {
     let mut len = 1;
     while n >= 10 {
         n /= 10;
@@ -265,7 +313,7 @@ fn decimal_len(mut n: u64) -> usize {
     len
 }
 
-fn push_decimal(out: &mut Vec<u8>, n: u64) {
+pub(crate) fn push_decimal(out: &mut Vec<u8>, n: u64) {
     let mut digits = [0u8; 20]; // u64::MAX has 20 digits
     let mut start = digits.len();
     let mut rest = n;
@@ -281,7 +329,7 @@ fn push_decimal(out: &mut Vec<u8>, n: u64) {
 }
 
 /// Lowercase hex without leading zeros, as chunk sizes are usually written.
-fn push_hex(out: &mut Vec<u8>, n: usize) {
+pub(crate) fn push_hex(out: &mut Vec<u8>, n: usize) {
     let mut digits = [0u8; 16]; // usize::MAX on 64 bits has 16 hex digits
     let mut start = digits.len();
     let mut rest = n;
@@ -347,31 +395,6 @@ mod tests {
     }
 
     #[test]
-    fn sse_event_bytes() {
-        assert_eq!(framed(Format::SseRaw, 3, b"hi"), "id: 3\ndata: hi\n\n");
-        assert_eq!(framed(Format::SseRaw, 3, b""), "id: 3\ndata: \n\n");
-        assert_eq!(
-            framed(Format::SseRaw, 12, b"a\r\nb\nc\rd"),
-            "id: 12\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
-        );
-        assert_eq!(
-            framed(Format::SseRaw, 1, b"a\n\nb\n"),
-            "id: 1\ndata: a\ndata: \ndata: b\ndata: \n\n"
-        );
-        assert_eq!(
-            framed(Format::SseRaw, 1, b"\r\r\n"),
-            "id: 1\ndata: \ndata: \ndata: \n\n"
-        );
-        // HTML is not escaped in SSE: the page puts event.data where it likes.
-        assert_eq!(framed(Format::SseRaw, 1, b"<b>"), "id: 1\ndata: <b>\n\n");
-        // 6 + 8 + 8 + 1 = 23 = 0x17
-        assert_eq!(
-            framed(Format::Sse, 1, b"x\ny"),
-            "17\r\nid: 1\ndata: x\ndata: y\n\n\r\n"
-        );
-    }
-
-    #[test]
     fn stream_heads() {
         let head = |format| {
             let mut out = Vec::new();
@@ -397,7 +420,9 @@ mod tests {
         assert!(head(Format::Raw).starts_with("HTTP/1.0 200 OK\r\nConnection: close\r\n"));
         let mut out = Vec::new();
         stream_head(&mut out, Format::Sse, b"https://app.example");
-        assert!(out.ends_with(b"Access-Control-Allow-Origin: https://app.example\r\n\r\n"));
+        assert!(out.ends_with(
+            b"Access-Control-Allow-Origin: https://app.example\r\nVary: Origin\r\n\r\n"
+        ));
     }
 
     #[test]

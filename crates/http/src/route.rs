@@ -1,5 +1,7 @@
 //! Routing: which endpoint a request names, on which listener.
 
+use std::borrow::Cow;
+
 use crate::request::{Error, Method, Status};
 
 /// Which listener a request came in on: the public subscriber port or the
@@ -17,13 +19,25 @@ pub enum Endpoint<'a> {
     Test(&'a [u8]),
     /// `GET|HEAD /events/<ids>` on Public: Server-Sent Events.
     Events(&'a [u8]),
+    /// `GET /ws/<ids>` on Public: WebSocket.
+    Ws(&'a [u8]),
+    /// `GET|HEAD /poll/<ids>` on Public: long-poll.
+    Poll(&'a [u8]),
+    /// `GET|HEAD /` on Public: the demo page (served only with `--demo`).
+    Root,
+    /// `OPTIONS` of a Public stream path: a CORS preflight.
+    Preflight,
     /// `POST /send/<id>` on Publish: the body is the message.
     Send(&'a [u8]),
     /// `POST /send` on Publish: the body is [`batch_lines`](crate::batch_lines).
     SendBatch,
+    /// `POST /disconnect/<id>` on Publish: close every connection of the id.
+    Disconnect(&'a [u8]),
     /// `GET|HEAD /metrics` on Publish.
     Metrics,
 }
+
+type MakeEndpoint<'a> = fn(&'a [u8]) -> Endpoint<'a>;
 
 /// Bytes of an unknown path echoed in a 404 reason.
 const PATH_SHOWN_BYTES_MAX: usize = 64;
@@ -45,11 +59,22 @@ pub fn route<'a>(
 ) -> Result<Endpoint<'a>, Error> {
     match listener {
         Listener::Public => {
-            if let Some(ids) = under(path, b"/test") {
-                return get_or_head(method).map(|()| Endpoint::Test(ids));
+            let streams: [(&[u8], MakeEndpoint<'a>); 4] = [
+                (b"/test", Endpoint::Test),
+                (b"/events", Endpoint::Events),
+                (b"/ws", Endpoint::Ws),
+                (b"/poll", Endpoint::Poll),
+            ];
+            for (base, make) in streams {
+                if let Some(ids) = under(path, base) {
+                    if method == Method::Options {
+                        return Ok(Endpoint::Preflight);
+                    }
+                    return get_or_head(method).map(|()| make(ids));
+                }
             }
-            if let Some(ids) = under(path, b"/events") {
-                return get_or_head(method).map(|()| Endpoint::Events(ids));
+            if path == b"/" {
+                return get_or_head(method).map(|()| Endpoint::Root);
             }
         }
         Listener::Publish => {
@@ -58,6 +83,9 @@ pub fn route<'a>(
             }
             if let Some(id) = path.strip_prefix(b"/send/") {
                 return post(method).map(|()| Endpoint::Send(id));
+            }
+            if let Some(id) = path.strip_prefix(b"/disconnect/") {
+                return post(method).map(|()| Endpoint::Disconnect(id));
             }
             if path == b"/metrics" {
                 return get_or_head(method).map(|()| Endpoint::Metrics);
@@ -68,6 +96,33 @@ pub fn route<'a>(
         Status::NOT_FOUND,
         format!("no such endpoint: {}", shown(path)),
     ))
+}
+
+/// The value of the first `name=value` pair of a query string, percent-decoded (`+` stays
+/// `+`: the values comet reads are tokens and numbers). `None` when absent or when its
+/// percent-encoding is broken (the caller answers 400 where the parameter matters).
+pub fn query_param<'a>(query: Option<&'a [u8]>, name: &[u8]) -> Option<Cow<'a, [u8]>> {
+    let value = query?.split(|&b| b == b'&').find_map(|pair| {
+        let rest = pair.strip_prefix(name)?;
+        rest.strip_prefix(b"=").or(rest.is_empty().then_some(rest))
+    })?;
+    if !value.contains(&b'%') {
+        return Some(Cow::Borrowed(value));
+    }
+    let mut out = Vec::with_capacity(value.len());
+    let mut i = 0;
+    while i < value.len() {
+        if value[i] == b'%' {
+            let hex = value.get(i + 1..i + 3)?;
+            let text = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(text, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(value[i]);
+            i += 1;
+        }
+    }
+    Some(Cow::Owned(out))
 }
 
 /// The part after `base/`, or empty for `base` itself.
@@ -136,6 +191,49 @@ mod tests {
     }
 
     #[test]
+    fn real_client_endpoints() {
+        assert_eq!(route(Public, Get, b"/ws/3"), Ok(Endpoint::Ws(b"3")));
+        assert_eq!(route(Public, Get, b"/poll/3,4"), Ok(Endpoint::Poll(b"3,4")));
+        assert_eq!(route(Public, Get, b"/"), Ok(Endpoint::Root));
+        for path in [&b"/test/1"[..], b"/events/1", b"/ws/1", b"/poll/1"] {
+            assert_eq!(
+                route(Public, Method::Options, path),
+                Ok(Endpoint::Preflight)
+            );
+        }
+        assert_eq!(
+            route(Public, Method::Options, b"/x").unwrap_err().status,
+            Status::NOT_FOUND
+        );
+        assert_eq!(
+            route(Publish, Post, b"/disconnect/8"),
+            Ok(Endpoint::Disconnect(b"8"))
+        );
+        assert_eq!(
+            route(Publish, Get, b"/disconnect/8").unwrap_err().status,
+            Status::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[test]
+    fn query_parameters() {
+        let q = Some(&b"since=12%2C13&token=a.b.c&flag&x="[..]);
+        assert_eq!(query_param(q, b"since").as_deref(), Some(&b"12,13"[..]));
+        assert_eq!(query_param(q, b"token").as_deref(), Some(&b"a.b.c"[..]));
+        assert_eq!(query_param(q, b"flag").as_deref(), Some(&b""[..]));
+        assert_eq!(query_param(q, b"x").as_deref(), Some(&b""[..]));
+        assert_eq!(query_param(q, b"tok"), None);
+        assert_eq!(query_param(q, b"missing"), None);
+        assert_eq!(query_param(None, b"since"), None);
+        assert_eq!(query_param(Some(b"since=%zz"), b"since"), None);
+        assert_eq!(query_param(Some(b"since=%2"), b"since"), None);
+        assert_eq!(
+            query_param(Some(b"a=1&since=5&since=6"), b"since").as_deref(),
+            Some(&b"5"[..])
+        );
+    }
+
+    #[test]
     fn empty_and_trailing_ids_are_for_the_caller() {
         assert_eq!(route(Public, Get, b"/test/"), Ok(Endpoint::Test(b"")));
         assert_eq!(route(Public, Get, b"/test"), Ok(Endpoint::Test(b"")));
@@ -188,9 +286,12 @@ mod tests {
 
     #[test]
     fn unknown_paths_are_404() {
+        assert_eq!(
+            route(Publish, Post, b"/").unwrap_err().status,
+            Status::NOT_FOUND
+        );
         for path in [
-            &b"/"[..],
-            b"/x",
+            &b"/x"[..],
             b"/testing",
             b"/tests/1",
             b"/sendx",

@@ -2,8 +2,8 @@
 //! unframe(frame(msg)) == msg for every stream format, and no panics on hostile bytes.
 
 use comet_http::{
-    batch_lines, frame_message, parse_request, stream_end, Body, ChunkedDecoder, Format, Limits,
-    Parsed,
+    batch_lines, frame_event, frame_message, parse_request, stream_end, Body, ChunkedDecoder,
+    Format, Limits, Parsed,
 };
 use proptest::prelude::*;
 
@@ -315,11 +315,11 @@ proptest! {
     #[test]
     fn sse_frame_round_trip(msg in message(), n in any::<u64>()) {
         let mut raw = Vec::new();
-        frame_message(&mut raw, Format::SseRaw, n, &msg);
+        frame_event(&mut raw, Format::SseRaw, 1, n, &[n], &msg);
         prop_assert_eq!(unframe_sse(&raw), (n, normalize_line_ends(&msg)));
 
         let mut stream = Vec::new();
-        frame_message(&mut stream, Format::Sse, n, &msg);
+        frame_event(&mut stream, Format::Sse, 1, n, &[n], &msg);
         stream_end(&mut stream, Format::Sse);
         prop_assert_eq!(dechunk(&stream), vec![&raw[..]]);
     }

@@ -170,6 +170,19 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
+    /// One-shot recv into a provided buffer: for a connection that is read rarely (a
+    /// WebSocket's control frames) and otherwise watched by `poll_read`.
+    pub fn recv_once(&mut self, slot: u32, user_data: u64) {
+        let e = opcode::Recv::new(types::Fixed(slot), std::ptr::null_mut(), 0)
+            .buf_group(READ_GROUP)
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT)
+            .user_data(user_data);
+        // Length 0: the kernel uses the whole provided buffer.
+        // SAFETY: the kernel picks a buffer of the provided ring, which lives as long as the ring.
+        unsafe { self.push(e) }
+    }
+
     /// One-shot poll for readability or hang-up: the cheapest armed request that notices a
     /// close (no buffer, ~263 B of kernel memory against ~855 B for a multishot recv).
     pub fn poll_read(&mut self, slot: u32, user_data: u64) {

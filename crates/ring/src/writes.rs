@@ -29,6 +29,9 @@ struct Slot {
     frozen: bool,
     /// True while the buffer is handed out (not on the free list).
     used: bool,
+    /// Byte ranges of `data` that are records (messages) the owner may drop as a whole,
+    /// oldest first; bytes outside them (a response head, a heartbeat) are never dropped.
+    records: Vec<(u32, u32)>,
 }
 
 /// Buffers kept on the free list at most; more are released to the allocator.
@@ -69,6 +72,7 @@ impl WriteBufs {
             sent: 0,
             frozen: false,
             used: true,
+            records: Vec::new(),
         });
         WBuf::new(index)
     }
@@ -96,6 +100,8 @@ impl WriteBufs {
         slot.used = false;
         slot.sent = 0;
         slot.data.clear();
+        slot.records.clear();
+        slot.records.shrink_to(64);
         self.used -= 1;
         if self.free.len() < FREE_KEPT_MAX {
             slot.data.shrink_to(FREE_CAPACITY_MAX);
@@ -104,6 +110,47 @@ impl WriteBufs {
             slot.data = Vec::new();
             self.free.push(buf.index() as u32);
         }
+    }
+
+    /// Marks `data[start..]` of an open buffer, just appended, as one record.
+    pub fn mark_record(&mut self, buf: WBuf, start: usize) {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && !slot.frozen && start <= slot.data.len());
+        let range = (to_u32(start), to_u32(slot.data.len()));
+        slot.records.push(range);
+    }
+
+    /// Records in the buffer (a frozen buffer keeps counting its records until it is freed).
+    pub fn records(&self, buf: WBuf) -> usize {
+        self.slots[buf.index()].records.len()
+    }
+
+    /// Removes the `n` oldest records of an open buffer (all if fewer) and returns the bytes
+    /// removed. O(buffer length): callers drop in batches.
+    pub fn drop_records(&mut self, buf: WBuf, n: usize) -> usize {
+        let slot = &mut self.slots[buf.index()];
+        assert!(slot.used && !slot.frozen, "write buffer is in flight");
+        let n = n.min(slot.records.len());
+        let mut write = slot.records.first().map_or(0, |r| r.0 as usize);
+        let mut read = write;
+        let mut removed = 0;
+        for &(start, end) in &slot.records[..n] {
+            let (start, end) = (start as usize, end as usize);
+            // Keep what lies between records (non-record frames).
+            slot.data.copy_within(read..start, write);
+            write += start - read;
+            read = end;
+            removed += end - start;
+        }
+        let tail = slot.data.len();
+        slot.data.copy_within(read..tail, write);
+        slot.data.truncate(tail - removed);
+        slot.records.drain(..n);
+        let shift = to_u32(removed);
+        for r in &mut slot.records {
+            *r = (r.0 - shift, r.1 - shift);
+        }
+        removed
     }
 
     /// Buffers handed out now.
@@ -153,9 +200,44 @@ impl WriteBufs {
     }
 }
 
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).expect("write buffer over 4 GiB")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oldest_records_are_dropped_and_the_rest_kept() {
+        let mut bufs = WriteBufs::default();
+        let b = bufs.alloc();
+        let append = |bufs: &mut WriteBufs, bytes: &[u8], record: bool| {
+            let start = bufs.get_mut(b).len();
+            bufs.get_mut(b).extend_from_slice(bytes);
+            if record {
+                bufs.mark_record(b, start);
+            }
+        };
+        append(&mut bufs, b"HEAD|", false);
+        append(&mut bufs, b"m1|", true);
+        append(&mut bufs, b"beat|", false);
+        append(&mut bufs, b"m2|", true);
+        append(&mut bufs, b"m3|", true);
+        assert_eq!(bufs.records(b), 3);
+        assert_eq!(bufs.drop_records(b, 2), 6);
+        assert_eq!(bufs.get_mut(b).as_slice(), b"HEAD|beat|m3|");
+        assert_eq!(bufs.records(b), 1);
+        append(&mut bufs, b"m4|", true);
+        assert_eq!(bufs.drop_records(b, 1), 3);
+        assert_eq!(bufs.get_mut(b).as_slice(), b"HEAD|beat|m4|");
+        assert_eq!(bufs.drop_records(b, 5), 3);
+        assert_eq!(bufs.get_mut(b).as_slice(), b"HEAD|beat|");
+        assert_eq!(bufs.drop_records(b, 1), 0);
+        bufs.free(b);
+        let again = bufs.alloc();
+        assert_eq!(bufs.records(again), 0);
+    }
 
     #[test]
     fn an_optional_handle_is_four_bytes() {

@@ -11,6 +11,9 @@
 //! - [`subscribers`]: [`Subscribers`], one worker's shard of the table: id -> bag of
 //!   connections, with set semantics per (id, conn). An id whose last connection logs out is
 //!   removed, so the table ends empty.
+//! - [`history`]: [`History`], one worker's recent messages per id for resume: sequence
+//!   numbers, bounded retention (count, age, bytes) and the gap rule that tells a resuming
+//!   client when messages may have been lost.
 //! - [`id`]: [`parse_id`] and [`parse_id_list`] for `/test/123` and `/send/1,2,3`, with
 //!   [`IdError`] whose `Display` is the HTTP 400 body.
 //!
@@ -21,11 +24,13 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+pub mod history;
 pub mod id;
 pub mod shard;
 pub mod subscribers;
 
 pub use conn::ConnRef;
+pub use history::{History, HistoryConfig};
 pub use id::{parse_id, parse_id_list, IdError};
 pub use shard::shard_of;
 pub use subscribers::Subscribers;

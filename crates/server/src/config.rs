@@ -51,14 +51,97 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 300_000)]
     pub idle_timeout_ms: u64,
     /// Bytes a subscriber may have waiting (sent to the kernel but unsent, plus queued) before it
-    /// counts as a slow consumer and is disconnected (counted in comet_slow_disconnects_total).
+    /// counts as a slow consumer (see --slow-consumer).
     #[arg(long, default_value_t = 256 * 1024)]
     pub queue_bytes_max: usize,
+    /// Messages a subscriber may have waiting before it counts as a slow consumer.
+    #[arg(long, default_value_t = 1024)]
+    pub queue_messages_max: usize,
+    /// What happens to a slow consumer: `disconnect` (it resumes from the history) or
+    /// `drop-oldest` (its oldest queued messages are dropped, counted).
+    #[arg(long, value_enum, default_value_t = SlowConsumer::Disconnect)]
+    pub slow_consumer: SlowConsumer,
+    /// Messages kept per id for resume (0 turns history and resume off).
+    #[arg(long, default_value_t = 32)]
+    pub history_messages: usize,
+    /// Age past which a message leaves the history.
+    #[arg(long, default_value_t = 120_000)]
+    pub history_age_ms: u64,
+    /// History bytes per worker at most; past it the worker's oldest messages go first.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub history_bytes_max: usize,
+    /// A stream that sent nothing for this long gets a heartbeat (SSE comment, WebSocket ping);
+    /// 0 turns heartbeats off.
+    #[arg(long, default_value_t = 15_000)]
+    pub heartbeat_ms: u64,
+    /// Heartbeats on the seed's `/test/` streams too (a chunk holding one newline).
+    #[arg(long)]
+    pub test_heartbeats: bool,
+    /// How long a long-poll (`/poll/<id>`) waits for a message before answering with none.
+    #[arg(long, default_value_t = 30_000)]
+    pub poll_timeout_ms: u64,
+    /// Subscribers need a JWT (HS256) signed with this secret; off when not set.
+    #[arg(long, env = "COMET_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Publish-API requests need `Authorization: Bearer <secret>`; off when not set.
+    #[arg(long, env = "COMET_PUBLISH_SECRET", hide_env_values = true)]
+    pub publish_secret: Option<String>,
+    /// Web origins whose pages may subscribe: `*` or a comma-separated list
+    /// (`https://app.example,https://www.example`). Requests without Origin are allowed.
+    #[arg(long, default_value = "*")]
+    pub allowed_origins: String,
+    /// Serve a demo page at `/` on the subscriber port.
+    #[arg(long)]
+    pub demo: bool,
     /// On SIGINT/SIGTERM, how long open streams get to receive their final chunk.
     #[arg(long, default_value_t = 2_000)]
     pub shutdown_timeout_ms: u64,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    Disconnect,
+    DropOldest,
+}
+
+/// Which web origins may subscribe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origins {
+    Any,
+    Only(Vec<Vec<u8>>),
+}
+
+impl Origins {
+    fn parse(text: &str) -> Result<Origins, String> {
+        if text.trim() == "*" {
+            return Ok(Origins::Any);
+        }
+        let list: Vec<Vec<u8>> = text
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').as_bytes().to_vec())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.is_empty() || list.iter().any(|o| o.contains(&b'*') || !o.contains(&b':')) {
+            return Err(format!(
+                "--allowed-origins must be * or a list of origins like https://app.example, got {text:?}"
+            ));
+        }
+        Ok(Origins::Only(list))
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request with `origin`, or `None` when
+    /// the origin may not subscribe. A request without an Origin header is not from a page.
+    pub fn allow<'a>(&self, origin: Option<&'a [u8]>) -> Option<&'a [u8]> {
+        match (self, origin) {
+            (Origins::Any, _) | (Origins::Only(_), None) => Some(b"*"),
+            (Origins::Only(list), Some(origin)) => list
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(origin))
+                .then_some(origin),
+        }
+    }
 }
 
 /// Everything a worker needs to know, fixed at start.
@@ -78,7 +161,17 @@ pub struct Config {
     pub request_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub queue_bytes_max: usize,
+    pub queue_messages_max: usize,
+    pub slow_consumer: SlowConsumer,
     pub shutdown_timeout_ms: u64,
+    pub history: comet_router::HistoryConfig,
+    pub heartbeat_ms: u64,
+    pub test_heartbeats: bool,
+    pub poll_timeout_ms: u64,
+    pub auth: Option<crate::auth::Auth>,
+    pub publish_secret: Option<Vec<u8>>,
+    pub origins: Origins,
+    pub demo: bool,
 }
 
 /// The kernel's bound on a fixed-file table.
@@ -122,6 +215,15 @@ impl Config {
         if args.ids_per_connection_max == 0 {
             return Err("--ids-per-connection-max must be at least 1".into());
         }
+        if args.queue_messages_max == 0 || args.queue_bytes_max == 0 {
+            return Err("--queue-messages-max and --queue-bytes-max must be at least 1".into());
+        }
+        let secret = |name: &str, value: &Option<String>| match value.as_deref() {
+            Some("") => Err(format!("{name} is empty")),
+            other => Ok(other.map(|s| s.as_bytes().to_vec())),
+        };
+        let auth_secret = secret("--auth-secret", &args.auth_secret)?;
+        let publish_secret = secret("--publish-secret", &args.publish_secret)?;
         Ok(Config {
             workers,
             files_per_worker: files,
@@ -138,7 +240,47 @@ impl Config {
             request_timeout_ms: args.request_timeout_ms.max(1),
             idle_timeout_ms: args.idle_timeout_ms.max(1),
             queue_bytes_max: args.queue_bytes_max,
+            queue_messages_max: args.queue_messages_max,
+            slow_consumer: args.slow_consumer,
             shutdown_timeout_ms: args.shutdown_timeout_ms,
+            history: comet_router::HistoryConfig {
+                messages_max: args.history_messages,
+                age_us: args.history_age_ms.saturating_mul(1000),
+                bytes_max: args.history_bytes_max,
+            },
+            heartbeat_ms: args.heartbeat_ms,
+            test_heartbeats: args.test_heartbeats,
+            poll_timeout_ms: args.poll_timeout_ms.max(1),
+            auth: auth_secret.map(|s| crate::auth::Auth::new(&s)),
+            publish_secret,
+            origins: Origins::parse(&args.allowed_origins)?,
+            demo: args.demo,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(Origins::parse("*").unwrap(), Origins::Any);
+        let only = Origins::parse("https://a.example, http://b.example:8080/").unwrap();
+        assert_eq!(only.allow(None), Some(&b"*"[..]));
+        assert_eq!(
+            only.allow(Some(b"https://a.example")),
+            Some(&b"https://a.example"[..])
+        );
+        assert_eq!(
+            only.allow(Some(b"http://b.example:8080")),
+            Some(&b"http://b.example:8080"[..])
+        );
+        assert_eq!(only.allow(Some(b"https://evil.example")), None);
+        assert_eq!(only.allow(Some(b"null")), None);
+        assert_eq!(Origins::Any.allow(Some(b"https://x")), Some(&b"*"[..]));
+        for bad in ["", "a.example", "https://*.example"] {
+            assert!(Origins::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,8 +8,11 @@
 //! bridge itself is the `comet-cluster` crate).
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cluster;
 mod config;
+mod demo;
+mod memstats;
 mod public;
 mod publish;
 mod send;
@@ -163,6 +166,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
         stats: (0..workers).map(|_| Stats::default()).collect(),
         cluster: publisher.as_ref().map(|p| p.stats().clone()),
+        heap_baseline: std::sync::atomic::AtomicU64::new(0),
     });
 
     // Each worker creates its ring on its own thread (single issuer), reports, then waits for
@@ -230,6 +234,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     ])
     .map_err(|e| format!("signals: {e}"))?;
     start.wait();
+    shared.heap_baseline.store(
+        comet_ring::sys::heap_in_use().unwrap_or(0),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     tracing::info!(
         workers,
         files_per_worker = cfg.files_per_worker,

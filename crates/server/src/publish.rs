@@ -50,6 +50,7 @@ struct PendingReq {
 
 enum Target {
     Send(Id),
+    Disconnect(Id),
     Batch,
     Metrics,
     Reject(http::Error),
@@ -72,6 +73,7 @@ struct Reply {
 
 enum ReplyWhat {
     Send(Id),
+    Disconnect(Id),
     Batch(u32),
     Bytes(Vec<u8>),
 }
@@ -147,14 +149,26 @@ impl Worker {
                     }
                     Parsed::Complete(head) => {
                         let head_only = head.method == Method::Head;
+                        let id_target = |id: &[u8], make: fn(Id) -> Target| match parse_id(id) {
+                            Ok(id) => make(id),
+                            Err(e) => Target::Reject(http::Error::new(
+                                http::Status::BAD_REQUEST,
+                                e.to_string(),
+                            )),
+                        };
+                        let authorized = self.cfg.publish_secret.as_deref().is_none_or(|secret| {
+                            crate::auth::bearer_matches(head.authorization, secret)
+                        });
                         let target = match http::route(Listener::Publish, head.method, head.path) {
-                            Ok(Endpoint::Send(id)) => match parse_id(id) {
-                                Ok(id) => Target::Send(id),
-                                Err(e) => Target::Reject(http::Error::new(
-                                    http::Status::BAD_REQUEST,
-                                    e.to_string(),
-                                )),
-                            },
+                            _ if !authorized => Target::Reject(
+                                http::Error::new(
+                                    http::Status::UNAUTHORIZED,
+                                    "the publish API needs Authorization: Bearer <secret>",
+                                )
+                                .with_header("WWW-Authenticate", "Bearer"),
+                            ),
+                            Ok(Endpoint::Send(id)) => id_target(id, Target::Send),
+                            Ok(Endpoint::Disconnect(id)) => id_target(id, Target::Disconnect),
                             Ok(Endpoint::SendBatch) => Target::Batch,
                             Ok(Endpoint::Metrics) => Target::Metrics,
                             Ok(_) => unreachable!("the publish listener routes no streams"),
@@ -279,6 +293,16 @@ impl Worker {
                 });
                 self.publish(id, msg, reply_to);
             }
+            Target::Disconnect(id) => {
+                p.replies.push_back(Reply {
+                    waiting: 1,
+                    connections: 0,
+                    what: ReplyWhat::Disconnect(id),
+                    close,
+                    cluster: None,
+                });
+                self.disconnect(id, reply_to);
+            }
             Target::Batch => {
                 // Validate the whole batch first: a bad line rejects it and nothing is sent.
                 let mut messages = Vec::new();
@@ -367,6 +391,10 @@ impl Worker {
                         reply.connections,
                         cluster_field(reply.cluster)
                     );
+                    json(out, &body, reply.close);
+                }
+                ReplyWhat::Disconnect(id) => {
+                    let body = format!("{{\"id\":{id},\"connections\":{}}}\n", reply.connections);
                     json(out, &body, reply.close);
                 }
                 ReplyWhat::Batch(messages) => {

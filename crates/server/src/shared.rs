@@ -30,15 +30,27 @@ pub struct ReplyTo {
     pub seq: u32,
 }
 
+/// The owner's answer to a login: the id's position, and what the history holds after the
+/// client's position (with `gap` when it no longer reaches back that far).
+pub struct Ack {
+    pub pos: u64,
+    pub gap: bool,
+    pub replay: Vec<(u64, Arc<[u8]>)>,
+}
+
 /// Messages between workers.
 pub enum Mail {
-    /// Log `conn` in as `id` on the owner of `id`, which answers `LoginAck`.
+    /// Log `conn` in as `id` on the owner of `id`, which answers `LoginAck`; `since` is the
+    /// client's position for `id`, if it resumes.
     Login {
         id: Id,
         conn: ConnRef,
+        since: Option<u64>,
     },
     LoginAck {
         conn: ConnRef,
+        id: Id,
+        ack: Ack,
     },
     Logout {
         id: Id,
@@ -58,7 +70,18 @@ pub enum Mail {
     /// A message for one connection, to the worker that holds it.
     Deliver {
         conn: ConnRef,
+        id: Id,
+        seq: u64,
         msg: Arc<[u8]>,
+    },
+    /// Close every connection logged in as `id`, to its owner (`POST /disconnect/<id>`).
+    Disconnect {
+        id: Id,
+        reply: ReplyTo,
+    },
+    /// Close one connection, to the worker that holds it.
+    DisconnectConn {
+        conn: ConnRef,
     },
     /// A message for `id` from the cluster, to its owner (from the bridge thread; no reply).
     Remote {
@@ -89,6 +112,16 @@ pub struct Stats {
     pub stale: AtomicU64,
     pub write_buffers: AtomicU64,
     pub sq_full_flushes: AtomicU64,
+    pub dropped_oldest: AtomicU64,
+    pub heartbeats: AtomicU64,
+    pub resume_gaps: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub ws_close_errors: AtomicU64,
+    pub polls_answered: AtomicU64,
+    pub history_ids: AtomicU64,
+    pub history_messages: AtomicU64,
+    pub history_bytes: AtomicU64,
+    pub history_evicted: AtomicU64,
 }
 
 impl Stats {
@@ -108,6 +141,8 @@ pub struct Shared {
     pub stats: Vec<Stats>,
     /// The cluster bridge's counters, when the node is in a cluster.
     pub cluster: Option<Arc<comet_cluster::Stats>>,
+    /// The allocator's bytes in use once the server had started, before any connection.
+    pub heap_baseline: AtomicU64,
 }
 
 #[repr(align(64))]
@@ -202,8 +237,68 @@ impl Shared {
             (
                 "comet_slow_disconnects_total",
                 "counter",
-                "Subscribers disconnected for exceeding --queue-bytes-max.",
+                "Subscribers disconnected as slow consumers (--slow-consumer disconnect).",
                 |s| &s.slow_disconnects,
+            ),
+            (
+                "comet_messages_dropped_oldest_total",
+                "counter",
+                "Queued messages dropped for slow consumers (--slow-consumer drop-oldest).",
+                |s| &s.dropped_oldest,
+            ),
+            (
+                "comet_heartbeats_total",
+                "counter",
+                "Heartbeats sent to idle streams (SSE comments, WebSocket pings).",
+                |s| &s.heartbeats,
+            ),
+            (
+                "comet_resume_gaps_total",
+                "counter",
+                "Resumes whose position the history no longer reached (the client was told).",
+                |s| &s.resume_gaps,
+            ),
+            (
+                "comet_auth_failures_total",
+                "counter",
+                "Subscribe requests refused by token (401/403) or origin (403).",
+                |s| &s.auth_failures,
+            ),
+            (
+                "comet_websocket_protocol_errors_total",
+                "counter",
+                "WebSocket connections closed for a bad client frame (1002/1003/1007/1009).",
+                |s| &s.ws_close_errors,
+            ),
+            (
+                "comet_polls_answered_total",
+                "counter",
+                "Long-polls answered (with messages or at the timeout).",
+                |s| &s.polls_answered,
+            ),
+            (
+                "comet_history_ids",
+                "gauge",
+                "Ids with messages in this worker's history.",
+                |s| &s.history_ids,
+            ),
+            (
+                "comet_history_messages",
+                "gauge",
+                "Messages in this worker's history.",
+                |s| &s.history_messages,
+            ),
+            (
+                "comet_history_bytes",
+                "gauge",
+                "Bytes this worker's history holds (payloads and bookkeeping).",
+                |s| &s.history_bytes,
+            ),
+            (
+                "comet_history_evicted_total",
+                "counter",
+                "Messages forgotten before their age (per-id count or --history-bytes-max).",
+                |s| &s.history_evicted,
             ),
             (
                 "comet_stale_deliveries_total",
@@ -237,6 +332,18 @@ impl Shared {
         if let Some(cluster) = &self.cluster {
             cluster.render(&mut s);
         }
+        let connections: u64 = self
+            .stats
+            .iter()
+            .map(|s| s.connections.load(Ordering::Relaxed))
+            .sum();
+        crate::memstats::render(
+            &mut s,
+            comet_ring::sys::heap_in_use(),
+            self.heap_baseline.load(Ordering::Relaxed),
+            connections,
+            &crate::memstats::kernel_snapshot(),
+        );
         let rss = crate::rss_bytes().unwrap_or(0);
         let _ = writeln!(
             s,

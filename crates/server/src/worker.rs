@@ -7,8 +7,15 @@
 //!
 //! A connection is a 32-byte [`Conn`] in `conns`, indexed by its slot in the ring's fixed-file
 //! table. Per-state extras live in side tables keyed by slot, so that an idle subscriber costs
-//! its slot and its table entry only: `partial` (a request head split over reads), `pubs`
-//! (publish connections, see `publish.rs`), `multi_ids` (connections logged in as several ids).
+//! its slot and its table entry only: `partial` (a request head split over reads, a WebSocket
+//! frame split over reads), `pubs` (publish connections, see `publish.rs`), `positions`
+//! (connections logged in as several ids, and long-polls), `polls` (long-polls).
+//!
+//! Positions: the owner of an id numbers its messages (`History::push`) and keeps a short
+//! history. A login carries the client's position; the owner answers with what the history
+//! holds after it (or a gap), and the id's position. The subscriber's worker writes the gap,
+//! the replay, then the position, then live messages, which come from the same owner after
+//! its answer, so nothing is missed or repeated between replay and live.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -19,12 +26,12 @@ use std::time::Instant;
 use ahash::AHashMap;
 use comet_http as http;
 use comet_ring::{Completion, Ring, Sent, WBuf};
-use comet_router::{shard_of, ConnRef, Id, Subscribers};
+use comet_router::{shard_of, ConnRef, History, Id, Subscribers};
 
-use crate::config::Config;
-use crate::public::{decide, Action};
+use crate::config::{Config, SlowConsumer};
+use crate::public::{decide, Action, Subscribe};
 use crate::publish::PubConn;
-use crate::shared::{Mail, ReplyTo, Shared, Stats};
+use crate::shared::{Ack, Mail, ReplyTo, Shared, Stats};
 use crate::token::{decode, token, Op};
 
 /// Completions copied out of the queue per batch.
@@ -59,6 +66,31 @@ pub const RECV: u8 = 1;
 pub const POLL: u8 = 2;
 pub const SEND: u8 = 4;
 
+/// Bits of `Conn::flags`.
+/// The connection's ids and positions are in `positions` (several ids, or a long-poll).
+const IDS: u8 = 1;
+/// Something was framed for the connection since the last heartbeat round.
+const ACTIVE: u8 = 2;
+/// A long-poll on the `ready_polls` list.
+const READY: u8 = 4;
+
+/// WebSocket close codes comet sends.
+const WS_GOING_AWAY: u16 = 1001;
+const WS_NORMAL: u16 = 1000;
+/// Largest client frame: only control frames are read, so this bounds what a WebSocket
+/// connection may hold of unread input.
+const WS_FRAME_MAX: usize = 4096;
+
+/// A long-poll waiting for its answer.
+struct PollState {
+    /// The answer's messages, JSON (`events::poll_item`).
+    items: Vec<u8>,
+    count: usize,
+    gap: Vec<Id>,
+    keep_alive: bool,
+    allow_origin: Box<[u8]>,
+    deadline_ms: u64,
+}
 /// One connection slot. Kept at 32 bytes (see the test below).
 #[derive(Clone, Copy, Debug)]
 pub struct Conn {
@@ -74,8 +106,8 @@ pub struct Conn {
     pub msg_count: u32,
     /// Logins still waiting for a remote owner's acknowledgement.
     pub acks: u16,
-    /// True exactly when the connection is logged in as several ids (kept in `multi_ids`).
-    pub multi: bool,
+    /// `IDS | ACTIVE | READY`.
+    pub flags: u8,
     /// The write buffer the kernel is sending from, if any.
     pub sending: Option<WBuf>,
     /// Bytes waiting for the next send.
@@ -93,7 +125,7 @@ impl Conn {
         format: http::Format::Chunked,
         msg_count: 0,
         acks: 0,
-        multi: false,
+        flags: 0,
         sending: None,
         pending: None,
         id: 0,
@@ -117,20 +149,33 @@ pub struct Worker {
     subscribers: usize,
     /// This worker's shard of the id table.
     subs: Subscribers,
-    multi_ids: AHashMap<u32, Box<[Id]>>,
+    /// Ids and the client's position in each, for connections with `IDS`.
+    positions: AHashMap<u32, Box<[(Id, u64)]>>,
+    polls: AHashMap<u32, PollState>,
+    /// (slot, gen, deadline_ms) of long-polls, in deadline order.
+    poll_deadlines: VecDeque<(u32, u32, u64)>,
+    /// Long-polls with something to answer, answered at the end of the iteration.
+    ready_polls: Vec<u32>,
     partial: AHashMap<u32, Vec<u8>>,
+    /// This worker's shard of the message history.
+    history: History,
     pub pubs: AHashMap<u32, PubConn>,
     /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
     deadlines: VecDeque<(u32, u32, u64)>,
     start: Instant,
     pub now_ms: u64,
+    /// Wall clock, microseconds since the Unix epoch: sequence numbers and token expiry.
+    unix_us: u64,
+    /// When the next heartbeat round is due.
+    next_beat_ms: u64,
     /// Workers mailed during this iteration, to ring at its end.
     wake: Vec<usize>,
     wake_marked: Vec<bool>,
     /// Set on SIGINT/SIGTERM: the time after which every connection is closed at once.
     shutdown_deadline: Option<u64>,
     scratch: Vec<ConnRef>,
+    pos_scratch: Vec<u64>,
     cqes: Vec<Completion>,
     /// The way into the cluster bridge, when the node is in a cluster.
     cluster: Option<comet_cluster::Publisher>,
@@ -147,6 +192,9 @@ impl Worker {
         cluster: Option<comet_cluster::Publisher>,
     ) -> Worker {
         let workers = cfg.workers;
+        let unix_us = unix_us();
+        let history = History::new(cfg.history, unix_us);
+        let next_beat_ms = cfg.heartbeat_ms;
         Worker {
             index,
             cfg,
@@ -161,16 +209,23 @@ impl Worker {
             live: 0,
             subscribers: 0,
             subs: Subscribers::new(),
-            multi_ids: AHashMap::new(),
+            positions: AHashMap::new(),
+            polls: AHashMap::new(),
+            poll_deadlines: VecDeque::new(),
+            ready_polls: Vec::new(),
             partial: AHashMap::new(),
+            history,
             pubs: AHashMap::new(),
             deadlines: VecDeque::new(),
             start: Instant::now(),
             now_ms: 0,
+            unix_us,
+            next_beat_ms,
             wake: Vec::with_capacity(workers),
             wake_marked: vec![false; workers],
             shutdown_deadline: None,
             scratch: Vec::new(),
+            pos_scratch: Vec::new(),
             cqes: Vec::with_capacity(CQE_BATCH),
             cluster,
         }
@@ -192,6 +247,7 @@ impl Worker {
                 std::process::exit(1);
             }
             self.now_ms = self.start.elapsed().as_millis() as u64;
+            self.unix_us = unix_us();
             loop {
                 let mut cqes = std::mem::take(&mut self.cqes);
                 self.ring.drain(&mut cqes, CQE_BATCH);
@@ -376,6 +432,11 @@ impl Worker {
                     self.ring.reads.recycle(bid);
                     self.process_publish(slot);
                 }
+                State::Subscribing | State::Streaming
+                    if self.conns[slot as usize].format == http::Format::Ws =>
+                {
+                    self.on_ws_bytes(slot, bid, len);
+                }
                 State::Subscribing | State::Streaming => {
                     // A stream is one-way: bytes after the subscribe request end it.
                     self.ring.reads.recycle(bid);
@@ -395,6 +456,10 @@ impl Worker {
                     State::Draining | State::Closing => {}
                     _ => self.close_conn(slot),
                 },
+                // No read buffer free: a WebSocket waits for readability again.
+                libc::ENOBUFS if self.conns[slot as usize].format == http::Format::Ws => {
+                    self.watch_ws(slot)
+                }
                 libc::ENOBUFS | libc::ECANCELED => {} // re-armed below if still reading
                 _ => self.close_conn(slot),
             }
@@ -435,9 +500,9 @@ impl Worker {
         let action = match stored.as_mut() {
             Some(head) => {
                 head.extend_from_slice(data);
-                decide(head, &self.cfg)
+                decide(head, &self.cfg, self.unix_us / 1_000_000)
             }
-            None => decide(data, &self.cfg),
+            None => decide(data, &self.cfg, self.unix_us / 1_000_000),
         };
         if let Action::NeedMore = action {
             // The head is split over reads: keep its bytes (at most header_bytes_max, beyond
@@ -452,15 +517,42 @@ impl Worker {
         );
         match action {
             Action::NeedMore => {}
-            Action::Subscribe { ids, format } => self.subscribe(slot, ids, format),
-            Action::Head { format } => {
+            Action::Subscribe(sub) => self.subscribe(slot, *sub),
+            Action::Head {
+                format,
+                allow_origin,
+            } => {
                 self.respond_and_close(slot, |out| {
-                    http::stream_head(out, format, b"*");
+                    http::stream_head(out, format, &allow_origin);
                 });
             }
-            Action::Reject { error, head_only } => {
+            Action::Preflight { allow_origin } => {
+                self.respond_and_close(slot, |out| http::preflight_response(out, &allow_origin));
+            }
+            Action::Demo { head_only } => {
+                self.respond_and_close(slot, |out| {
+                    http::response(
+                        out,
+                        http::Status::OK,
+                        "text/html; charset=utf-8",
+                        crate::demo::PAGE.as_bytes(),
+                        true,
+                        head_only,
+                    )
+                });
+            }
+            Action::Reject {
+                error,
+                head_only,
+                allow_origin,
+            } => {
                 Stats::add(&self.stats().bad_requests, 1);
-                self.respond_and_close(slot, |out| http::error_response(out, &error, head_only));
+                if matches!(error.status.0, 401 | 403) {
+                    Stats::add(&self.stats().auth_failures, 1);
+                }
+                self.respond_and_close(slot, |out| {
+                    http::error_response_for(out, &error, head_only, &allow_origin)
+                });
             }
         }
     }
@@ -468,46 +560,174 @@ impl Worker {
     fn on_poll(&mut self, slot: u32, gen: u32, c: Completion) {
         let conn = self.conn_mut(slot, gen);
         conn.inflight &= !POLL;
-        if c.result != -libc::ECANCELED {
+        let ws = conn.format == http::Format::Ws
+            && matches!(conn.state, State::Subscribing | State::Streaming);
+        if c.result == -libc::ECANCELED {
+        } else if ws && c.result > 0 {
+            // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
+            let conn = &mut self.conns[slot as usize];
+            conn.inflight |= RECV;
+            self.ring.recv_once(slot, token(Op::Recv, slot, gen));
+        } else {
             // Readable or hung up: either way a subscriber stream ends here.
             self.close_conn(slot);
         }
         self.finish_if_done(slot);
     }
 
+    /// Watches a WebSocket for the client's next frame with the cheapest armed request.
+    fn watch_ws(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        if matches!(conn.state, State::Subscribing | State::Streaming)
+            && conn.inflight & (POLL | RECV) == 0
+        {
+            conn.inflight |= POLL;
+            let gen = conn.gen;
+            self.ring.poll_read(slot, token(Op::Poll, slot, gen));
+        }
+    }
+
+    /// Client frames of a WebSocket: pings are answered, a close is echoed and ends the
+    /// stream, anything else closes with a code (see http::ws::decode).
+    fn on_ws_bytes(&mut self, slot: u32, bid: u16, len: usize) {
+        let mut input = self.partial.remove(&slot).unwrap_or_default();
+        input.extend_from_slice(self.ring.reads.get(bid, len));
+        self.ring.reads.recycle(bid);
+        let mut used = 0;
+        loop {
+            match http::ws::decode(&input[used..], WS_FRAME_MAX) {
+                http::ws::Decoded::NeedMore => break,
+                http::ws::Decoded::Frame { consumed, event } => {
+                    used += consumed;
+                    match event {
+                        http::ws::ClientEvent::Ping(payload) => {
+                            self.write_frame(slot, |out| http::ws::pong(out, payload.as_bytes()));
+                        }
+                        http::ws::ClientEvent::Pong => {}
+                        http::ws::ClientEvent::Close { code } => {
+                            self.write_frame(slot, |out| http::ws::close_reply(out, code));
+                            self.finish_stream(slot);
+                            return;
+                        }
+                    }
+                }
+                http::ws::Decoded::Fail { code, reason } => {
+                    Stats::add(&self.stats().ws_close_errors, 1);
+                    self.write_frame(slot, |out| http::ws::close(out, code, reason));
+                    self.finish_stream(slot);
+                    return;
+                }
+            }
+        }
+        if used < input.len() {
+            input.drain(..used);
+            self.partial.insert(slot, input);
+        }
+        self.watch_ws(slot);
+    }
+
+    /// Appends a non-message frame (a pong, a heartbeat) and sends it if the line is idle.
+    fn write_frame(&mut self, slot: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        let conn = &mut self.conns[slot as usize];
+        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
+        write(self.ring.writes.get_mut(buf));
+        if conn.state == State::Streaming && conn.sending.is_none() {
+            self.start_send(slot);
+        }
+    }
+
     // ---- subscribers --------------------------------------------------------------------
 
-    fn subscribe(&mut self, slot: u32, ids: Vec<Id>, format: http::Format) {
+    fn subscribe(&mut self, slot: u32, sub: Subscribe) {
+        let Subscribe {
+            ids,
+            format,
+            since,
+            allow_origin,
+            ws_key,
+            keep_alive,
+        } = sub;
         let cref = self.conn_ref(slot);
-        let head = self.ring.writes.alloc();
-        http::stream_head(self.ring.writes.get_mut(head), format, b"*");
+        let gen = cref.gen();
         let conn = &mut self.conns[slot as usize];
         conn.state = State::Subscribing;
         conn.format = format;
-        conn.pending = Some(head);
-        // Stop reading; watch for the peer's close with the cheapest armed request.
-        conn.inflight |= POLL;
-        self.ring.poll_read(slot, token(Op::Poll, slot, cref.gen()));
-        self.stop_recv(slot);
+        if format == http::Format::Poll {
+            // A long-poll keeps its recv (the answer may be followed by the next poll): bytes
+            // before the answer end it, as for a stream.
+            let deadline_ms = self.now_ms + self.cfg.poll_timeout_ms;
+            self.polls.insert(
+                slot,
+                PollState {
+                    items: Vec::new(),
+                    count: 0,
+                    gap: Vec::new(),
+                    keep_alive,
+                    allow_origin,
+                    deadline_ms,
+                },
+            );
+            self.poll_deadlines.push_back((slot, gen, deadline_ms));
+        } else {
+            let head = self.ring.writes.alloc();
+            let out = self.ring.writes.get_mut(head);
+            match &ws_key {
+                Some(key) => {
+                    http::ws::handshake_response(out, key, &allow_origin, &*allow_origin != b"*")
+                }
+                None => http::stream_head(out, format, &allow_origin),
+            }
+            let conn = &mut self.conns[slot as usize];
+            conn.pending = Some(head);
+            // Stop reading; watch for the peer's close (or a WebSocket frame) with the
+            // cheapest armed request.
+            conn.inflight |= POLL;
+            self.ring.poll_read(slot, token(Op::Poll, slot, gen));
+            self.stop_recv(slot);
+        }
+        // Several ids, or a long-poll (answered with a position even without messages): keep
+        // each id's position. Until its owner answers, an id's position is the client's, or
+        // now (a message older than the login was not for this connection anyway).
+        let table = ids.len() > 1 || format == http::Format::Poll;
+        if table {
+            let start = self.history.position().max(self.unix_us);
+            let entries: Box<[(Id, u64)]> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, since.as_ref().map_or(start, |s| s[i])))
+                .collect();
+            self.positions.insert(slot, entries);
+        }
         let mut acks: u16 = 0;
-        for &id in &ids {
+        let mut local = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let since = since.as_ref().map(|s| s[i]);
             let owner = shard_of(id, self.cfg.workers);
             if owner == self.index {
-                self.login_local(id, cref);
+                local.push((id, since));
             } else {
-                self.mail(owner, Mail::Login { id, conn: cref });
+                self.mail(
+                    owner,
+                    Mail::Login {
+                        id,
+                        conn: cref,
+                        since,
+                    },
+                );
                 acks += 1;
             }
         }
         let conn = &mut self.conns[slot as usize];
         conn.acks = acks;
-        if let [id] = ids[..] {
-            conn.id = id;
-        } else {
-            conn.multi = true;
-            self.multi_ids.insert(slot, ids.into_boxed_slice());
+        conn.id = ids[0];
+        if table {
+            conn.flags |= IDS;
         }
         self.subscribers += 1;
+        for (id, since) in local {
+            let ack = self.login_owner(id, cref, since);
+            self.on_login_ack(slot, id, ack);
+        }
         if acks == 0 {
             self.start_streaming(slot);
         }
@@ -516,23 +736,134 @@ impl Worker {
     fn start_streaming(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
         conn.state = State::Streaming;
-        if conn.sending.is_none() && conn.pending.is_some() {
+        if conn.format == http::Format::Poll {
+            self.poll_maybe_ready(slot);
+        } else if conn.sending.is_none() && conn.pending.is_some() {
             self.start_send(slot);
         }
     }
 
-    fn login_local(&mut self, id: Id, conn: ConnRef) {
+    /// On the owner of `id`: logs `conn` in and answers with what it missed since `since`.
+    fn login_owner(&mut self, id: Id, conn: ConnRef, since: Option<u64>) -> Ack {
         self.subs.login(id, conn);
+        let mut replay = Vec::new();
+        let gap = since.is_some_and(|s| self.history.since(id, s, &mut replay));
+        Ack {
+            pos: self.history.position(),
+            gap,
+            replay,
+        }
+    }
+
+    /// The owner of `id` logged the connection in: write the gap, the replay and the position
+    /// (each only if the connection is still waiting for this answer).
+    fn on_login_ack(&mut self, slot: u32, id: Id, ack: Ack) {
+        let Ack {
+            pos,
+            mut gap,
+            mut replay,
+        } = ack;
+        let format = self.conns[slot as usize].format;
+        if gap {
+            Stats::add(&self.stats().resume_gaps, 1);
+        }
+        // A replay counts against the connection's queue bounds like live messages: if it
+        // does not fit, its oldest part is left out and the client is told (a gap).
+        let (bytes_max, messages_max) = self.queue_room(slot);
+        let mut bytes = 0;
+        let mut keep = 0;
+        for (_, msg) in replay.iter().rev() {
+            bytes += msg.len() + 64;
+            if bytes > bytes_max || keep + 1 > messages_max {
+                break;
+            }
+            keep += 1;
+        }
+        if keep < replay.len() {
+            gap = true;
+            replay.drain(..replay.len() - keep);
+        }
+        if matches!(format, http::Format::Chunked | http::Format::Raw) {
+            return; // the seed's format has no positions (and never resumes)
+        }
+        if format == http::Format::Poll {
+            let p = self.polls.get_mut(&slot).expect("poll state");
+            if gap {
+                p.gap.push(id);
+            }
+            for (seq, msg) in &replay {
+                self.deliver_local(slot, id, *seq, msg);
+            }
+            self.set_position(slot, id, pos);
+            self.poll_maybe_ready(slot);
+            return;
+        }
+        if gap {
+            self.write_frame(slot, |out| http::frame_gap(out, format, &[id]));
+        }
+        for (seq, msg) in &replay {
+            self.deliver_local(slot, id, *seq, msg);
+        }
+        self.set_position(slot, id, pos);
+        let mut pos_list = std::mem::take(&mut self.pos_scratch);
+        self.position_list(slot, pos, &mut pos_list);
+        self.write_frame(slot, |out| http::frame_position(out, format, &pos_list));
+        self.pos_scratch = pos_list;
+    }
+
+    /// Room left in the connection's queue: (bytes, messages).
+    fn queue_room(&self, slot: u32) -> (usize, usize) {
+        let (bytes, messages) = self.queued(slot);
+        (
+            self.cfg.queue_bytes_max.saturating_sub(bytes),
+            self.cfg.queue_messages_max.saturating_sub(messages),
+        )
+    }
+
+    /// What the connection has waiting: (bytes, messages).
+    fn queued(&self, slot: u32) -> (usize, usize) {
+        let conn = &self.conns[slot as usize];
+        let w = &self.ring.writes;
+        let bytes =
+            conn.sending.map_or(0, |b| w.unsent(b)) + conn.pending.map_or(0, |b| w.unsent(b));
+        let messages =
+            conn.sending.map_or(0, |b| w.records(b)) + conn.pending.map_or(0, |b| w.records(b));
+        (bytes, messages)
+    }
+
+    /// Records that the client has everything of `id` up to `pos` (positions only exist for
+    /// connections with `IDS`).
+    fn set_position(&mut self, slot: u32, id: Id, pos: u64) {
+        if self.conns[slot as usize].flags & IDS != 0 {
+            let entries = self.positions.get_mut(&slot).expect("positions");
+            if let Some(entry) = entries.iter_mut().find(|e| e.0 == id) {
+                entry.1 = entry.1.max(pos);
+            }
+        }
+    }
+
+    /// The connection's position as written to the client: each id's position, or `single`
+    /// for a connection with one id and no table.
+    fn position_list(&self, slot: u32, single: u64, out: &mut Vec<u64>) {
+        out.clear();
+        match self.positions.get(&slot) {
+            Some(entries) if self.conns[slot as usize].flags & IDS != 0 => {
+                out.extend(entries.iter().map(|e| e.1))
+            }
+            _ => out.push(single),
+        }
     }
 
     fn logout_all(&mut self, slot: u32) {
         let conn = self.conns[slot as usize];
         let cref = ConnRef::new(self.index, slot, conn.gen);
-        let ids = if conn.multi {
-            self.multi_ids.remove(&slot).expect("multi-id set")
+        let ids: Box<[Id]> = if conn.flags & IDS != 0 {
+            let entries = self.positions.remove(&slot).expect("positions");
+            entries.iter().map(|e| e.0).collect()
         } else {
             Box::new([conn.id])
         };
+        self.conns[slot as usize].flags &= !IDS;
         for &id in ids.iter() {
             let owner = shard_of(id, self.cfg.workers);
             if owner == self.index {
@@ -543,8 +874,9 @@ impl Worker {
         }
     }
 
-    /// Frames `msg` for one local subscriber, or cuts the subscriber if its queue is full.
-    fn deliver(&mut self, conn_ref: ConnRef, msg: &[u8]) {
+    /// Frames message `seq` of `id` for one local subscriber, applying the slow-consumer
+    /// policy when its queue is full.
+    fn deliver(&mut self, conn_ref: ConnRef, id: Id, seq: u64, msg: &[u8]) {
         let slot = conn_ref.slot();
         let Some(conn) = self.conns.get(slot as usize) else {
             unreachable!("delivery to a slot never used");
@@ -555,26 +887,64 @@ impl Worker {
             Stats::add(&self.stats().stale, 1);
             return;
         }
-        let queued = conn.sending.map_or(0, |b| self.ring.writes.unsent(b))
-            + conn.pending.map_or(0, |b| self.ring.writes.unsent(b));
-        if queued + msg.len() > self.cfg.queue_bytes_max {
-            // Slow consumer: the documented policy is to disconnect it (it reconnects).
-            Stats::add(&self.stats().slow_disconnects, 1);
-            Stats::add(&self.stats().dropped, 1);
-            self.close_conn(slot);
+        self.deliver_local(slot, id, seq, msg);
+    }
+
+    fn deliver_local(&mut self, slot: u32, id: Id, seq: u64, msg: &[u8]) {
+        let conn = self.conns[slot as usize];
+        if conn.flags & IDS != 0 {
+            // Never twice on one connection: a message a long-poll's previous answer missed
+            // may come both late (from its old login) and in the replay.
+            let entries = self.positions.get_mut(&slot).expect("positions");
+            let Some(entry) = entries.iter_mut().find(|e| e.0 == id) else {
+                Stats::add(&self.stats().stale, 1);
+                return;
+            };
+            if seq <= entry.1 {
+                Stats::add(&self.stats().stale, 1);
+                return;
+            }
+            entry.1 = seq;
+        }
+        if conn.format == http::Format::Poll {
+            let p = self.polls.get_mut(&slot).expect("poll state");
+            if p.count >= self.cfg.queue_messages_max {
+                // The rest waits in the history for the next poll: roll the position back.
+                let entries = self.positions.get_mut(&slot).expect("positions");
+                if let Some(entry) = entries.iter_mut().find(|e| e.0 == id) {
+                    entry.1 = seq - 1;
+                }
+                return;
+            }
+            http::poll_item(&mut p.items, id, seq, msg);
+            p.count += 1;
+            Stats::add(&self.stats().delivered, 1);
+            self.poll_maybe_ready(slot);
             return;
         }
+        if !self.make_room(slot, msg.len()) {
+            return;
+        }
+        let mut pos = std::mem::take(&mut self.pos_scratch);
+        self.position_list(slot, seq, &mut pos);
         let conn = &mut self.conns[slot as usize];
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
-        conn.msg_count += 1;
-        // Each connection numbers its messages, so the bytes differ per connection: the
-        // message is framed (copied) per connection, which costs far less than the send.
-        http::frame_message(
-            self.ring.writes.get_mut(buf),
-            conn.format,
-            u64::from(conn.msg_count),
-            msg,
-        );
+        conn.flags |= ACTIVE;
+        let out = self.ring.writes.get_mut(buf);
+        let start = out.len();
+        match conn.format {
+            http::Format::Chunked | http::Format::Raw => {
+                // Each connection numbers its messages, so the bytes differ per connection:
+                // the message is framed (copied) per connection, which costs far less than
+                // the send.
+                conn.msg_count += 1;
+                http::frame_message(out, conn.format, u64::from(conn.msg_count), msg);
+            }
+            format => http::frame_event(out, format, id, seq, &pos, msg),
+        }
+        self.ring.writes.mark_record(buf, start);
+        self.pos_scratch = pos;
+        let conn = &self.conns[slot as usize];
         let start = conn.state == State::Streaming && conn.sending.is_none();
         Stats::add(&self.stats().delivered, 1);
         if start {
@@ -582,22 +952,63 @@ impl Worker {
         }
     }
 
-    /// Routes a message for `id`, owned by this worker: hands it to every connection logged in
-    /// as `id` and returns how many there were.
+    /// Makes room for one more message of `len` bytes by the slow-consumer policy; false when
+    /// the message is not to be queued (the connection was cut, or the message dropped).
+    fn make_room(&mut self, slot: u32, len: usize) -> bool {
+        let fits = |(bytes, messages): (usize, usize), cfg: &Config| {
+            bytes + len <= cfg.queue_bytes_max && messages < cfg.queue_messages_max
+        };
+        if fits(self.queued(slot), &self.cfg) {
+            return true;
+        }
+        match self.cfg.slow_consumer {
+            SlowConsumer::Disconnect => {
+                // The client resumes from the history: nothing inside its window is lost.
+                Stats::add(&self.stats().slow_disconnects, 1);
+                Stats::add(&self.stats().dropped, 1);
+                self.close_conn(slot);
+                false
+            }
+            SlowConsumer::DropOldest => {
+                // Drop the oldest queued (not in flight) messages, half the queue at a time
+                // so that the copying is paid once per many messages.
+                while let Some(buf) = self.conns[slot as usize].pending {
+                    let queued = self.ring.writes.records(buf);
+                    if queued == 0 {
+                        break;
+                    }
+                    self.ring.writes.drop_records(buf, queued.div_ceil(2));
+                    Stats::add(&self.stats().dropped_oldest, queued.div_ceil(2) as u64);
+                    if fits(self.queued(slot), &self.cfg) {
+                        return true;
+                    }
+                }
+                // What is in flight alone fills the queue: the new message is the one dropped.
+                Stats::add(&self.stats().dropped_oldest, 1);
+                false
+            }
+        }
+    }
+
+    /// Routes a message for `id`, owned by this worker: numbers it, keeps it in the history,
+    /// hands it to every connection logged in as `id` and returns how many there were.
     fn route(&mut self, id: Id, msg: &Arc<[u8]>) -> u32 {
         debug_assert_eq!(shard_of(id, self.cfg.workers), self.index);
         Stats::add(&self.stats().published, 1);
+        let seq = self.history.push(id, msg, self.unix_us);
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
         targets.extend_from_slice(self.subs.get(id));
         for &conn in &targets {
             if conn.worker() == self.index {
-                self.deliver(conn, msg);
+                self.deliver(conn, id, seq, msg);
             } else {
                 self.mail(
                     conn.worker(),
                     Mail::Deliver {
                         conn,
+                        id,
+                        seq,
                         msg: msg.clone(),
                     },
                 );
@@ -606,6 +1017,130 @@ impl Worker {
         let n = targets.len() as u32;
         self.scratch = targets;
         n
+    }
+
+    /// `POST /disconnect/<id>` on the owner of `id`: ends every connection logged in as `id`.
+    fn disconnect_id(&mut self, id: Id) -> u32 {
+        let mut targets = std::mem::take(&mut self.scratch);
+        targets.clear();
+        targets.extend_from_slice(self.subs.get(id));
+        for &conn in &targets {
+            if conn.worker() == self.index {
+                self.disconnect_conn(conn);
+            } else {
+                self.mail(conn.worker(), Mail::DisconnectConn { conn });
+            }
+        }
+        let n = targets.len() as u32;
+        self.scratch = targets;
+        n
+    }
+
+    fn disconnect_conn(&mut self, conn: ConnRef) {
+        let slot = conn.slot();
+        let c = &self.conns[slot as usize];
+        if c.gen == conn.gen() && matches!(c.state, State::Subscribing | State::Streaming) {
+            self.end_stream(slot, WS_NORMAL);
+        }
+    }
+
+    /// Disconnects the connections of `id` on behalf of a publish request; the count comes
+    /// back to `reply`.
+    pub fn disconnect(&mut self, id: Id, reply: ReplyTo) {
+        let owner = shard_of(id, self.cfg.workers);
+        if owner == self.index {
+            let n = self.disconnect_id(id);
+            self.on_reply(reply, n);
+        } else {
+            self.mail(owner, Mail::Disconnect { id, reply });
+        }
+    }
+
+    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close with `ws_code`;
+    /// a raw stream ends with the close itself), then closes once it is sent.
+    fn end_stream(&mut self, slot: u32, ws_code: u16) {
+        let format = self.conns[slot as usize].format;
+        match format {
+            http::Format::Ws => self.write_frame(slot, |out| {
+                let reason = if ws_code == WS_GOING_AWAY {
+                    "server shutting down"
+                } else {
+                    "disconnected by the server"
+                };
+                http::ws::close(out, ws_code, reason)
+            }),
+            http::Format::Chunked | http::Format::Sse => {
+                self.write_frame(slot, |out| http::stream_end(out, format))
+            }
+            http::Format::Raw | http::Format::SseRaw => {}
+            http::Format::Poll => {
+                self.close_conn(slot);
+                return;
+            }
+        }
+        self.finish_stream(slot);
+    }
+
+    /// Logs a stream out and closes it once what is queued is sent.
+    fn finish_stream(&mut self, slot: u32) {
+        self.logout_all(slot);
+        self.subscribers -= 1;
+        self.enter_draining(slot);
+    }
+
+    // ---- long-poll ----------------------------------------------------------------------
+
+    /// Queues a long-poll for its answer once every owner has answered and it has something.
+    fn poll_maybe_ready(&mut self, slot: u32) {
+        let conn = &mut self.conns[slot as usize];
+        let now = self.now_ms;
+        let has = self
+            .polls
+            .get(&slot)
+            .is_some_and(|p| p.count > 0 || !p.gap.is_empty() || p.deadline_ms <= now);
+        if conn.state == State::Streaming && has && conn.flags & READY == 0 {
+            conn.flags |= READY;
+            self.ready_polls.push(slot);
+        }
+    }
+
+    /// Answers a long-poll with what it collected (maybe nothing, at its timeout), then
+    /// waits for the next request on the connection or closes it.
+    fn answer_poll(&mut self, slot: u32) {
+        let Some(p) = self.polls.remove(&slot) else {
+            return;
+        };
+        let mut pos = std::mem::take(&mut self.pos_scratch);
+        self.position_list(slot, 0, &mut pos);
+        let mut body = Vec::with_capacity(p.items.len() + 64);
+        http::poll_body(&mut body, &pos, &p.gap, &p.items);
+        self.pos_scratch = pos;
+        Stats::add(&self.stats().polls_answered, 1);
+        self.logout_all(slot);
+        self.subscribers -= 1;
+        let conn = &mut self.conns[slot as usize];
+        conn.flags = 0;
+        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
+        http::response_for(
+            self.ring.writes.get_mut(buf),
+            http::Status::OK,
+            "application/json",
+            &body,
+            !p.keep_alive,
+            false,
+            &p.allow_origin,
+        );
+        if !p.keep_alive || conn.inflight & RECV == 0 {
+            self.enter_draining(slot);
+            return;
+        }
+        conn.state = State::Request;
+        let gen = conn.gen;
+        if conn.sending.is_none() {
+            self.start_send(slot);
+        }
+        self.deadlines
+            .push_back((slot, gen, self.now_ms + self.cfg.request_timeout_ms));
     }
 
     /// Offers a copy of a message published on this node to the other nodes, without waiting.
@@ -663,7 +1198,9 @@ impl Worker {
         }
         let has_pending = self.conns[slot as usize].pending.is_some();
         match state {
-            State::Streaming | State::Draining | State::Publisher if has_pending => {
+            State::Streaming | State::Draining | State::Publisher | State::Request
+                if has_pending =>
+            {
                 self.start_send(slot)
             }
             State::Draining => self.close_conn(slot),
@@ -713,17 +1250,18 @@ impl Worker {
             }
             _ => {}
         }
-        if conn.multi {
-            self.multi_ids.remove(&slot);
+        if conn.flags & IDS != 0 {
+            self.positions.remove(&slot);
         }
         self.partial.remove(&slot);
         self.pubs.remove(&slot);
+        self.polls.remove(&slot);
         let conn = &mut self.conns[slot as usize];
         if let Some(buf) = conn.pending.take() {
             self.ring.writes.free(buf);
         }
         conn.state = State::Closing;
-        conn.multi = false;
+        conn.flags = 0;
         // Cancel each operation by its user_data: the kernel finds it by hash. Cancelling by
         // descriptor instead scans every armed request of the ring, which at 15k connections
         // per ring made closing them all quadratic (minutes at 1M).
@@ -769,17 +1307,21 @@ impl Worker {
     fn drain_mail(&mut self) {
         while let Ok(mail) = self.inbox.try_recv() {
             match mail {
-                Mail::Login { id, conn } => {
-                    self.login_local(id, conn);
-                    self.mail(conn.worker(), Mail::LoginAck { conn });
+                Mail::Login { id, conn, since } => {
+                    let ack = self.login_owner(id, conn, since);
+                    self.mail(conn.worker(), Mail::LoginAck { conn, id, ack });
                 }
-                Mail::LoginAck { conn } => {
+                Mail::LoginAck { conn, id, ack } => {
                     let slot = conn.slot();
-                    let c = &mut self.conns[slot as usize];
+                    let c = &self.conns[slot as usize];
                     if c.gen == conn.gen() && c.state == State::Subscribing {
-                        c.acks -= 1;
-                        if c.acks == 0 {
-                            self.start_streaming(slot);
+                        self.on_login_ack(slot, id, ack);
+                        let c = &mut self.conns[slot as usize];
+                        if c.state == State::Subscribing {
+                            c.acks -= 1;
+                            if c.acks == 0 {
+                                self.start_streaming(slot);
+                            }
                         }
                     }
                 }
@@ -797,7 +1339,18 @@ impl Worker {
                     );
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
-                Mail::Deliver { conn, msg } => self.deliver(conn, &msg),
+                Mail::Deliver { conn, id, seq, msg } => self.deliver(conn, id, seq, &msg),
+                Mail::Disconnect { id, reply } => {
+                    let n = self.disconnect_id(id);
+                    self.mail(
+                        reply.conn.worker(),
+                        Mail::Reply {
+                            to: reply,
+                            connections: n,
+                        },
+                    );
+                }
+                Mail::DisconnectConn { conn } => self.disconnect_conn(conn),
                 Mail::Remote { id, msg } => {
                     self.route(id, &msg);
                 }
@@ -807,6 +1360,18 @@ impl Worker {
 
     /// End of an iteration: ring the workers we mailed, manage accepts, publish gauges.
     fn flush(&mut self) {
+        let mut ready = std::mem::take(&mut self.ready_polls);
+        for &slot in &ready {
+            let conn = &mut self.conns[slot as usize];
+            if conn.flags & READY != 0 {
+                conn.flags &= !READY;
+                if conn.state == State::Streaming && conn.format == http::Format::Poll {
+                    self.answer_poll(slot);
+                }
+            }
+        }
+        ready.clear();
+        self.ready_polls = ready;
         for i in 0..self.wake.len() {
             let target = self.wake[i];
             self.wake_marked[target] = false;
@@ -830,6 +1395,10 @@ impl Worker {
         Stats::set(&stats.ids, self.subs.ids() as u64);
         Stats::set(&stats.write_buffers, self.ring.writes.used() as u64);
         Stats::set(&stats.sq_full_flushes, self.ring.stats.sq_full_flushes);
+        Stats::set(&stats.history_ids, self.history.ids() as u64);
+        Stats::set(&stats.history_messages, self.history.messages() as u64);
+        Stats::set(&stats.history_bytes, self.history.bytes() as u64);
+        Stats::set(&stats.history_evicted, self.history.evicted());
     }
 
     // ---- time ---------------------------------------------------------------------------
@@ -858,6 +1427,26 @@ impl Worker {
                 _ => {}
             }
         }
+        while let Some(&(slot, gen, deadline)) = self.poll_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.poll_deadlines.pop_front();
+            if self.conns[slot as usize].gen == gen
+                && self
+                    .polls
+                    .get(&slot)
+                    .is_some_and(|p| p.deadline_ms == deadline)
+            {
+                // Answered with what it has (nothing) once every owner has answered.
+                self.poll_maybe_ready(slot);
+            }
+        }
+        if self.cfg.heartbeat_ms > 0 && now >= self.next_beat_ms {
+            self.next_beat_ms = now + self.cfg.heartbeat_ms;
+            self.heartbeats();
+        }
+        self.history.expire(self.unix_us);
         self.expire_publishers();
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline {
@@ -866,6 +1455,30 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// A heartbeat to every stream that was sent nothing since the last round.
+    fn heartbeats(&mut self) {
+        let mut sent = 0;
+        for slot in 0..self.conns.len() as u32 {
+            let conn = &mut self.conns[slot as usize];
+            if conn.state != State::Streaming {
+                continue;
+            }
+            let beats = match conn.format {
+                http::Format::Sse | http::Format::SseRaw | http::Format::Ws => true,
+                http::Format::Chunked | http::Format::Raw => self.cfg.test_heartbeats,
+                http::Format::Poll => false,
+            };
+            if conn.flags & ACTIVE != 0 {
+                conn.flags &= !ACTIVE;
+            } else if beats && conn.pending.is_none() {
+                let format = conn.format;
+                self.write_frame(slot, |out| http::frame_heartbeat(out, format));
+                sent += 1;
+            }
+        }
+        Stats::add(&self.stats().heartbeats, sent);
     }
 
     // ---- shutdown -----------------------------------------------------------------------
@@ -878,23 +1491,20 @@ impl Worker {
         for slot in 0..self.conns.len() as u32 {
             let conn = &mut self.conns[slot as usize];
             match conn.state {
-                State::Streaming => {
-                    // End the stream properly so clients see a complete response (a raw
-                    // HTTP/1.0 stream ends with the close itself).
-                    let format = conn.format;
-                    if format.is_chunked() {
-                        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
-                        http::stream_end(self.ring.writes.get_mut(buf), format);
-                    }
-                    self.logout_all(slot);
-                    self.subscribers -= 1;
-                    self.enter_draining(slot);
-                }
+                // End the stream properly so clients see a complete response.
+                State::Streaming => self.end_stream(slot, WS_GOING_AWAY),
                 State::Free | State::Closing | State::Draining => {}
                 _ => self.close_conn(slot),
             }
         }
     }
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 #[cfg(test)]

@@ -220,6 +220,9 @@ fn a_publish_straight_to_nats_reaches_every_node() {
     let b = node(&nats.url());
     let mut on_a = subscribe(a.public, "/test/5,6");
     let mut on_b = subscribe(b.public, "/events/6");
+    // An SSE stream starts with the client's position.
+    let position = String::from_utf8(on_b.read_chunk().expect("a position")).unwrap();
+    assert!(position.starts_with("id: "), "{position:?}");
     nats_pub(&nats, "comet.user.5", "hi");
     on_a.expect_chunk(&seed_msg(1, "hi"));
     nats_pub(&nats, "comet.user.6", "there");

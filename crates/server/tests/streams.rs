@@ -165,7 +165,8 @@ fn every_worker_reaches_every_shard() {
     }
 }
 
-/// SSE: one event per message, `id: N`, one `data:` line per message line.
+/// SSE: the position first, then one event per message, `id: <seq>` (growing), one `data:`
+/// line per message line.
 #[test]
 fn sse_with_a_multi_line_message() {
     let server = Server::start(&[]);
@@ -176,10 +177,15 @@ fn sse_with_a_multi_line_message() {
     assert!(head.is_chunked(), "{head:?}");
     assert_eq!(head.header("content-type"), Some("text/event-stream"));
 
+    let start: u64 = client.expect_position().parse().unwrap();
     assert_eq!(publish(&server, 9, "first line\nsecond line\r\nthird"), 1);
-    client.expect_chunk("id: 1\ndata: first line\ndata: second line\ndata: third\n\n");
+    let first = client.next_event().unwrap();
+    assert_eq!(first.data.as_deref(), Some("first line\nsecond line\nthird"));
+    assert!(first.seq() > start, "{first:?} after {start}");
     assert_eq!(publish(&server, 9, "<not escaped>"), 1);
-    client.expect_chunk("id: 2\ndata: <not escaped>\n\n");
+    let second = client.next_event().unwrap();
+    assert_eq!(second.data.as_deref(), Some("<not escaped>"));
+    assert!(second.seq() > first.seq());
 }
 
 /// The seed's stream head: 200, chunked, text/html.

@@ -234,6 +234,45 @@ impl Response {
     }
 }
 
+/// One Server-Sent Event: its `id:`, `event:` and `data:` lines (data lines joined by `\n`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+}
+
+impl Event {
+    pub fn parse(text: &str) -> Event {
+        let mut event = Event {
+            id: None,
+            event: None,
+            data: None,
+        };
+        for line in text.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                event.id = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event.event = Some(v.to_string());
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                match &mut event.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(v);
+                    }
+                    None => event.data = Some(v.to_string()),
+                }
+            }
+        }
+        event
+    }
+
+    /// The event's id as one sequence number.
+    pub fn seq(&self) -> u64 {
+        self.id.as_deref().expect("an id").parse().expect("a number")
+    }
+}
+
 /// One TCP connection to the server, with the bytes received and not yet consumed.
 pub struct Client {
     stream: TcpStream,
@@ -324,6 +363,41 @@ impl Client {
                 self.eof_panic("a CRLF-terminated line");
             }
         }
+    }
+
+    /// Consumes bytes up to and including the first blank line of an SSE stream sent without
+    /// chunked framing (HTTP/1.0); returns the event's text with its final newlines.
+    pub fn read_raw_event(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = self.buf.drain(..end + 2).collect();
+                return String::from_utf8(event).expect("UTF-8 event");
+            }
+            if !self.fill("an SSE event") {
+                self.eof_panic("an SSE event");
+            }
+        }
+    }
+
+    /// The next SSE event with data, or a named event, of a chunked stream: positions alone
+    /// (`id:` and nothing else) and heartbeats (`:`) are skipped. None at the stream's end.
+    pub fn next_event(&mut self) -> Option<Event> {
+        loop {
+            let chunk = String::from_utf8(self.read_chunk()?).expect("UTF-8 event");
+            let event = Event::parse(&chunk);
+            if event.data.is_some() || event.event.is_some() {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next position-only event (`id: <pos>` and nothing else) of a chunked SSE stream,
+    /// failing on anything else.
+    pub fn expect_position(&mut self) -> String {
+        let chunk = String::from_utf8(self.read_chunk().expect("a position")).unwrap();
+        let event = Event::parse(&chunk);
+        assert!(event.data.is_none() && event.event.is_none(), "not a position: {chunk:?}");
+        event.id.expect("an id line")
     }
 
     /// Consumes a response head.

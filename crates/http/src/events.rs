@@ -1,0 +1,380 @@
+//! Events that carry positions, for Server-Sent Events, WebSocket and long-poll: a message with
+//! its sequence number and the client's resume position, a gap notice, the position alone, a
+//! heartbeat. The bytes are the README's table ("Sequence numbers and positions").
+//!
+//! A position is one sequence number per id of the connection, written comma-separated
+//! (`17,4`); a connection with one id has a one-number position.
+//!
+//! Each function writes the payload first and then puts its framing (a chunk size, a
+//! WebSocket header) in front of it: the framing depends on the payload's length, and the
+//! move costs less than measuring JSON escaping twice.
+
+use crate::response::{push_decimal, push_hex, sse_lines, Format};
+use crate::ws;
+
+/// A message for `id` with sequence number `seq`; `pos` is the connection's position once the
+/// client has it. SSE: `id: <pos>` then one `data:` line per line of the message (split on
+/// `\r\n`, `\n` or `\r`; an empty message gives one empty `data:` line). WebSocket: a text
+/// frame `{"id":<id>,"seq":<seq>,"since":"<pos>","data":"<msg>"}`.
+pub fn frame_event(out: &mut Vec<u8>, format: Format, id: u64, seq: u64, pos: &[u64], msg: &[u8]) {
+    framed(out, format, |out| {
+        if format == Format::Ws {
+            out.extend_from_slice(b"{\"id\":");
+            push_decimal(out, id);
+            out.extend_from_slice(b",\"seq\":");
+            push_decimal(out, seq);
+            out.extend_from_slice(b",\"since\":\"");
+            push_position(out, pos);
+            out.extend_from_slice(b"\",\"data\":");
+            push_json_string(out, msg);
+            out.push(b'}');
+        } else {
+            out.extend_from_slice(b"id: ");
+            push_position(out, pos);
+            out.push(b'\n');
+            for line in sse_lines(msg) {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+        }
+    });
+}
+
+/// The position alone. SSE: `id: <pos>` and a blank line, which sets the EventSource's
+/// `lastEventId` without firing an event. WebSocket: `{"since":"<pos>"}`.
+pub fn frame_position(out: &mut Vec<u8>, format: Format, pos: &[u64]) {
+    framed(out, format, |out| {
+        if format == Format::Ws {
+            out.extend_from_slice(b"{\"since\":\"");
+            push_position(out, pos);
+            out.extend_from_slice(b"\"}");
+        } else {
+            out.extend_from_slice(b"id: ");
+            push_position(out, pos);
+            out.extend_from_slice(b"\n\n");
+        }
+    });
+}
+
+/// The history no longer reaches back to the client's position for `ids`. SSE:
+/// `event: gap` with `data: {"gap":[<ids>]}`; WebSocket: `{"gap":[<ids>]}`.
+pub fn frame_gap(out: &mut Vec<u8>, format: Format, ids: &[u64]) {
+    framed(out, format, |out| {
+        if format != Format::Ws {
+            out.extend_from_slice(b"event: gap\ndata: ");
+        }
+        out.extend_from_slice(b"{\"gap\":");
+        push_id_array(out, ids);
+        out.push(b'}');
+        if format != Format::Ws {
+            out.extend_from_slice(b"\n\n");
+        }
+    });
+}
+
+/// Keeps an idle stream open through proxies. SSE: a comment line `:`; WebSocket: a ping;
+/// the seed's formats: one newline (HTML ignores it).
+pub fn frame_heartbeat(out: &mut Vec<u8>, format: Format) {
+    match format {
+        Format::Ws => ws::ping(out),
+        Format::Sse | Format::SseRaw => framed(out, format, |out| out.extend_from_slice(b":\n\n")),
+        Format::Chunked => out.extend_from_slice(b"1\r\n\n\r\n"),
+        Format::Raw => out.push(b'\n'),
+        Format::Poll => unreachable!("a poll has no heartbeat"),
+    }
+}
+
+/// One message of a long-poll answer, `{"id":<id>,"seq":<seq>,"data":"<msg>"}`, appended to
+/// `items` (comma-separated from the previous one).
+pub fn poll_item(items: &mut Vec<u8>, id: u64, seq: u64, msg: &[u8]) {
+    if !items.is_empty() {
+        items.push(b',');
+    }
+    items.extend_from_slice(b"{\"id\":");
+    push_decimal(items, id);
+    items.extend_from_slice(b",\"seq\":");
+    push_decimal(items, seq);
+    items.extend_from_slice(b",\"data\":");
+    push_json_string(items, msg);
+    items.push(b'}');
+}
+
+/// A long-poll answer's body: `{"since":"<pos>","gap":[<ids>],"messages":[<items>]}`.
+pub fn poll_body(out: &mut Vec<u8>, pos: &[u64], gap: &[u64], items: &[u8]) {
+    out.extend_from_slice(b"{\"since\":\"");
+    push_position(out, pos);
+    out.extend_from_slice(b"\",\"gap\":");
+    push_id_array(out, gap);
+    out.extend_from_slice(b",\"messages\":[");
+    out.extend_from_slice(items);
+    out.extend_from_slice(b"]}");
+}
+
+/// Parses a position: one number, or one per id (`ids` of them), comma-separated. One number
+/// applies to every id. `None` for anything else.
+pub fn parse_position(text: &[u8], ids: usize) -> Option<Vec<u64>> {
+    let mut pos = Vec::with_capacity(ids);
+    for part in text.split(|&b| b == b',') {
+        if part.is_empty() || part.len() > 20 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        pos.push(std::str::from_utf8(part).ok()?.parse::<u64>().ok()?);
+    }
+    match pos.len() {
+        1 => Some(vec![pos[0]; ids]),
+        n if n == ids => Some(pos),
+        _ => None,
+    }
+}
+
+/// Writes `payload` and wraps it as `format` frames one event: a chunk (SSE over HTTP/1.1),
+/// a WebSocket text frame, or nothing (SSE over HTTP/1.0).
+fn framed(out: &mut Vec<u8>, format: Format, payload: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
+    payload(out);
+    let len = out.len() - start;
+    let mut head = Vec::with_capacity(16);
+    match format {
+        Format::Sse => {
+            push_hex(&mut head, len);
+            head.extend_from_slice(b"\r\n");
+            out.extend_from_slice(b"\r\n");
+        }
+        Format::SseRaw => {}
+        Format::Ws => ws::text_frame(&mut head, len),
+        _ => unreachable!("{format:?} carries no positioned events"),
+    }
+    out.splice(start..start, head);
+}
+
+fn push_position(out: &mut Vec<u8>, pos: &[u64]) {
+    for (i, &p) in pos.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_decimal(out, p);
+    }
+}
+
+fn push_id_array(out: &mut Vec<u8>, ids: &[u64]) {
+    out.push(b'[');
+    for (i, &id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_decimal(out, id);
+    }
+    out.push(b']');
+}
+
+/// The message as a JSON string. Invalid UTF-8 becomes U+FFFD (JSON text is Unicode);
+/// `"`, `\` and control characters are escaped.
+pub fn push_json_string(out: &mut Vec<u8>, msg: &[u8]) {
+    let text = String::from_utf8_lossy(msg);
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut plain = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[plain..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(b"0123456789abcdef"[usize::from(b >> 4)]);
+            out.push(b"0123456789abcdef"[usize::from(b & 15)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        plain = i + 1;
+    }
+    out.extend_from_slice(&bytes[plain..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut out = Vec::new();
+        f(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn sse_events() {
+        let event =
+            |format, pos: &[u64], msg: &[u8]| text(|out| frame_event(out, format, 5, 9, pos, msg));
+        assert_eq!(event(Format::SseRaw, &[9], b"hi"), "id: 9\ndata: hi\n\n");
+        assert_eq!(event(Format::SseRaw, &[9], b""), "id: 9\ndata: \n\n");
+        assert_eq!(
+            event(Format::SseRaw, &[12, 9], b"a\r\nb\nc\rd"),
+            "id: 12,9\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+        );
+        assert_eq!(
+            event(Format::SseRaw, &[1], b"a\n\nb\n"),
+            "id: 1\ndata: a\ndata: \ndata: b\ndata: \n\n"
+        );
+        // HTML is not escaped in SSE: the page puts event.data where it likes.
+        assert_eq!(event(Format::SseRaw, &[1], b"<b>"), "id: 1\ndata: <b>\n\n");
+        // 6 + 8 + 8 + 1 = 23 = 0x17
+        assert_eq!(
+            event(Format::Sse, &[1], b"x\ny"),
+            "17\r\nid: 1\ndata: x\ndata: y\n\n\r\n"
+        );
+    }
+
+    #[test]
+    fn sse_position_gap_heartbeat() {
+        assert_eq!(
+            text(|o| frame_position(o, Format::SseRaw, &[3, 4])),
+            "id: 3,4\n\n"
+        );
+        assert_eq!(
+            text(|o| frame_position(o, Format::Sse, &[3])),
+            "7\r\nid: 3\n\n\r\n"
+        );
+        assert_eq!(
+            text(|o| frame_gap(o, Format::SseRaw, &[1, 2])),
+            "event: gap\ndata: {\"gap\":[1,2]}\n\n"
+        );
+        assert_eq!(text(|o| frame_heartbeat(o, Format::Sse)), "3\r\n:\n\n\r\n");
+        assert_eq!(text(|o| frame_heartbeat(o, Format::SseRaw)), ":\n\n");
+        assert_eq!(text(|o| frame_heartbeat(o, Format::Chunked)), "1\r\n\n\r\n");
+    }
+
+    /// The payload of one unmasked server frame, checked against its header.
+    fn ws_payload(frame: &[u8]) -> (u8, String) {
+        let opcode = frame[0] & 0x0f;
+        assert_eq!(frame[0] & 0x80, 0x80, "FIN");
+        let (len, start) = match frame[1] {
+            126 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+            127 => (
+                u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (usize::from(n), 2),
+        };
+        assert_eq!(frame.len(), start + len, "one whole frame");
+        (opcode, String::from_utf8(frame[start..].to_vec()).unwrap())
+    }
+
+    #[test]
+    fn websocket_events() {
+        let mut out = Vec::new();
+        frame_event(
+            &mut out,
+            Format::Ws,
+            5,
+            1234,
+            &[1234, 7],
+            b"he said \"hi\"\n",
+        );
+        assert_eq!(
+            ws_payload(&out),
+            (
+                1,
+                r#"{"id":5,"seq":1234,"since":"1234,7","data":"he said \"hi\"\n"}"#.to_string()
+            )
+        );
+        let long = vec![b'x'; 70_000];
+        let mut out = Vec::new();
+        frame_event(&mut out, Format::Ws, 1, 2, &[2], &long);
+        let (_, payload) = ws_payload(&out);
+        assert!(payload.ends_with("xxx\"}"));
+        let mut out = Vec::new();
+        frame_position(&mut out, Format::Ws, &[42]);
+        assert_eq!(ws_payload(&out), (1, r#"{"since":"42"}"#.to_string()));
+        let mut out = Vec::new();
+        frame_gap(&mut out, Format::Ws, &[8]);
+        assert_eq!(ws_payload(&out), (1, r#"{"gap":[8]}"#.to_string()));
+        let mut out = Vec::new();
+        frame_heartbeat(&mut out, Format::Ws);
+        assert_eq!(ws_payload(&out).0, 9, "ping");
+    }
+
+    #[test]
+    fn json_strings() {
+        let json = |msg: &[u8]| text(|o| push_json_string(o, msg));
+        assert_eq!(json(b"plain"), "\"plain\"");
+        assert_eq!(json(b"a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(json(b"\x01\x1f\t"), r#""\u0001\u001f\t""#);
+        assert_eq!(json(b"caf\xc3\xa9"), "\"caf\u{e9}\"");
+        assert_eq!(json(b"bad\xff"), "\"bad\u{fffd}\"");
+        for msg in [&b"x\"y\n\\"[..], b"\x00\x7f", "\u{2028}€".as_bytes()] {
+            let parsed: String = serde_json_free_parse(&json(msg));
+            assert_eq!(parsed.as_bytes(), msg);
+        }
+    }
+
+    /// A tiny JSON string decoder for the round trip above (no dependency for one test).
+    fn serde_json_free_parse(text: &str) -> String {
+        let inner = &text[1..text.len() - 1];
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next().unwrap() {
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn poll_bodies() {
+        let mut items = Vec::new();
+        poll_item(&mut items, 3, 10, b"a");
+        poll_item(&mut items, 3, 11, b"b");
+        assert_eq!(
+            text(|o| poll_body(o, &[11], &[], &items)),
+            r#"{"since":"11","gap":[],"messages":[{"id":3,"seq":10,"data":"a"},{"id":3,"seq":11,"data":"b"}]}"#
+        );
+        assert_eq!(
+            text(|o| poll_body(o, &[5, 6], &[2], &[])),
+            r#"{"since":"5,6","gap":[2],"messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn positions() {
+        assert_eq!(parse_position(b"17", 1), Some(vec![17]));
+        assert_eq!(parse_position(b"17", 3), Some(vec![17, 17, 17]));
+        assert_eq!(parse_position(b"1,2,3", 3), Some(vec![1, 2, 3]));
+        for bad in [
+            &b"1,2"[..],
+            b"",
+            b"x",
+            b"1,,3",
+            b"-1",
+            b"99999999999999999999999",
+            b" 1",
+        ] {
+            assert_eq!(parse_position(bad, 3), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_position(b"18446744073709551615", 1),
+            Some(vec![u64::MAX])
+        );
+        assert_eq!(parse_position(b"18446744073709551616", 1), None);
+    }
+}
