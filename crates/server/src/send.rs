@@ -15,6 +15,9 @@ pub struct SendArgs {
     pub id: String,
     /// The message.
     pub msg: String,
+    /// The publish API's secret (`comet serve --publish-secret`), sent as a bearer token.
+    #[arg(long, env = "COMET_PUBLISH_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 /// Returns the process exit code: 0 when the server accepted the message.
@@ -52,8 +55,18 @@ pub fn run(args: &SendArgs) -> i32 {
 fn send(args: &SendArgs) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&args.to, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = match &args.secret {
+        Some(secret) if secret.contains(['\r', '\n']) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the secret contains a line break",
+            ))
+        }
+        Some(secret) => format!("Authorization: Bearer {secret}\r\n"),
+        None => String::new(),
+    };
     let head = format!(
-        "POST /send/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /send/{} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n",
         args.id,
         args.to,
         args.msg.len()

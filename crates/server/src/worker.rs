@@ -686,11 +686,12 @@ impl Worker {
             self.stop_recv(slot);
         }
         // Several ids, or a long-poll (answered with a position even without messages): keep
-        // each id's position. Until its owner answers, an id's position is the client's, or
-        // now (a message older than the login was not for this connection anyway).
+        // each id's position. Until its owner answers, an id's position is the client's, or a
+        // second ago (the owner's clock may lag ours a little: a resume from there may repeat
+        // messages from before the login, but misses none after it).
         let table = ids.len() > 1 || format == http::Format::Poll;
         if table {
-            let start = self.history.position().max(self.unix_us);
+            let start = self.unix_us.saturating_sub(1_000_000);
             let entries: Box<[(Id, u64)]> = ids
                 .iter()
                 .enumerate()
@@ -831,13 +832,14 @@ impl Worker {
         (bytes, messages)
     }
 
-    /// Records that the client has everything of `id` up to `pos` (positions only exist for
-    /// connections with `IDS`).
+    /// Records the owner's position for `id` after its answer: everything of `id` up to it
+    /// was replayed, told as a gap, or routed before the login; every later message comes
+    /// live (positions only exist for connections with `IDS`).
     fn set_position(&mut self, slot: u32, id: Id, pos: u64) {
         if self.conns[slot as usize].flags & IDS != 0 {
             let entries = self.positions.get_mut(&slot).expect("positions");
             if let Some(entry) = entries.iter_mut().find(|e| e.0 == id) {
-                entry.1 = entry.1.max(pos);
+                entry.1 = pos;
             }
         }
     }
@@ -904,18 +906,17 @@ impl Worker {
                 Stats::add(&self.stats().stale, 1);
                 return;
             }
+            if conn.format == http::Format::Poll
+                && self.polls[&slot].count >= self.cfg.queue_messages_max
+            {
+                // A full answer: the rest waits in the history for the next poll (the
+                // position stays at the last message answered).
+                return;
+            }
             entry.1 = seq;
         }
         if conn.format == http::Format::Poll {
             let p = self.polls.get_mut(&slot).expect("poll state");
-            if p.count >= self.cfg.queue_messages_max {
-                // The rest waits in the history for the next poll: roll the position back.
-                let entries = self.positions.get_mut(&slot).expect("positions");
-                if let Some(entry) = entries.iter_mut().find(|e| e.0 == id) {
-                    entry.1 = seq - 1;
-                }
-                return;
-            }
             http::poll_item(&mut p.items, id, seq, msg);
             p.count += 1;
             Stats::add(&self.stats().delivered, 1);

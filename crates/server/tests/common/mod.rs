@@ -269,7 +269,11 @@ impl Event {
 
     /// The event's id as one sequence number.
     pub fn seq(&self) -> u64 {
-        self.id.as_deref().expect("an id").parse().expect("a number")
+        self.id
+            .as_deref()
+            .expect("an id")
+            .parse()
+            .expect("a number")
     }
 }
 
@@ -396,7 +400,10 @@ impl Client {
     pub fn expect_position(&mut self) -> String {
         let chunk = String::from_utf8(self.read_chunk().expect("a position")).unwrap();
         let event = Event::parse(&chunk);
-        assert!(event.data.is_none() && event.event.is_none(), "not a position: {chunk:?}");
+        assert!(
+            event.data.is_none() && event.event.is_none(),
+            "not a position: {chunk:?}"
+        );
         event.id.expect("an id line")
     }
 
