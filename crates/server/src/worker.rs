@@ -456,8 +456,11 @@ impl Worker {
                     State::Draining | State::Closing => {}
                     _ => self.close_conn(slot),
                 },
-                // No read buffer free: a WebSocket waits for readability again.
-                libc::ENOBUFS if self.conns[slot as usize].format == http::Format::Ws => {
+                // A WebSocket's request recv was cancelled, or no read buffer was free: it
+                // waits for readability (again).
+                libc::ENOBUFS | libc::ECANCELED
+                    if self.conns[slot as usize].format == http::Format::Ws =>
+                {
                     self.watch_ws(slot)
                 }
                 libc::ENOBUFS | libc::ECANCELED => {} // re-armed below if still reading
@@ -562,15 +565,17 @@ impl Worker {
         conn.inflight &= !POLL;
         let ws = conn.format == http::Format::Ws
             && matches!(conn.state, State::Subscribing | State::Streaming);
-        if c.result == -libc::ECANCELED {
-        } else if ws && c.result > 0 {
-            // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
-            let conn = &mut self.conns[slot as usize];
-            conn.inflight |= RECV;
-            self.ring.recv_once(slot, token(Op::Recv, slot, gen));
-        } else {
-            // Readable or hung up: either way a subscriber stream ends here.
-            self.close_conn(slot);
+        match c.result {
+            r if r == -libc::ECANCELED => {}
+            // The request's recv is still being cancelled: its end re-arms the watch.
+            r if ws && r > 0 && conn.inflight & RECV != 0 => {}
+            r if ws && r > 0 => {
+                // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
+                conn.inflight |= RECV;
+                self.ring.recv_once(slot, token(Op::Recv, slot, gen));
+            }
+            // Readable or hung up: either way any other subscriber stream ends here.
+            _ => self.close_conn(slot),
         }
         self.finish_if_done(slot);
     }
