@@ -770,11 +770,29 @@ impl Worker {
             mut replay,
         } = ack;
         let format = self.conns[slot as usize].format;
-        if gap {
-            Stats::add(&self.stats().resume_gaps, 1);
+        if matches!(format, http::Format::Chunked | http::Format::Raw) {
+            return; // the seed's format has no positions (and never resumes)
         }
-        // A replay counts against the connection's queue bounds like live messages: if it
-        // does not fit, its oldest part is left out and the client is told (a gap).
+        if format == http::Format::Poll {
+            // An answer holds at most --queue-messages-max messages (deliver_local stops
+            // there); the rest waits in the history for the next poll, so the position moves
+            // to the owner's only if the whole replay went in.
+            if gap {
+                Stats::add(&self.stats().resume_gaps, 1);
+                self.polls.get_mut(&slot).expect("poll state").gap.push(id);
+            }
+            for (seq, msg) in &replay {
+                self.deliver_local(slot, id, *seq, msg);
+            }
+            if self.polls[&slot].count < self.cfg.queue_messages_max {
+                self.set_position(slot, id, pos);
+            }
+            self.poll_maybe_ready(slot);
+            return;
+        }
+        // On a stream, a replay counts against the connection's queue bounds like live
+        // messages: if it does not fit, its oldest part is left out and the client is told (a
+        // gap).
         let (bytes_max, messages_max) = self.queue_room(slot);
         let mut bytes = 0;
         let mut keep = 0;
@@ -789,20 +807,8 @@ impl Worker {
             gap = true;
             replay.drain(..replay.len() - keep);
         }
-        if matches!(format, http::Format::Chunked | http::Format::Raw) {
-            return; // the seed's format has no positions (and never resumes)
-        }
-        if format == http::Format::Poll {
-            let p = self.polls.get_mut(&slot).expect("poll state");
-            if gap {
-                p.gap.push(id);
-            }
-            for (seq, msg) in &replay {
-                self.deliver_local(slot, id, *seq, msg);
-            }
-            self.set_position(slot, id, pos);
-            self.poll_maybe_ready(slot);
-            return;
+        if gap {
+            Stats::add(&self.stats().resume_gaps, 1);
         }
         if gap {
             self.write_frame(slot, |out| http::frame_gap(out, format, &[id]));

@@ -78,7 +78,10 @@ fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     assert_eq!(publish(&server, 1, "live"), 2);
     let line = seed_msg(1, "live");
     assert_eq!(raw.read_exact(line.len()), line.as_bytes());
-    assert!(raw_sse.read_raw_event().starts_with("id: "), "the position first");
+    assert!(
+        raw_sse.read_raw_event().starts_with("id: "),
+        "the position first"
+    );
     let event = raw_sse.read_raw_event();
     assert!(event.ends_with("\ndata: live\n\n"), "{event:?}");
 

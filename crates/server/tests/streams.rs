@@ -180,7 +180,10 @@ fn sse_with_a_multi_line_message() {
     let start: u64 = client.expect_position().parse().unwrap();
     assert_eq!(publish(&server, 9, "first line\nsecond line\r\nthird"), 1);
     let first = client.next_event().unwrap();
-    assert_eq!(first.data.as_deref(), Some("first line\nsecond line\nthird"));
+    assert_eq!(
+        first.data.as_deref(),
+        Some("first line\nsecond line\nthird")
+    );
     assert!(first.seq() > start, "{first:?} after {start}");
     assert_eq!(publish(&server, 9, "<not escaped>"), 1);
     let second = client.next_event().unwrap();

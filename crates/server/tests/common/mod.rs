@@ -700,3 +700,33 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+impl Client {
+    /// The bytes received and not yet consumed, after waiting at most `wait` for some to
+    /// arrive when none are buffered (empty: nothing came). Nothing is consumed. For checks that
+    /// the server sends nothing, after an event has shown that it would have by now; keep `wait`
+    /// short. Panics if the connection closes meanwhile.
+    pub fn unread_within(&mut self, wait: Duration) -> &[u8] {
+        if self.buf.is_empty() && !self.closed {
+            self.stream.set_read_timeout(Some(wait)).unwrap();
+            let mut tmp = [0u8; 16 * 1024];
+            match self.stream.read(&mut tmp) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&tmp[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => self.closed = true,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+            self.stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        }
+        assert!(
+            !self.closed || !self.buf.is_empty(),
+            "the connection closed while waiting {wait:?} for bytes"
+        );
+        &self.buf
+    }
+}
