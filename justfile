@@ -28,6 +28,18 @@ bench-1m:
 bench-cluster:
     bash tools/bench/cluster.sh
 
+# Messages lost across forced reconnects: 20 SSE subscribers drop and resume (Last-Event-ID)
+# 1000 times while 1000 msg/s are published for 60 s; writes results/resume/<date>-<label>/.
+# Settings in the header of tools/bench/resume.sh (e.g. `DURATION=10s RECONNECTS=100 just bench-resume`).
+bench-resume *ARGS:
+    bash tools/bench/resume.sh {{ARGS}}
+
+# Idle memory per connection at 10k with auth, history and heartbeats on vs off, and history
+# bytes per active id; writes results/features/<date>-<label>/. Settings in the header of
+# tools/bench/features.sh (a smoke run: `CONNS=500 HISTORY_IDS=1000 HOLD=17s just bench-features`).
+bench-features *ARGS:
+    bash tools/bench/features.sh {{ARGS}}
+
 # Redraw a results folder's graphs: `just plot results/c10k/<date>-<label>`.
 plot DIR:
     bash tools/plot/plot.sh {{DIR}}

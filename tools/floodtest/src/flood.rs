@@ -8,8 +8,10 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use jsonwebtoken::{EncodingKey, Header};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::parse::{Event, Framing, StreamParser};
@@ -105,6 +107,46 @@ pub struct Plan {
     pub pending_max: u64,
     pub duration: Duration,
     pub sources: Sources,
+    /// With a secret, every request carries `Authorization: Bearer <jwt>` (HS256) for its ids.
+    pub jwt_secret: Option<String>,
+}
+
+/// Lifetime of the tokens floodtest signs. comet checks a token once, at subscribe time.
+pub const TOKEN_LIFETIME_S: u64 = 3600;
+
+/// The claims comet's subscriber auth reads: `sub` (one id, a decimal string) or `ids`.
+#[derive(Serialize)]
+struct Claims<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    ids: &'a [&'a str],
+    exp: u64,
+}
+
+/// The ids a subscribe path names: the last path segment (before any `?`), split on commas.
+pub fn path_ids(path: &str) -> Vec<&str> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let last = path.rsplit('/').next().unwrap_or("");
+    last.split(',').filter(|s| !s.is_empty()).collect()
+}
+
+/// An HS256 token allowing exactly `ids` until `exp` (seconds since the epoch): `sub` for one
+/// id, `ids` for several.
+pub fn sign_token(key: &EncodingKey, ids: &[&str], exp: u64) -> Result<String, String> {
+    let claims = match ids {
+        [one] => Claims {
+            sub: Some(one),
+            ids: &[],
+            exp,
+        },
+        _ => Claims {
+            sub: None,
+            ids,
+            exp,
+        },
+    };
+    jsonwebtoken::encode(&Header::default(), &claims, key).map_err(|e| format!("sign token: {e}"))
 }
 
 /// Connection phases. NotOpened -> Connecting (socket created, connect in flight) ->
@@ -189,6 +231,8 @@ struct Flood<'a> {
     /// Connections not Done.
     active: u64,
     request: Vec<u8>,
+    /// Built once from `plan.jwt_secret`; tokens are signed per connection, into `request`.
+    jwt_key: Option<EncodingKey>,
 }
 
 impl Flood<'_> {
@@ -277,17 +321,29 @@ impl Flood<'_> {
             }
             return self.close(local, Some(|c| &mut c.errors_connect));
         }
-        let (_, path) = self.target(local);
+        let (addr, path) = self.target(local);
         self.request.clear();
         write!(
             self.request,
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: */*\r\n\r\n",
-            self.target(local).0
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n"
         )
         .expect("write to Vec");
+        if let Some(key) = &self.jwt_key {
+            let exp = epoch_us() / 1_000_000 + TOKEN_LIFETIME_S;
+            match sign_token(key, &path_ids(&path), exp) {
+                Ok(token) => {
+                    write!(self.request, "Authorization: Bearer {token}\r\n").expect("write to Vec")
+                }
+                Err(e) => {
+                    eprintln!("floodtest: {e}");
+                    return self.close(local, Some(|c| &mut c.errors_connect));
+                }
+            }
+        }
+        self.request.extend_from_slice(b"\r\n");
         let stream = self.conns[local].stream.as_mut().expect("socket");
         match stream.write(&self.request) {
-            // A fresh socket's send buffer always takes a ~60-byte request whole.
+            // A fresh socket's send buffer always takes a request of a few hundred bytes whole.
             Ok(n) if n == self.request.len() => self.conns[local].phase = Phase::Requested,
             _ => self.close(local, Some(|c| &mut c.errors_connect)),
         }
@@ -385,7 +441,11 @@ pub fn run(
         latency: new_histogram(),
         pending: 0,
         active: 0,
-        request: Vec::with_capacity(256),
+        request: Vec::with_capacity(512),
+        jwt_key: plan
+            .jwt_secret
+            .as_deref()
+            .map(|s| EncodingKey::from_secret(s.as_bytes())),
     };
     flood.conns.extend((0..count).map(|_| Conn {
         stream: None,
@@ -475,6 +535,29 @@ mod tests {
     #[test]
     fn conn_slot_is_small() {
         assert!(std::mem::size_of::<Conn>() <= 40);
+    }
+
+    #[test]
+    fn tokens_name_the_path_ids() {
+        assert_eq!(path_ids("/events/42"), ["42"]);
+        assert_eq!(path_ids("/events/1,2,3?since=5"), ["1", "2", "3"]);
+        let key = EncodingKey::from_secret(b"s3cret");
+        let exp = epoch_us() / 1_000_000 + TOKEN_LIFETIME_S;
+        let decode = |token: &str| {
+            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+            v.required_spec_claims = ["exp".to_string()].into();
+            jsonwebtoken::decode::<serde_json::Value>(
+                token,
+                &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+                &v,
+            )
+            .unwrap()
+            .claims
+        };
+        let one = decode(&sign_token(&key, &["42"], exp).unwrap());
+        assert_eq!(one, serde_json::json!({"sub": "42", "exp": exp}));
+        let several = decode(&sign_token(&key, &["1", "2"], exp).unwrap());
+        assert_eq!(several, serde_json::json!({"ids": ["1", "2"], "exp": exp}));
     }
 
     #[test]

@@ -51,7 +51,8 @@ struct Opts {
     /// Connections opened per second, all processes together; 0 = as fast as --pending-max allows.
     #[arg(long, default_value_t = 100.0)]
     rate: f64,
-    #[arg(long, value_enum, default_value_t = PathKind::Test)]
+    /// Which stream each connection requests (`--path-kind` is the same option).
+    #[arg(long, alias = "path-kind", value_enum, default_value_t = PathKind::Test)]
     path: PathKind,
     #[arg(long, default_value_t = 1)]
     first_id: u64,
@@ -89,6 +90,11 @@ struct Opts {
     /// Write one TSV row per second (for tools/plot).
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Sign an HS256 JWT with this secret for each connection (`{"sub":"<id>","exp":now+1h}`,
+    /// or `"ids"` for a URL naming several) and send it as `Authorization: Bearer <jwt>`; for a
+    /// comet started with `--auth-secret`. Signed per connection, never kept.
+    #[arg(long)]
+    jwt_secret: Option<String>,
     /// Internal: run share `START:COUNT` and write binary reports to stdout.
     #[arg(long, hide = true)]
     child: Option<String>,
@@ -208,6 +214,7 @@ fn plan_for(opts: &Opts, setup: &Setup, first_index: u64, count: u64) -> Plan {
         pending_max: opts.pending_max,
         duration: opts.duration,
         sources: setup.sources.clone(),
+        jwt_secret: opts.jwt_secret.clone(),
     }
 }
 

@@ -171,3 +171,81 @@ fn urls_file_and_source_addresses() {
     check(&s, 20);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// With `--jwt-secret`, every request carries `Authorization: Bearer <jwt>`: HS256 with that
+/// secret, `sub` the connection's id, `exp` about an hour ahead.
+#[test]
+fn jwt_secret_sends_a_token_per_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let stream = stream.unwrap();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut auth = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':') {
+                        if name.eq_ignore_ascii_case("authorization") {
+                            auth = Some(value.trim().to_string());
+                        }
+                    }
+                }
+                tx.send((request_line, auth)).unwrap();
+                let mut stream = stream;
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                );
+            });
+        }
+    });
+    let s = run_floodtest(&[
+        "--target",
+        &addr,
+        "-n",
+        "5",
+        "--first-id",
+        "70",
+        "--path-kind",
+        "events",
+        "--jwt-secret",
+        "s3cret",
+        "--rate",
+        "0",
+        "--duration",
+        "20s",
+    ]);
+    assert_eq!(s["counters"]["connected"], 5, "{s}");
+    let now = now_us() / 1_000_000;
+    let mut subs: Vec<u64> = (0..5)
+        .map(|_| {
+            let (request_line, auth) = rx.recv().unwrap();
+            let token = auth
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .expect("a bearer token");
+            let claims = jsonwebtoken::decode::<serde_json::Value>(
+                token,
+                &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
+                &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256),
+            )
+            .expect("a valid HS256 token")
+            .claims;
+            let exp = claims["exp"].as_u64().unwrap();
+            assert!((now + 3500..=now + 3700).contains(&exp), "{claims}");
+            let sub = claims["sub"].as_str().unwrap();
+            assert!(request_line.starts_with(&format!("GET /events/{sub} ")));
+            sub.parse().unwrap()
+        })
+        .collect();
+    subs.sort_unstable();
+    assert_eq!(subs, [70, 71, 72, 73, 74]);
+}

@@ -1,0 +1,1039 @@
+//! resumetest: do SSE subscribers that lose their connection and come back with
+//! `Last-Event-ID` get every message exactly once, in order?
+//!
+//! N subscriber threads (ids first-id .. first-id+N-1) each hold one `GET /events/<id>` stream
+//! and parse it ([`sse`]). Once every first connection has given its initial position line
+//! (`id: <pos>` alone), a publisher sends `--rate` messages per second for `--duration` over
+//! one keep-alive, pipelined connection to `POST /send/<id>`, round-robin over the ids, body
+//! `<id>:<n>` with n counting 1, 2, 3, ... per id; it reads every answer. Meanwhile the subscribers drop their own TCP connections at random times
+//! (`--reconnects` in all, spread evenly over the threads, at uniformly random moments of the
+//! publishing window; by RST, FIN or either at random), stay away a random moment below
+//! `--away-max` (so that messages are published meanwhile) and reconnect with
+//! `Last-Event-ID: <the last id seen>`. The first connection starts without it and gets the
+//! server's initial position line.
+//!
+//! Each subscriber checks its ids' numbers ([`check`]): `lost` (a number skipped with no
+//! `event: gap` before the next message, or never received), `duplicated`, `reordered`,
+//! `gaps`. At the end it waits (at most `--drain`) until every subscriber has seen the last
+//! number published for its id, prints a summary and one JSON line, and exits 1 if anything
+//! was lost, duplicated or reordered, or a publish failed; 2 if the run could not be set up.
+
+mod check;
+mod sse;
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+use check::{Checker, Counts};
+
+/// Longest a subscriber blocks in one read, so it notices a due drop or the end of the run.
+const POLL: Duration = Duration::from_millis(100);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a first connection waits for the initial position line before it counts as ready
+/// without one.
+const POSITION_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DropMode {
+    /// Close with SO_LINGER 0: the server sees a reset.
+    Rst,
+    /// shutdown() then close: the server sees end of file.
+    Fin,
+    /// Either, at random per drop.
+    Mixed,
+}
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    about = "SSE subscribers that keep dropping and resuming with Last-Event-ID, under a \
+                   steady publish rate; checks every message arrives exactly once, in order"
+)]
+struct Opts {
+    /// The server's subscriber address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    target: SocketAddr,
+    /// The server's publish address.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    publish: SocketAddr,
+    /// Subscriber threads, one connection and one id each.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    subscribers: u64,
+    #[arg(long, default_value_t = 1)]
+    first_id: u64,
+    /// Messages per second, all ids together.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// How long to publish (e.g. 60s, 10m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Client-side drops and reconnects, all subscribers together, at random moments of the
+    /// publishing window.
+    #[arg(long, default_value_t = 1000)]
+    reconnects: u64,
+    /// How a subscriber drops its connection.
+    #[arg(long = "drop", value_enum, default_value_t = DropMode::Mixed)]
+    drop_mode: DropMode,
+    /// After a drop, a subscriber stays away for a uniformly random time below this before it
+    /// reconnects, so that messages are published while it is away and must come from the
+    /// history (0 = reconnect at once).
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    away_max: Duration,
+    /// How long to wait, after publishing, for every subscriber to see its last message.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// How long to wait for every subscriber's first stream before publishing.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ready_timeout: Duration,
+    /// Publish requests in flight at most (pipelining depth).
+    #[arg(long, default_value_t = 256)]
+    pipeline_max: u64,
+    /// Random seed for the drop schedule (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Subscribe with `Authorization: Bearer <jwt>`, HS256 with this secret, `sub` the id (for
+    /// a comet started with `--auth-secret`).
+    #[arg(long)]
+    jwt_secret: Option<String>,
+    /// Publish with `Authorization: Bearer <secret>` (comet's `--publish-secret`).
+    #[arg(long)]
+    publish_secret: Option<String>,
+    /// Write the final JSON line here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn epoch_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// xorshift64*: the schedule needs spread, not secrecy.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// When each subscriber drops its connection, relative to the start of publishing: `total`
+/// drops split as evenly as possible over `subscribers`, each at a uniformly random moment of
+/// `window`, sorted per subscriber.
+fn drop_schedule(
+    total: u64,
+    subscribers: usize,
+    window: Duration,
+    rng: &mut Rng,
+) -> Vec<Vec<Duration>> {
+    let n = subscribers as u64;
+    (0..n)
+        .map(|k| {
+            let count = total / n + u64::from(k < total % n);
+            let mut times: Vec<Duration> = (0..count).map(|_| window.mul_f64(rng.unit())).collect();
+            times.sort_unstable();
+            times
+        })
+        .collect()
+}
+
+/// `<id>:<n>` -> (id, n).
+fn parse_body(data: &str) -> Option<(u64, u64)> {
+    let (id, n) = data.split_once(':')?;
+    Some((id.parse().ok()?, n.parse().ok()?))
+}
+
+fn sign_token(secret: &str, id: u64) -> Result<String, String> {
+    #[derive(Serialize)]
+    struct Claims {
+        sub: String,
+        exp: u64,
+    }
+    let claims = Claims {
+        sub: id.to_string(),
+        exp: epoch_s() + 3600,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| format!("sign token: {e}"))
+}
+
+/// What all threads share.
+struct Shared {
+    /// Set once every subscriber streams: the start of publishing and of the drop schedule.
+    start: OnceLock<Instant>,
+    stop: AtomicBool,
+    /// Per subscriber: `Checker::last()`, for the final wait.
+    last: Vec<AtomicU64>,
+    /// Progress, for the per-second line.
+    received: AtomicU64,
+    reconnects: AtomicU64,
+    /// Scheduled drops not done yet (a drop waits until its connection streams).
+    drops_left: AtomicU64,
+}
+
+/// Connection-level counts of one subscriber (or, summed, of all).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct ConnStats {
+    /// Client-side drops, each followed by a reconnect.
+    reconnects: u64,
+    drops_rst: u64,
+    drops_fin: u64,
+    /// Streams the server ended (EOF, reset, final chunk); resumed like a drop.
+    server_closes: u64,
+    /// Reconnects made with no id seen yet (they cannot resume; should be 0).
+    resumed_without_id: u64,
+    connect_errors: u64,
+    /// Answers other than 200 (the subscriber retries after 100 ms).
+    status_errors: u64,
+    framing_errors: u64,
+    /// Blocks with an id and no data: positions.
+    positions: u64,
+    /// Subscribers whose first connection gave no position within a second of the head.
+    no_initial_position: u64,
+    /// Comment lines: heartbeats.
+    heartbeats: u64,
+    /// Messages a resuming connection got before its position line: replayed from the history.
+    replayed: u64,
+    /// Data that is not `<id>:<n>`.
+    malformed: u64,
+    /// `<id>:<n>` for another id.
+    foreign: u64,
+}
+
+impl ConnStats {
+    fn add(&mut self, o: &ConnStats) {
+        self.reconnects += o.reconnects;
+        self.drops_rst += o.drops_rst;
+        self.drops_fin += o.drops_fin;
+        self.server_closes += o.server_closes;
+        self.resumed_without_id += o.resumed_without_id;
+        self.connect_errors += o.connect_errors;
+        self.status_errors += o.status_errors;
+        self.framing_errors += o.framing_errors;
+        self.positions += o.positions;
+        self.no_initial_position += o.no_initial_position;
+        self.heartbeats += o.heartbeats;
+        self.replayed += o.replayed;
+        self.malformed += o.malformed;
+        self.foreign += o.foreign;
+    }
+}
+
+struct SubResult {
+    checker: Checker,
+    stats: ConnStats,
+    /// Microseconds from the connect of each resuming connection to its 200 head.
+    resume_us: Vec<u64>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    parser: sse::Parser,
+    streaming: bool,
+    /// Opened with Last-Event-ID.
+    resuming: bool,
+    /// A position-only block arrived on this connection: what follows is live.
+    positioned: bool,
+    opened_at: Instant,
+}
+
+fn open(opts: &Opts, id: u64, last_event_id: Option<&str>) -> Result<Conn, String> {
+    let opened_at = Instant::now();
+    let stream =
+        TcpStream::connect_timeout(&opts.target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut request = format!(
+        "GET /events/{id} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
+        opts.target
+    );
+    if let Some(last) = last_event_id {
+        request.push_str(&format!("Last-Event-ID: {last}\r\n"));
+    }
+    if let Some(secret) = &opts.jwt_secret {
+        request.push_str(&format!(
+            "Authorization: Bearer {}\r\n",
+            sign_token(secret, id)?
+        ));
+    }
+    request.push_str("\r\n");
+    (&stream)
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    Ok(Conn {
+        stream,
+        parser: sse::Parser::new(),
+        streaming: false,
+        resuming: last_event_id.is_some(),
+        positioned: false,
+        opened_at,
+    })
+}
+
+fn drop_conn(conn: Conn, rst: bool) {
+    if rst {
+        let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+    } else {
+        let _ = conn.stream.shutdown(Shutdown::Both);
+    }
+}
+
+fn subscriber(
+    opts: &Opts,
+    k: usize,
+    schedule: &[Duration],
+    shared: &Shared,
+    ready: &mpsc::Sender<usize>,
+    seed: u64,
+) -> SubResult {
+    let id = opts.first_id + k as u64;
+    let mut rng = Rng::new(seed);
+    let mut checker = Checker::expecting(1);
+    let mut stats = ConnStats::default();
+    let mut resume_us = Vec::with_capacity(schedule.len() + 4);
+    let mut last_event_id: Option<String> = None;
+    let mut conn: Option<Conn> = None;
+    // Ready (publishing may start) once the first connection has given a position.
+    let mut ready_sent = false;
+    let mut head_at: Option<Instant> = None;
+    let mut next_drop = 0;
+    // The current connection was lost (until its successor streams).
+    let mut lost = false;
+    // After a drop: stay away until then.
+    let mut away_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut items = Vec::new();
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Some(c) = conn.as_mut() else {
+            if let Some(until) = away_until {
+                let left = until.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    thread::sleep(left.min(POLL));
+                    continue;
+                }
+                away_until = None;
+            }
+            match open(opts, id, last_event_id.as_deref()) {
+                Ok(c) => {
+                    if lost && last_event_id.is_none() {
+                        stats.resumed_without_id += 1;
+                    }
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    if stats.connect_errors == 0 {
+                        eprintln!("resumetest: subscriber {id}: connect: {e}");
+                    }
+                    stats.connect_errors += 1;
+                    thread::sleep(Duration::from_millis(50));
+                }
+            }
+            continue;
+        };
+        if !ready_sent && head_at.is_some_and(|at| at.elapsed() >= POSITION_WAIT) {
+            // No position after the head: a message published from now on must still arrive
+            // (comet sends the head once the login is effective), but this is not the model.
+            if stats.no_initial_position == 0 {
+                eprintln!("resumetest: subscriber {id}: no position line after the head");
+            }
+            stats.no_initial_position += 1;
+            ready_sent = true;
+            let _ = ready.send(k);
+        }
+        let now = Instant::now();
+        let due = shared
+            .start
+            .get()
+            .and_then(|start| schedule.get(next_drop).map(|d| *start + *d));
+        if let Some(due) = due {
+            // Drop only a streaming connection, and only once there is a position to resume
+            // from; a drop that is not possible yet waits for both.
+            if now >= due && c.streaming && last_event_id.is_some() {
+                let rst = match opts.drop_mode {
+                    DropMode::Rst => true,
+                    DropMode::Fin => false,
+                    DropMode::Mixed => rng.next() & 1 == 1,
+                };
+                if rst {
+                    stats.drops_rst += 1;
+                } else {
+                    stats.drops_fin += 1;
+                }
+                drop_conn(conn.take().expect("a connection"), rst);
+                stats.reconnects += 1;
+                shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                shared.drops_left.fetch_sub(1, Ordering::Relaxed);
+                next_drop += 1;
+                lost = true;
+                away_until = Some(now + opts.away_max.mul_f64(rng.unit()));
+                continue;
+            }
+        }
+        let wait = due.map_or(POLL, |d| {
+            d.saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), POLL)
+        });
+        let _ = c.stream.set_read_timeout(Some(wait));
+        let n = match c.stream.read(&mut buf) {
+            Ok(0) => {
+                stats.server_closes += 1;
+                conn = None;
+                lost = true;
+                continue;
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => {
+                stats.server_closes += 1;
+                conn = None;
+                lost = true;
+                continue;
+            }
+        };
+        items.clear();
+        let fed = c.parser.feed(&buf[..n], &mut items);
+        let mut end = false;
+        for item in items.drain(..) {
+            match item {
+                sse::Item::Head { status: 200 } => {
+                    c.streaming = true;
+                    lost = false;
+                    if c.resuming {
+                        resume_us.push(c.opened_at.elapsed().as_micros() as u64);
+                    }
+                    head_at.get_or_insert(now);
+                }
+                sse::Item::Head { status } => {
+                    if stats.status_errors == 0 {
+                        eprintln!("resumetest: subscriber {id}: status {status}");
+                    }
+                    stats.status_errors += 1;
+                    end = true;
+                }
+                sse::Item::Event(event) => {
+                    if event.id.is_some() {
+                        last_event_id.clone_from(&event.id);
+                        if !ready_sent {
+                            ready_sent = true;
+                            let _ = ready.send(k);
+                        }
+                    }
+                    match (event.event.as_str(), &event.data) {
+                        ("gap", _) => checker.gap(),
+                        ("" | "message", Some(data)) => match parse_body(data) {
+                            Some((for_id, n)) if for_id == id => {
+                                if c.resuming && !c.positioned {
+                                    stats.replayed += 1;
+                                }
+                                checker.message(n);
+                                shared.received.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(_) => stats.foreign += 1,
+                            None => stats.malformed += 1,
+                        },
+                        (_, None) => {
+                            stats.positions += 1;
+                            c.positioned = true;
+                        }
+                        (_, Some(_)) => stats.malformed += 1,
+                    }
+                }
+                sse::Item::Comment => stats.heartbeats += 1,
+                sse::Item::End => {
+                    stats.server_closes += 1;
+                    end = true;
+                }
+            }
+        }
+        shared.last[k].store(checker.last(), Ordering::Relaxed);
+        if fed.is_err() {
+            stats.framing_errors += 1;
+            end = true;
+        }
+        if end {
+            let was_streaming = conn.take().is_some_and(|c| c.streaming);
+            lost = true;
+            if !was_streaming {
+                thread::sleep(Duration::from_millis(100)); // refused: do not spin
+            }
+        }
+    }
+    SubResult {
+        checker,
+        stats,
+        resume_us,
+    }
+}
+
+/// One answer of the publish API at the front of `input`: (status, connections, bytes used).
+fn parse_answer(input: &[u8]) -> Result<Option<(u16, u64, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(input) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("bad answer: {e}")),
+    };
+    let mut length = 0usize;
+    for h in response.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            length = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or("bad content-length")?;
+        }
+    }
+    if input.len() < head + length {
+        return Ok(None);
+    }
+    let connections = serde_json::from_slice::<serde_json::Value>(&input[head..head + length])
+        .ok()
+        .and_then(|v| v["connections"].as_u64())
+        .unwrap_or(0);
+    Ok(Some((
+        response.code.unwrap_or(0),
+        connections,
+        head + length,
+    )))
+}
+
+#[derive(Debug, Default)]
+struct PubResult {
+    sent: u64,
+    accepted: u64,
+    /// Deliveries the answers promised (sum of `connections`).
+    connections: u64,
+    /// (subscriber, n) of every message not answered 200, or not answered at all.
+    failed: Vec<(usize, u64)>,
+    unanswered: u64,
+    /// Per subscriber: the last n sent.
+    last: Vec<u64>,
+    lag_max_ms: f64,
+    error: Option<String>,
+}
+
+/// Reads every answer, attributing them in order to the requests the writer announced.
+fn read_answers(
+    mut stream: TcpStream,
+    announced: &mpsc::Receiver<(usize, u64)>,
+    answered: &AtomicU64,
+    drain: Duration,
+    result: &mut PubResult,
+) {
+    let mut pending: VecDeque<(usize, u64)> = VecDeque::new();
+    let mut input = Vec::with_capacity(64 * 1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut writer_done_at: Option<Instant> = None;
+    let _ = stream.set_read_timeout(Some(POLL));
+    loop {
+        loop {
+            match announced.try_recv() {
+                Ok(request) => pending.push_back(request),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    writer_done_at.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if let Some(at) = writer_done_at {
+            if pending.is_empty() {
+                return;
+            }
+            if at.elapsed() > drain {
+                result.unanswered += pending.len() as u64;
+                result.failed.extend(pending.drain(..));
+                return;
+            }
+        }
+        let n = match stream.read(&mut buf) {
+            Ok(0) => {
+                result.error = Some("the publish connection was closed".into());
+                0
+            }
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                result.error = Some(format!("publish connection: {e}"));
+                0
+            }
+        };
+        if n == 0 {
+            // Whatever was not answered will never be; the writer notices the dead socket.
+            while let Ok(request) = announced.recv_timeout(drain) {
+                pending.push_back(request);
+            }
+            result.unanswered += pending.len() as u64;
+            result.failed.extend(pending.drain(..));
+            return;
+        }
+        input.extend_from_slice(&buf[..n]);
+        let mut used = 0;
+        loop {
+            match parse_answer(&input[used..]) {
+                Ok(Some((status, connections, len))) => {
+                    used += len;
+                    let request = match pending.pop_front() {
+                        Some(r) => r,
+                        None => match announced.recv_timeout(Duration::from_secs(1)) {
+                            Ok(r) => r,
+                            Err(_) => {
+                                result.error = Some("an answer to no request".into());
+                                return;
+                            }
+                        },
+                    };
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    if status == 200 {
+                        result.accepted += 1;
+                        result.connections += connections;
+                    } else {
+                        if result.failed.is_empty() {
+                            eprintln!("resumetest: publish answered {status}");
+                        }
+                        result.failed.push(request);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    result.error = Some(e);
+                    result.unanswered += pending.len() as u64;
+                    result.failed.extend(pending.drain(..));
+                    return;
+                }
+            }
+        }
+        input.drain(..used);
+    }
+}
+
+/// Publishes `rate * duration` messages from `start`, round-robin over the subscribers' ids.
+fn publisher(opts: &Opts, start: Instant) -> PubResult {
+    let subscribers = opts.subscribers as usize;
+    let mut result = PubResult {
+        last: vec![0; subscribers],
+        ..PubResult::default()
+    };
+    let stream = match TcpStream::connect_timeout(&opts.publish, CONNECT_TIMEOUT) {
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(format!("connect {}: {e}", opts.publish));
+            return result;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let reader_stream = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            result.error = Some(format!("publish socket: {e}"));
+            return result;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let answered = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let answered = Arc::clone(&answered);
+        let drain = opts.drain;
+        thread::spawn(move || {
+            let mut r = PubResult::default();
+            read_answers(reader_stream, &rx, &answered, drain, &mut r);
+            r
+        })
+    };
+    let total = (opts.rate * opts.duration.as_secs_f64()).round() as u64;
+    let auth = opts
+        .publish_secret
+        .as_ref()
+        .map(|s| format!("Authorization: Bearer {s}\r\n"))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut sent = 0u64;
+    let mut lag_max = Duration::ZERO;
+    while sent < total {
+        let elapsed = start.elapsed();
+        let due = total.min((elapsed.as_secs_f64() * opts.rate) as u64 + 1);
+        if sent >= due {
+            let at = Duration::from_secs_f64(sent as f64 / opts.rate);
+            thread::sleep(at.saturating_sub(elapsed));
+            continue;
+        }
+        lag_max =
+            lag_max.max(elapsed.saturating_sub(Duration::from_secs_f64(sent as f64 / opts.rate)));
+        let in_flight = sent - answered.load(Ordering::Relaxed);
+        let end = due.min(sent + opts.pipeline_max.saturating_sub(in_flight));
+        if end == sent {
+            thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        out.clear();
+        for m in sent..end {
+            let k = (m % opts.subscribers) as usize;
+            let id = opts.first_id + k as u64;
+            let n = m / opts.subscribers + 1;
+            let body = format!("{id}:{n}");
+            out.extend_from_slice(
+                format!(
+                    "POST /send/{id} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+                    opts.publish,
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            result.last[k] = n;
+            let _ = tx.send((k, n));
+        }
+        if let Err(e) = (&stream).write_all(&out) {
+            result.error = Some(format!("publish connection: {e}"));
+            sent = end;
+            break;
+        }
+        sent = end;
+    }
+    result.sent = sent;
+    result.lag_max_ms = lag_max.as_secs_f64() * 1000.0;
+    drop(tx);
+    match reader.join() {
+        Ok(r) => {
+            result.accepted = r.accepted;
+            result.connections = r.connections;
+            result.failed = r.failed;
+            result.unanswered = r.unanswered;
+            if result.error.is_none() {
+                result.error = r.error;
+            }
+        }
+        Err(_) => result.error = Some("the answer reader panicked".into()),
+    }
+    result
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    tool: &'static str,
+    published: u64,
+    received: u64,
+    lost: u64,
+    duplicated: u64,
+    gaps: u64,
+    reconnects: u64,
+    reordered: u64,
+    gap_skipped: u64,
+    publish_sent: u64,
+    publish_failed: u64,
+    publish_unanswered: u64,
+    /// Deliveries the publish answers promised (a message published while its subscriber was
+    /// reconnecting is promised to no connection, and still must arrive from the history).
+    publish_connections: u64,
+    publish_lag_max_ms: f64,
+    /// Subscribers that had not seen their last message when the drain ended.
+    unfinished: u64,
+    subscribers: u64,
+    target_rate: f64,
+    duration_s: f64,
+    elapsed_s: f64,
+    resume_ms: Percentiles,
+    #[serde(flatten)]
+    conn: ConnStats,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Percentiles {
+    count: usize,
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of_us(mut v: Vec<u64>) -> Self {
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        Percentiles {
+            count: v.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
+fn main() {
+    let opts = Opts::parse();
+    if opts.subscribers == 0 || opts.rate <= 0.0 {
+        eprintln!("resumetest: --subscribers and --rate must be positive");
+        std::process::exit(2);
+    }
+    match run(&opts) {
+        Ok(failed) => std::process::exit(i32::from(failed)),
+        Err(e) => {
+            eprintln!("resumetest: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs the test; Ok(true) when something was lost, duplicated, reordered or not published.
+fn run(opts: &Opts) -> Result<bool, String> {
+    let subscribers = opts.subscribers as usize;
+    let seed = opts.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    });
+    let mut rng = Rng::new(seed);
+    let schedules = drop_schedule(opts.reconnects, subscribers, opts.duration, &mut rng);
+    let shared = Arc::new(Shared {
+        start: OnceLock::new(),
+        stop: AtomicBool::new(false),
+        last: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        received: AtomicU64::new(0),
+        reconnects: AtomicU64::new(0),
+        drops_left: AtomicU64::new(opts.reconnects),
+    });
+    println!(
+        "resumetest: {subscribers} subscribers on /events/{}..{}, {} msg/s for {:?}, {} client-side reconnects ({:?}), seed {seed}",
+        opts.first_id,
+        opts.first_id + opts.subscribers - 1,
+        opts.rate,
+        opts.duration,
+        opts.reconnects,
+        opts.drop_mode
+    );
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let threads: Vec<_> = schedules
+        .into_iter()
+        .enumerate()
+        .map(|(k, schedule)| {
+            let opts = opts.clone();
+            let shared = Arc::clone(&shared);
+            let ready = ready_tx.clone();
+            let seed = rng.next();
+            thread::spawn(move || subscriber(&opts, k, &schedule, &shared, &ready, seed))
+        })
+        .collect();
+    drop(ready_tx);
+    let stop_all = |threads: Vec<thread::JoinHandle<SubResult>>| {
+        shared.stop.store(true, Ordering::Relaxed);
+        threads
+            .into_iter()
+            .map(|t| t.join().map_err(|_| "a subscriber panicked".to_string()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let ready_deadline = Instant::now() + opts.ready_timeout;
+    let mut ready = 0;
+    while ready < subscribers {
+        match ready_rx.recv_timeout(ready_deadline.saturating_duration_since(Instant::now())) {
+            Ok(_) => ready += 1,
+            Err(_) => {
+                stop_all(threads)?;
+                return Err(format!(
+                    "only {ready} of {subscribers} subscribers streaming after {:?}",
+                    opts.ready_timeout
+                ));
+            }
+        }
+    }
+    let start = Instant::now();
+    shared.start.set(start).expect("set once");
+    println!("all {subscribers} subscribers streaming; publishing");
+    let publisher = {
+        let opts = opts.clone();
+        thread::spawn(move || publisher(&opts, start))
+    };
+    let mut next_tick = start + Duration::from_secs(1);
+    while !publisher.is_finished() {
+        thread::sleep(Duration::from_millis(20));
+        if Instant::now() >= next_tick {
+            next_tick += Duration::from_secs(1);
+            println!(
+                "t={:.0}s received={} reconnects={}",
+                start.elapsed().as_secs_f64(),
+                shared.received.load(Ordering::Relaxed),
+                shared.reconnects.load(Ordering::Relaxed)
+            );
+        }
+    }
+    let published = publisher
+        .join()
+        .map_err(|_| "the publisher panicked".to_string())?;
+    if let Some(e) = &published.error {
+        eprintln!("resumetest: publisher: {e}");
+    }
+    // Wait for the last scheduled drops, then for every subscriber to reach the last number
+    // published for its id.
+    let drain_deadline = Instant::now() + opts.drain;
+    let caught_up = |k: usize| shared.last[k].load(Ordering::Relaxed) >= published.last[k];
+    while (shared.drops_left.load(Ordering::Relaxed) > 0 || !(0..subscribers).all(caught_up))
+        && Instant::now() < drain_deadline
+    {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let unfinished = (0..subscribers).filter(|&k| !caught_up(k)).count() as u64;
+    let results = stop_all(threads)?;
+    let elapsed = start.elapsed();
+
+    let mut counts = Counts::default();
+    let mut conn = ConnStats::default();
+    let mut resume_us = Vec::new();
+    for (k, r) in results.into_iter().enumerate() {
+        let failed: Vec<u64> = published
+            .failed
+            .iter()
+            .filter(|(s, _)| *s == k)
+            .map(|(_, n)| *n)
+            .collect();
+        counts.add(&r.checker.finish(published.last[k], &failed));
+        conn.add(&r.stats);
+        resume_us.extend(r.resume_us);
+    }
+    let summary = Summary {
+        tool: "resumetest",
+        published: published.accepted,
+        received: counts.received,
+        lost: counts.lost,
+        duplicated: counts.duplicated,
+        gaps: counts.gaps,
+        reconnects: conn.reconnects,
+        reordered: counts.reordered,
+        gap_skipped: counts.gap_skipped,
+        publish_sent: published.sent,
+        publish_failed: published.failed.len() as u64,
+        publish_unanswered: published.unanswered,
+        publish_connections: published.connections,
+        publish_lag_max_ms: (published.lag_max_ms * 1000.0).round() / 1000.0,
+        unfinished,
+        subscribers: opts.subscribers,
+        target_rate: opts.rate,
+        duration_s: opts.duration.as_secs_f64(),
+        elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        resume_ms: Percentiles::of_us(resume_us),
+        conn,
+    };
+    let failed = summary.lost > 0
+        || summary.duplicated > 0
+        || summary.reordered > 0
+        || summary.publish_failed > 0
+        || published.error.is_some();
+    print_summary(&summary, failed);
+    let json = serde_json::to_string(&summary).map_err(|e| e.to_string())?;
+    if let Some(path) = &opts.json {
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(failed)
+}
+
+fn print_summary(s: &Summary, failed: bool) {
+    let c = &s.conn;
+    println!(
+        "published {} (sent {}, failed {}, unanswered {}; deliveries promised by the answers {}, max send lag {:.1} ms)",
+        s.published, s.publish_sent, s.publish_failed, s.publish_unanswered, s.publish_connections, s.publish_lag_max_ms
+    );
+    println!(
+        "received {}: lost {}, duplicated {}, reordered {}, gaps {} (messages skipped after a gap notice {}), subscribers not caught up {}",
+        s.received, s.lost, s.duplicated, s.reordered, s.gaps, s.gap_skipped, s.unfinished
+    );
+    println!(
+        "reconnects {} (rst {}, fin {}), server closes {}, resumed without an id {}, connect errors {}, non-200 {}, framing errors {}",
+        s.reconnects, c.drops_rst, c.drops_fin, c.server_closes, c.resumed_without_id, c.connect_errors, c.status_errors, c.framing_errors
+    );
+    println!(
+        "resuming connections, connect to head: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({}); replayed from the history {}; positions {}, heartbeats {}, malformed {}, foreign {}",
+        s.resume_ms.p50, s.resume_ms.p99, s.resume_ms.max, s.resume_ms.count, c.replayed, c.positions, c.heartbeats, c.malformed, c.foreign
+    );
+    if failed {
+        println!("FAIL: messages lost, duplicated or reordered, or publishing failed");
+    } else if s.gap_skipped > 0 || s.unfinished > 0 {
+        println!(
+            "OK: nothing lost silently; {} messages announced lost by gap notices (outside the history)",
+            s.gap_skipped
+        );
+    } else {
+        println!("OK: every message exactly once, in order");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_spreads_every_drop_over_the_window() {
+        let mut rng = Rng::new(7);
+        let window = Duration::from_secs(60);
+        let s = drop_schedule(1000, 20, window, &mut rng);
+        assert_eq!(s.len(), 20);
+        assert!(s.iter().all(|t| t.len() == 50));
+        let s = drop_schedule(23, 5, window, &mut rng);
+        assert_eq!(s.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 5, 4, 4]);
+        let all: Vec<Duration> = drop_schedule(10_000, 4, window, &mut rng)
+            .into_iter()
+            .flat_map(|t| {
+                assert!(t.windows(2).all(|w| w[0] <= w[1]), "sorted");
+                t
+            })
+            .collect();
+        assert!(all.iter().all(|t| *t < window));
+        let first_half = all.iter().filter(|t| **t < window / 2).count();
+        assert!((4500..5500).contains(&first_half), "{first_half}");
+    }
+
+    #[test]
+    fn bodies_and_answers() {
+        assert_eq!(parse_body("17:42"), Some((17, 42)));
+        assert_eq!(parse_body("17:"), None);
+        assert_eq!(parse_body("hello"), None);
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n{\"id\":3,\"connections\":2}HTTP/1.1 200";
+        let (status, connections, used) = parse_answer(answer).unwrap().unwrap();
+        assert_eq!((status, connections), (200, 2));
+        assert_eq!(&answer[used..], b"HTTP/1.1 200");
+        assert_eq!(parse_answer(&answer[..used - 1]).unwrap(), None);
+        assert!(parse_answer(b"junk\r\n\r\n").is_err());
+    }
+}
