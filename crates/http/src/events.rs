@@ -19,15 +19,7 @@ use crate::ws;
 pub fn frame_event(out: &mut Vec<u8>, format: Format, id: u64, seq: u64, pos: &[u64], msg: &[u8]) {
     framed(out, format, |out| {
         if format == Format::Ws {
-            out.extend_from_slice(b"{\"id\":");
-            push_decimal(out, id);
-            out.extend_from_slice(b",\"seq\":");
-            push_decimal(out, seq);
-            out.extend_from_slice(b",\"since\":\"");
-            push_position(out, pos);
-            out.extend_from_slice(b"\",\"data\":");
-            push_json_string(out, msg);
-            out.push(b'}');
+            push_message_json(out, id, seq, Some(pos), msg);
         } else {
             out.extend_from_slice(b"id: ");
             push_position(out, pos);
@@ -74,14 +66,17 @@ pub fn frame_gap(out: &mut Vec<u8>, format: Format, ids: &[u64]) {
     });
 }
 
-/// Keeps an idle stream open through proxies. SSE: a comment line `:`; WebSocket: a ping;
-/// the seed's formats: one newline (HTML ignores it).
-pub fn frame_heartbeat(out: &mut Vec<u8>, format: Format) {
+/// The bytes of a heartbeat, which keeps an idle stream open through proxies. SSE: a comment
+/// line `:` (one chunk over HTTP/1.1); WebSocket: an empty ping; the seed's formats: one
+/// newline (HTML ignores it). Static, so that a heartbeat to an idle connection needs no
+/// buffer of its own.
+pub fn heartbeat(format: Format) -> &'static [u8] {
     match format {
-        Format::Ws => ws::ping(out),
-        Format::Sse | Format::SseRaw => framed(out, format, |out| out.extend_from_slice(b":\n\n")),
-        Format::Chunked => out.extend_from_slice(b"1\r\n\n\r\n"),
-        Format::Raw => out.push(b'\n'),
+        Format::Ws => &[0x89, 0x00],
+        Format::Sse => b"3\r\n:\n\n\r\n",
+        Format::SseRaw => b":\n\n",
+        Format::Chunked => b"1\r\n\n\r\n",
+        Format::Raw => b"\n",
         Format::Poll => unreachable!("a poll has no heartbeat"),
     }
 }
@@ -92,13 +87,23 @@ pub fn poll_item(items: &mut Vec<u8>, id: u64, seq: u64, msg: &[u8]) {
     if !items.is_empty() {
         items.push(b',');
     }
-    items.extend_from_slice(b"{\"id\":");
-    push_decimal(items, id);
-    items.extend_from_slice(b",\"seq\":");
-    push_decimal(items, seq);
-    items.extend_from_slice(b",\"data\":");
-    push_json_string(items, msg);
-    items.push(b'}');
+    push_message_json(items, id, seq, None, msg);
+}
+
+/// `{"id":<id>,"seq":<seq>[,"since":"<pos>"],"data":"<msg>"}`.
+fn push_message_json(out: &mut Vec<u8>, id: u64, seq: u64, pos: Option<&[u64]>, msg: &[u8]) {
+    out.extend_from_slice(b"{\"id\":");
+    push_decimal(out, id);
+    out.extend_from_slice(b",\"seq\":");
+    push_decimal(out, seq);
+    if let Some(pos) = pos {
+        out.extend_from_slice(b",\"since\":\"");
+        push_position(out, pos);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"data\":");
+    push_json_string(out, msg);
+    out.push(b'}');
 }
 
 /// A long-poll answer's body: `{"since":"<pos>","gap":[<ids>],"messages":[<items>]}`.
@@ -247,9 +252,10 @@ mod tests {
             text(|o| frame_gap(o, Format::SseRaw, &[1, 2])),
             "event: gap\ndata: {\"gap\":[1,2]}\n\n"
         );
-        assert_eq!(text(|o| frame_heartbeat(o, Format::Sse)), "3\r\n:\n\n\r\n");
-        assert_eq!(text(|o| frame_heartbeat(o, Format::SseRaw)), ":\n\n");
-        assert_eq!(text(|o| frame_heartbeat(o, Format::Chunked)), "1\r\n\n\r\n");
+        assert_eq!(heartbeat(Format::Sse), b"3\r\n:\n\n\r\n");
+        assert_eq!(heartbeat(Format::SseRaw), b":\n\n");
+        assert_eq!(heartbeat(Format::Chunked), b"1\r\n\n\r\n");
+        assert_eq!(heartbeat(Format::Raw), b"\n");
     }
 
     /// The payload of one unmasked server frame, checked against its header.
@@ -297,9 +303,10 @@ mod tests {
         let mut out = Vec::new();
         frame_gap(&mut out, Format::Ws, &[8]);
         assert_eq!(ws_payload(&out), (1, r#"{"gap":[8]}"#.to_string()));
-        let mut out = Vec::new();
-        frame_heartbeat(&mut out, Format::Ws);
-        assert_eq!(ws_payload(&out).0, 9, "ping");
+        let mut ping = Vec::new();
+        ws::ping(&mut ping);
+        assert_eq!(heartbeat(Format::Ws), ping.as_slice());
+        assert_eq!(ws_payload(&ping).0, 9, "ping");
     }
 
     #[test]

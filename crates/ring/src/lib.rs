@@ -218,6 +218,17 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
+    /// Sends bytes that live for the whole program (a heartbeat): no write buffer needed.
+    pub fn send_static(&mut self, slot: u32, bytes: &'static [u8], user_data: u64) {
+        let len = u32::try_from(bytes.len()).expect("a small static message");
+        let e = opcode::Send::new(types::Fixed(slot), bytes.as_ptr(), len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data);
+        // SAFETY: the bytes are 'static: they outlive any operation.
+        unsafe { self.push(e) }
+    }
+
     /// Cancels the request submitted with `target` as its user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel::new(target)

@@ -420,7 +420,7 @@ impl Worker {
             return;
         }
         let conn = &self.conns[slot as usize];
-        if conn.sending.is_none() && conn.pending.is_some() {
+        if conn.inflight & crate::worker::SEND == 0 && conn.pending.is_some() {
             self.start_send(slot);
         }
     }

@@ -636,7 +636,7 @@ impl Worker {
         let conn = &mut self.conns[slot as usize];
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
         write(self.ring.writes.get_mut(buf));
-        if conn.state == State::Streaming && conn.sending.is_none() {
+        if conn.state == State::Streaming && conn.inflight & SEND == 0 {
             self.start_send(slot);
         }
     }
@@ -731,10 +731,14 @@ impl Worker {
         }
         self.subscribers += 1;
         for (id, since) in local {
+            if self.conns[slot as usize].state != State::Subscribing {
+                break; // cut as a slow consumer by an earlier id's replay: logged out already
+            }
             let ack = self.login_owner(id, cref, since);
             self.on_login_ack(slot, id, ack);
         }
-        if acks == 0 {
+        // (A replay may have cut the connection as a slow consumer.)
+        if acks == 0 && self.conns[slot as usize].state == State::Subscribing {
             self.start_streaming(slot);
         }
     }
@@ -744,7 +748,7 @@ impl Worker {
         conn.state = State::Streaming;
         if conn.format == http::Format::Poll {
             self.poll_maybe_ready(slot);
-        } else if conn.sending.is_none() && conn.pending.is_some() {
+        } else if conn.inflight & SEND == 0 && conn.pending.is_some() {
             self.start_send(slot);
         }
     }
@@ -815,6 +819,9 @@ impl Worker {
         }
         for (seq, msg) in &replay {
             self.deliver_local(slot, id, *seq, msg);
+        }
+        if self.conns[slot as usize].state != State::Subscribing {
+            return; // cut as a slow consumer by its replay
         }
         self.set_position(slot, id, pos);
         let mut pos_list = std::mem::take(&mut self.pos_scratch);
@@ -894,9 +901,7 @@ impl Worker {
         let Some(conn) = self.conns.get(slot as usize) else {
             unreachable!("delivery to a slot never used");
         };
-        if conn.gen != conn_ref.gen()
-            || !matches!(conn.state, State::Subscribing | State::Streaming)
-        {
+        if conn.gen != conn_ref.gen() {
             Stats::add(&self.stats().stale, 1);
             return;
         }
@@ -905,6 +910,11 @@ impl Worker {
 
     fn deliver_local(&mut self, slot: u32, id: Id, seq: u64, msg: &[u8]) {
         let conn = self.conns[slot as usize];
+        if !matches!(conn.state, State::Subscribing | State::Streaming) {
+            // Closed while the message was on its way (or cut during a replay).
+            Stats::add(&self.stats().stale, 1);
+            return;
+        }
         if conn.flags & IDS != 0 {
             // Never twice on one connection: a message a long-poll's previous answer missed
             // may come both late (from its old login) and in the replay.
@@ -957,7 +967,7 @@ impl Worker {
         self.ring.writes.mark_record(buf, start);
         self.pos_scratch = pos;
         let conn = &self.conns[slot as usize];
-        let start = conn.state == State::Streaming && conn.sending.is_none();
+        let start = conn.state == State::Streaming && conn.inflight & SEND == 0;
         Stats::add(&self.stats().delivered, 1);
         if start {
             self.start_send(slot);
@@ -1148,7 +1158,7 @@ impl Worker {
         }
         conn.state = State::Request;
         let gen = conn.gen;
-        if conn.sending.is_none() {
+        if conn.inflight & SEND == 0 {
             self.start_send(slot);
         }
         self.deadlines
@@ -1179,7 +1189,7 @@ impl Worker {
 
     pub fn start_send(&mut self, slot: u32) {
         let conn = &mut self.conns[slot as usize];
-        debug_assert!(conn.sending.is_none());
+        debug_assert!(conn.inflight & SEND == 0);
         let buf = conn.pending.take().expect("nothing to send");
         conn.sending = Some(buf);
         conn.inflight |= SEND;
@@ -1190,11 +1200,18 @@ impl Worker {
     fn on_send(&mut self, slot: u32, gen: u32, c: Completion) {
         let conn = self.conn_mut(slot, gen);
         conn.inflight &= !SEND;
-        let buf = conn
-            .sending
-            .take()
-            .expect("send completion without a buffer");
         let state = conn.state;
+        let Some(buf) = conn.sending.take() else {
+            // A heartbeat, sent from static bytes. A socket that cannot take it whole has a
+            // peer that stopped reading long ago (nothing else was queued): cut it.
+            if c.result < http::heartbeat(conn.format).len() as i32 {
+                self.close_conn(slot);
+            } else {
+                self.after_send(slot, state);
+            }
+            self.finish_if_done(slot);
+            return;
+        };
         if c.result <= 0 {
             self.ring.writes.abort(buf);
             self.close_conn(slot);
@@ -1208,6 +1225,12 @@ impl Worker {
             self.ring.send(slot, buf, token(Op::Send, slot, gen));
             return;
         }
+        self.after_send(slot, state);
+        self.finish_if_done(slot);
+    }
+
+    /// A send completed whole: send what queued up behind it, or close a draining connection.
+    fn after_send(&mut self, slot: u32, state: State) {
         let has_pending = self.conns[slot as usize].pending.is_some();
         match state {
             State::Streaming | State::Draining | State::Publisher | State::Request
@@ -1219,7 +1242,6 @@ impl Worker {
             State::Publisher => self.publisher_sent(slot),
             _ => {}
         }
-        self.finish_if_done(slot);
     }
 
     /// Writes a last response with `write` and closes the connection once it is sent.
@@ -1235,16 +1257,16 @@ impl Worker {
         self.partial.remove(&slot);
         let conn = &mut self.conns[slot as usize];
         conn.state = State::Draining;
-        let (gen, sending, pending) = (conn.gen, conn.sending, conn.pending);
+        let (gen, sending, pending) = (conn.gen, conn.inflight & SEND != 0, conn.pending);
         self.deadlines
             .push_back((slot, gen, self.now_ms + self.cfg.request_timeout_ms));
         // Nothing allocates a pending buffer without writing to it (a raw stream's end at
         // shutdown is the close itself, so no buffer is made for it).
         debug_assert!(pending.is_none_or(|buf| self.ring.writes.unsent(buf) > 0));
         match (sending, pending) {
-            (Some(_), _) => {} // on_send continues
-            (None, Some(_)) => self.start_send(slot),
-            (None, None) => self.close_conn(slot),
+            (true, _) => {} // on_send continues
+            (false, Some(_)) => self.start_send(slot),
+            (false, None) => self.close_conn(slot),
         }
     }
 
@@ -1484,9 +1506,11 @@ impl Worker {
             };
             if conn.flags & ACTIVE != 0 {
                 conn.flags &= !ACTIVE;
-            } else if beats && conn.pending.is_none() {
-                let format = conn.format;
-                self.write_frame(slot, |out| http::frame_heartbeat(out, format));
+            } else if beats && conn.pending.is_none() && conn.inflight & SEND == 0 {
+                conn.inflight |= SEND;
+                let (format, gen) = (conn.format, conn.gen);
+                self.ring
+                    .send_static(slot, http::heartbeat(format), token(Op::Send, slot, gen));
                 sent += 1;
             }
         }
