@@ -41,11 +41,6 @@ impl Format {
         matches!(self, Format::Chunked | Format::Sse)
     }
 
-    /// Server-Sent Events, chunked or not.
-    pub fn is_sse(self) -> bool {
-        matches!(self, Format::Sse | Format::SseRaw)
-    }
-
     fn content_type(self) -> &'static [u8] {
         match self {
             Format::Chunked | Format::Raw => b"text/html; charset=utf-8",

@@ -112,13 +112,9 @@ fn write_header(out: &mut Vec<u8>, opcode: OpCode, payload_len: usize) {
 
 /// Bytes of the header of a server frame (unmasked) with `payload_len` bytes
 /// of payload: 2, 4 (126..=65535) or 10.
-pub fn header_len(payload_len: usize) -> usize {
+#[cfg(test)]
+fn header_len(payload_len: usize) -> usize {
     server_header(OpCode::Data(Data::Text)).len(payload_len as u64)
-}
-
-/// Bytes of a whole server frame: header plus payload.
-pub fn frame_len(payload_len: usize) -> usize {
-    header_len(payload_len) + payload_len
 }
 
 /// Appends the header of a final, unmasked text frame of `payload_len`
@@ -494,7 +490,6 @@ mod tests {
             assert_eq!(len, n as u64);
             assert_eq!(hl, out.len() - 1);
             assert_eq!(header_len(n), hl);
-            assert_eq!(frame_len(n), hl + n);
         }
         assert_eq!(header_len(125), 2);
         assert_eq!(header_len(126), 4);
