@@ -67,8 +67,9 @@ pub struct ServeArgs {
     /// Age past which a message leaves the history.
     #[arg(long, default_value_t = 120_000)]
     pub history_age_ms: u64,
-    /// History bytes per worker at most; past it the worker's oldest messages go first.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// History bytes at most, for the whole server (each worker gets an equal share); past its
+    /// share a worker forgets its oldest messages first.
+    #[arg(long, default_value_t = 128 << 20)]
     pub history_bytes_max: usize,
     /// A stream that sent nothing for this long gets a heartbeat (SSE comment, WebSocket ping);
     /// 0 turns heartbeats off.
@@ -246,7 +247,7 @@ impl Config {
             history: comet_router::HistoryConfig {
                 messages_max: args.history_messages,
                 age_us: args.history_age_ms.saturating_mul(1000),
-                bytes_max: args.history_bytes_max,
+                bytes_max: (args.history_bytes_max / workers).max(1),
             },
             heartbeat_ms: args.heartbeat_ms,
             test_heartbeats: args.test_heartbeats,

@@ -5,7 +5,9 @@
 //! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells,
 //! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client),
 //! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
-//! bridge itself is the `comet-cluster` crate).
+//! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
+//! pure), `memstats` (the allocator's and the kernel's memory for /metrics), `demo` (the
+//! `--demo` page), `mint` (`comet token`).
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -13,6 +15,7 @@ mod cluster;
 mod config;
 mod demo;
 mod memstats;
+mod mint;
 mod public;
 mod publish;
 mod send;
@@ -51,6 +54,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Publish one message to every connection logged in as <ID>.
     Send(send::SendArgs),
+    /// Print a subscriber token (JWT HS256) for <IDS>, for trying --auth-secret from a shell.
+    Token(mint::TokenArgs),
 }
 
 fn main() {
@@ -70,6 +75,7 @@ fn main() {
             }
         },
         Command::Send(args) => send::run(&args),
+        Command::Token(args) => mint::run(&args),
     };
     std::process::exit(code);
 }
