@@ -2,8 +2,10 @@
 //! its sequence number and the client's resume position, a gap notice, the position alone, a
 //! heartbeat. The bytes are the README's table ("Sequence numbers and positions").
 //!
-//! A position is one sequence number per id of the connection, written comma-separated
-//! (`17,4`); a connection with one id has a one-number position.
+//! A position is the server's epoch (a random number each server process draws at start, in
+//! hex) and one sequence number per id of the connection: `3f2a9c1e:17,4`; a connection with
+//! one id has a one-number position. The epoch tells a position from this process apart from
+//! one from another node or an earlier run, whose numbers cannot be compared with ours.
 //!
 //! Each function writes the payload first and then puts its framing (a chunk size, a
 //! WebSocket header) in front of it: the framing depends on the payload's length, and the
@@ -12,11 +14,19 @@
 use crate::response::{push_decimal, push_hex, sse_lines, Format};
 use crate::ws;
 
+/// A connection's position, as written to its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos<'a> {
+    pub epoch: u32,
+    /// One sequence number per id, in the order of the ids in the path.
+    pub seqs: &'a [u64],
+}
+
 /// A message for `id` with sequence number `seq`; `pos` is the connection's position once the
 /// client has it. SSE: `id: <pos>` then one `data:` line per line of the message (split on
 /// `\r\n`, `\n` or `\r`; an empty message gives one empty `data:` line). WebSocket: a text
 /// frame `{"id":<id>,"seq":<seq>,"since":"<pos>","data":"<msg>"}`.
-pub fn frame_event(out: &mut Vec<u8>, format: Format, id: u64, seq: u64, pos: &[u64], msg: &[u8]) {
+pub fn frame_event(out: &mut Vec<u8>, format: Format, id: u64, seq: u64, pos: Pos<'_>, msg: &[u8]) {
     framed(out, format, |out| {
         if format == Format::Ws {
             push_message_json(out, id, seq, Some(pos), msg);
@@ -36,7 +46,7 @@ pub fn frame_event(out: &mut Vec<u8>, format: Format, id: u64, seq: u64, pos: &[
 
 /// The position alone. SSE: `id: <pos>` and a blank line, which sets the EventSource's
 /// `lastEventId` without firing an event. WebSocket: `{"since":"<pos>"}`.
-pub fn frame_position(out: &mut Vec<u8>, format: Format, pos: &[u64]) {
+pub fn frame_position(out: &mut Vec<u8>, format: Format, pos: Pos<'_>) {
     framed(out, format, |out| {
         if format == Format::Ws {
             out.extend_from_slice(b"{\"since\":\"");
@@ -91,7 +101,7 @@ pub fn poll_item(items: &mut Vec<u8>, id: u64, seq: u64, msg: &[u8]) {
 }
 
 /// `{"id":<id>,"seq":<seq>[,"since":"<pos>"],"data":"<msg>"}`.
-fn push_message_json(out: &mut Vec<u8>, id: u64, seq: u64, pos: Option<&[u64]>, msg: &[u8]) {
+fn push_message_json(out: &mut Vec<u8>, id: u64, seq: u64, pos: Option<Pos<'_>>, msg: &[u8]) {
     out.extend_from_slice(b"{\"id\":");
     push_decimal(out, id);
     out.extend_from_slice(b",\"seq\":");
@@ -107,7 +117,7 @@ fn push_message_json(out: &mut Vec<u8>, id: u64, seq: u64, pos: Option<&[u64]>, 
 }
 
 /// A long-poll answer's body: `{"since":"<pos>","gap":[<ids>],"messages":[<items>]}`.
-pub fn poll_body(out: &mut Vec<u8>, pos: &[u64], gap: &[u64], items: &[u8]) {
+pub fn poll_body(out: &mut Vec<u8>, pos: Pos<'_>, gap: &[u64], items: &[u8]) {
     out.extend_from_slice(b"{\"since\":\"");
     push_position(out, pos);
     out.extend_from_slice(b"\",\"gap\":");
@@ -117,9 +127,29 @@ pub fn poll_body(out: &mut Vec<u8>, pos: &[u64], gap: &[u64], items: &[u8]) {
     out.extend_from_slice(b"]}");
 }
 
-/// Parses a position: one number, or one per id (`ids` of them), comma-separated. One number
-/// applies to every id. `None` for anything else.
-pub fn parse_position(text: &[u8], ids: usize) -> Option<Vec<u64>> {
+/// Parses a client's position for a connection with `ids` ids: `<epoch>:` (optional), then one
+/// number, or one per id, comma-separated; one number applies to every id. A position from
+/// another epoch (another node, an earlier run) comes back as all zeros: before any history,
+/// so the client is told of a gap. `None` when malformed.
+pub fn parse_position(text: &[u8], ids: usize, epoch: u32) -> Option<Vec<u64>> {
+    let text = match memchr::memchr(b':', text) {
+        Some(colon) => {
+            let theirs = std::str::from_utf8(&text[..colon]).ok()?;
+            if theirs.is_empty()
+                || theirs.len() > 8
+                || !theirs.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return None;
+            }
+            let rest = &text[colon + 1..];
+            if u32::from_str_radix(theirs, 16).ok()? != epoch {
+                parse_position(rest, ids, epoch)?;
+                return Some(vec![0; ids]);
+            }
+            rest
+        }
+        None => text,
+    };
     let mut pos = Vec::with_capacity(ids);
     for part in text.split(|&b| b == b',') {
         if part.is_empty() || part.len() > 20 || !part.iter().all(u8::is_ascii_digit) {
@@ -154,12 +184,21 @@ fn framed(out: &mut Vec<u8>, format: Format, payload: impl FnOnce(&mut Vec<u8>))
     out.splice(start..start, head);
 }
 
-fn push_position(out: &mut Vec<u8>, pos: &[u64]) {
-    for (i, &p) in pos.iter().enumerate() {
+fn push_position(out: &mut Vec<u8>, pos: Pos<'_>) {
+    push_hex_fixed(out, pos.epoch);
+    out.push(b':');
+    for (i, &p) in pos.seqs.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         push_decimal(out, p);
+    }
+}
+
+/// Eight lowercase hex digits.
+fn push_hex_fixed(out: &mut Vec<u8>, n: u32) {
+    for shift in (0..8).rev() {
+        out.push(b"0123456789abcdef"[((n >> (shift * 4)) & 15) as usize]);
     }
 }
 
@@ -209,6 +248,11 @@ pub fn push_json_string(out: &mut Vec<u8>, msg: &[u8]) {
 mod tests {
     use super::*;
 
+    /// A position of epoch 0xab (written `000000ab:`).
+    fn p(seqs: &[u64]) -> Pos<'_> {
+        Pos { epoch: 0xab, seqs }
+    }
+
     fn text(f: impl FnOnce(&mut Vec<u8>)) -> String {
         let mut out = Vec::new();
         f(&mut out);
@@ -217,36 +261,46 @@ mod tests {
 
     #[test]
     fn sse_events() {
-        let event =
-            |format, pos: &[u64], msg: &[u8]| text(|out| frame_event(out, format, 5, 9, pos, msg));
-        assert_eq!(event(Format::SseRaw, &[9], b"hi"), "id: 9\ndata: hi\n\n");
-        assert_eq!(event(Format::SseRaw, &[9], b""), "id: 9\ndata: \n\n");
+        let event = |format, pos: &[u64], msg: &[u8]| {
+            text(|out| frame_event(out, format, 5, 9, p(pos), msg))
+        };
+        assert_eq!(
+            event(Format::SseRaw, &[9], b"hi"),
+            "id: 000000ab:9\ndata: hi\n\n"
+        );
+        assert_eq!(
+            event(Format::SseRaw, &[9], b""),
+            "id: 000000ab:9\ndata: \n\n"
+        );
         assert_eq!(
             event(Format::SseRaw, &[12, 9], b"a\r\nb\nc\rd"),
-            "id: 12,9\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
+            "id: 000000ab:12,9\ndata: a\ndata: b\ndata: c\ndata: d\n\n"
         );
         assert_eq!(
             event(Format::SseRaw, &[1], b"a\n\nb\n"),
-            "id: 1\ndata: a\ndata: \ndata: b\ndata: \n\n"
+            "id: 000000ab:1\ndata: a\ndata: \ndata: b\ndata: \n\n"
         );
         // HTML is not escaped in SSE: the page puts event.data where it likes.
-        assert_eq!(event(Format::SseRaw, &[1], b"<b>"), "id: 1\ndata: <b>\n\n");
-        // 6 + 8 + 8 + 1 = 23 = 0x17
+        assert_eq!(
+            event(Format::SseRaw, &[1], b"<b>"),
+            "id: 000000ab:1\ndata: <b>\n\n"
+        );
+        // 15 + 8 + 8 + 1 = 32 = 0x20
         assert_eq!(
             event(Format::Sse, &[1], b"x\ny"),
-            "17\r\nid: 1\ndata: x\ndata: y\n\n\r\n"
+            "20\r\nid: 000000ab:1\ndata: x\ndata: y\n\n\r\n"
         );
     }
 
     #[test]
     fn sse_position_gap_heartbeat() {
         assert_eq!(
-            text(|o| frame_position(o, Format::SseRaw, &[3, 4])),
-            "id: 3,4\n\n"
+            text(|o| frame_position(o, Format::SseRaw, p(&[3, 4]))),
+            "id: 000000ab:3,4\n\n"
         );
         assert_eq!(
-            text(|o| frame_position(o, Format::Sse, &[3])),
-            "7\r\nid: 3\n\n\r\n"
+            text(|o| frame_position(o, Format::Sse, p(&[3]))),
+            "10\r\nid: 000000ab:3\n\n\r\n"
         );
         assert_eq!(
             text(|o| frame_gap(o, Format::SseRaw, &[1, 2])),
@@ -282,24 +336,28 @@ mod tests {
             Format::Ws,
             5,
             1234,
-            &[1234, 7],
+            p(&[1234, 7]),
             b"he said \"hi\"\n",
         );
         assert_eq!(
             ws_payload(&out),
             (
                 1,
-                r#"{"id":5,"seq":1234,"since":"1234,7","data":"he said \"hi\"\n"}"#.to_string()
+                r#"{"id":5,"seq":1234,"since":"000000ab:1234,7","data":"he said \"hi\"\n"}"#
+                    .to_string()
             )
         );
         let long = vec![b'x'; 70_000];
         let mut out = Vec::new();
-        frame_event(&mut out, Format::Ws, 1, 2, &[2], &long);
+        frame_event(&mut out, Format::Ws, 1, 2, p(&[2]), &long);
         let (_, payload) = ws_payload(&out);
         assert!(payload.ends_with("xxx\"}"));
         let mut out = Vec::new();
-        frame_position(&mut out, Format::Ws, &[42]);
-        assert_eq!(ws_payload(&out), (1, r#"{"since":"42"}"#.to_string()));
+        frame_position(&mut out, Format::Ws, p(&[42]));
+        assert_eq!(
+            ws_payload(&out),
+            (1, r#"{"since":"000000ab:42"}"#.to_string())
+        );
         let mut out = Vec::new();
         frame_gap(&mut out, Format::Ws, &[8]);
         assert_eq!(ws_payload(&out), (1, r#"{"gap":[8]}"#.to_string()));
@@ -353,20 +411,45 @@ mod tests {
         poll_item(&mut items, 3, 10, b"a");
         poll_item(&mut items, 3, 11, b"b");
         assert_eq!(
-            text(|o| poll_body(o, &[11], &[], &items)),
-            r#"{"since":"11","gap":[],"messages":[{"id":3,"seq":10,"data":"a"},{"id":3,"seq":11,"data":"b"}]}"#
+            text(|o| poll_body(o, p(&[11]), &[], &items)),
+            r#"{"since":"000000ab:11","gap":[],"messages":[{"id":3,"seq":10,"data":"a"},{"id":3,"seq":11,"data":"b"}]}"#
         );
         assert_eq!(
-            text(|o| poll_body(o, &[5, 6], &[2], &[])),
-            r#"{"since":"5,6","gap":[2],"messages":[]}"#
+            text(|o| poll_body(o, p(&[5, 6]), &[2], &[])),
+            r#"{"since":"000000ab:5,6","gap":[2],"messages":[]}"#
+        );
+    }
+
+    #[test]
+    fn positions_carry_the_epoch() {
+        assert_eq!(parse_position(b"000000ab:17", 1, 0xab), Some(vec![17]));
+        assert_eq!(parse_position(b"ab:17,18", 2, 0xab), Some(vec![17, 18]));
+        // Another node's or an earlier run's: before anything, so a gap.
+        assert_eq!(parse_position(b"000000ac:17,18", 2, 0xab), Some(vec![0, 0]));
+        for bad in [
+            &b":17"[..],
+            b"xyz:17",
+            b"123456789:17",
+            b"ab:",
+            b"ab:1,2,3",
+            b"ac:x",
+        ] {
+            assert_eq!(parse_position(bad, 2, 0xab), None, "{bad:?}");
+        }
+        let mut out = Vec::new();
+        push_position(&mut out, p(&[1, 2]));
+        assert_eq!(
+            parse_position(&out, 2, 0xab),
+            Some(vec![1, 2]),
+            "round trip"
         );
     }
 
     #[test]
     fn positions() {
-        assert_eq!(parse_position(b"17", 1), Some(vec![17]));
-        assert_eq!(parse_position(b"17", 3), Some(vec![17, 17, 17]));
-        assert_eq!(parse_position(b"1,2,3", 3), Some(vec![1, 2, 3]));
+        assert_eq!(parse_position(b"17", 1, 0xab), Some(vec![17]));
+        assert_eq!(parse_position(b"17", 3, 0xab), Some(vec![17, 17, 17]));
+        assert_eq!(parse_position(b"1,2,3", 3, 0xab), Some(vec![1, 2, 3]));
         for bad in [
             &b"1,2"[..],
             b"",
@@ -376,12 +459,12 @@ mod tests {
             b"99999999999999999999999",
             b" 1",
         ] {
-            assert_eq!(parse_position(bad, 3), None, "{bad:?}");
+            assert_eq!(parse_position(bad, 3, 0xab), None, "{bad:?}");
         }
         assert_eq!(
-            parse_position(b"18446744073709551615", 1),
+            parse_position(b"18446744073709551615", 1, 0xab),
             Some(vec![u64::MAX])
         );
-        assert_eq!(parse_position(b"18446744073709551616", 1), None);
+        assert_eq!(parse_position(b"18446744073709551616", 1, 0xab), None);
     }
 }

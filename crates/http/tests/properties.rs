@@ -3,7 +3,7 @@
 
 use comet_http::{
     batch_lines, frame_event, frame_message, parse_request, stream_end, Body, ChunkedDecoder,
-    Format, Limits, Parsed,
+    Format, Limits, Parsed, Pos,
 };
 use proptest::prelude::*;
 
@@ -124,7 +124,11 @@ fn unframe_html(payload: &[u8]) -> (u64, Vec<u8>) {
 fn unframe_sse(event: &[u8]) -> (u64, Vec<u8>) {
     let body = event.strip_suffix(b"\n\n").expect("blank line");
     let mut lines = body.split(|&b| b == b'\n');
-    let id = lines.next().unwrap().strip_prefix(b"id: ").expect("id");
+    let id = lines
+        .next()
+        .unwrap()
+        .strip_prefix(b"id: 0000002a:")
+        .expect("id");
     let n = std::str::from_utf8(id).unwrap().parse().unwrap();
     let mut data = Vec::new();
     for (index, line) in lines.enumerate() {
@@ -315,11 +319,11 @@ proptest! {
     #[test]
     fn sse_frame_round_trip(msg in message(), n in any::<u64>()) {
         let mut raw = Vec::new();
-        frame_event(&mut raw, Format::SseRaw, 1, n, &[n], &msg);
+        frame_event(&mut raw, Format::SseRaw, 1, n, Pos { epoch: 42, seqs: &[n] }, &msg);
         prop_assert_eq!(unframe_sse(&raw), (n, normalize_line_ends(&msg)));
 
         let mut stream = Vec::new();
-        frame_event(&mut stream, Format::Sse, 1, n, &[n], &msg);
+        frame_event(&mut stream, Format::Sse, 1, n, Pos { epoch: 42, seqs: &[n] }, &msg);
         stream_end(&mut stream, Format::Sse);
         prop_assert_eq!(dechunk(&stream), vec![&raw[..]]);
     }

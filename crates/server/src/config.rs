@@ -173,6 +173,9 @@ pub struct Config {
     pub publish_secret: Option<Vec<u8>>,
     pub origins: Origins,
     pub demo: bool,
+    /// Drawn at start: written in every position, so that a position from another node or an
+    /// earlier run is recognised (and answered with a gap) rather than compared.
+    pub epoch: u32,
 }
 
 /// The kernel's bound on a fixed-file table.
@@ -256,8 +259,21 @@ impl Config {
             publish_secret,
             origins: Origins::parse(&args.allowed_origins)?,
             demo: args.demo,
+            epoch: random_u32(),
         })
     }
+}
+
+/// A random number without a dependency: std's per-process random hash keys, over the clock.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish() as u32
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
         let query_since = http::query_param(req.query, b"since");
         match query_since.as_deref().or(req.last_event_id) {
             None => None,
-            Some(text) => match http::parse_position(text, ids.len()) {
+            Some(text) => match http::parse_position(text, ids.len(), cfg.epoch) {
                 Some(pos) => Some(pos),
                 None => {
                     return bad(format!(

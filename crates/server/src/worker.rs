@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use ahash::AHashMap;
 use comet_http as http;
+use comet_http::Pos;
 use comet_ring::{Completion, Ring, Sent, WBuf};
 use comet_router::{shard_of, ConnRef, History, Id, Subscribers};
 
@@ -826,7 +827,17 @@ impl Worker {
         self.set_position(slot, id, pos);
         let mut pos_list = std::mem::take(&mut self.pos_scratch);
         self.position_list(slot, pos, &mut pos_list);
-        self.write_frame(slot, |out| http::frame_position(out, format, &pos_list));
+        let epoch = self.cfg.epoch;
+        self.write_frame(slot, |out| {
+            http::frame_position(
+                out,
+                format,
+                Pos {
+                    epoch,
+                    seqs: &pos_list,
+                },
+            )
+        });
         self.pos_scratch = pos_list;
     }
 
@@ -962,7 +973,13 @@ impl Worker {
                 conn.msg_count += 1;
                 http::frame_message(out, conn.format, u64::from(conn.msg_count), msg);
             }
-            format => http::frame_event(out, format, id, seq, &pos, msg),
+            format => {
+                let pos = Pos {
+                    epoch: self.cfg.epoch,
+                    seqs: &pos,
+                };
+                http::frame_event(out, format, id, seq, pos, msg)
+            }
         }
         self.ring.writes.mark_record(buf, start);
         self.pos_scratch = pos;
@@ -1135,7 +1152,8 @@ impl Worker {
         let mut pos = std::mem::take(&mut self.pos_scratch);
         self.position_list(slot, 0, &mut pos);
         let mut body = Vec::with_capacity(p.items.len() + 64);
-        http::poll_body(&mut body, &pos, &p.gap, &p.items);
+        let epoch = self.cfg.epoch;
+        http::poll_body(&mut body, Pos { epoch, seqs: &pos }, &p.gap, &p.items);
         self.pos_scratch = pos;
         Stats::add(&self.stats().polls_answered, 1);
         self.logout_all(slot);

@@ -91,7 +91,41 @@ fn expect_gap(client: &mut Client, ids: &[u64]) {
     );
 }
 
-/// A long-poll answer: `200 application/json`, keep-alive; its body as JSON.
+/// A position without its epoch: `3f2a9c1e:17,4` -> `17,4`. Every position the server writes
+/// carries the epoch (checked here); the tests compare and send back the numbers, which the
+/// server takes as its own.
+trait PositionNumbers {
+    /// `Client::expect_position` without the epoch.
+    fn expect_position_numbers(&mut self) -> String;
+}
+
+impl PositionNumbers for Client {
+    fn expect_position_numbers(&mut self) -> String {
+        unepoch(&self.expect_position())
+    }
+}
+
+fn unepoch(pos: &str) -> String {
+    let (epoch, seqs) = pos
+        .split_once(':')
+        .unwrap_or_else(|| panic!("no epoch in {pos:?}"));
+    assert!(
+        epoch.len() == 8 && epoch.bytes().all(|b| b.is_ascii_hexdigit()),
+        "epoch of {pos:?}"
+    );
+    seqs.to_owned()
+}
+
+/// The same for the `since` field of a JSON message, if it has one.
+fn unepoch_json(mut value: Value) -> Value {
+    if let Some(since) = value.get("since").and_then(Value::as_str) {
+        value["since"] = Value::String(unepoch(since));
+    }
+    value
+}
+
+/// A long-poll answer: `200 application/json`, keep-alive; its body as JSON (`since` without
+/// its epoch).
 fn poll_body(response: &Response) -> Value {
     assert_eq!(response.status(), 200, "{response:?}");
     assert!(
@@ -102,8 +136,10 @@ fn poll_body(response: &Response) -> Value {
         "{response:?}"
     );
     assert_ne!(response.head.header("connection"), Some("close"));
-    serde_json::from_slice(&response.body)
-        .unwrap_or_else(|e| panic!("poll body {:?}: {e}", response.text()))
+    unepoch_json(
+        serde_json::from_slice(&response.body)
+            .unwrap_or_else(|e| panic!("poll body {:?}: {e}", response.text())),
+    )
 }
 
 /// One long-poll on `client` (a keep-alive connection); its body.
@@ -149,13 +185,14 @@ fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
     ws_try(addr, path, &[]).unwrap_or_else(|status| panic!("{path}: handshake got {status}"))
 }
 
-/// The next text message as JSON, skipping pings and pongs.
+/// The next text message as JSON (`since` without its epoch), skipping pings and pongs.
 fn ws_next(ws: &mut Ws) -> Value {
     loop {
         match ws.read().expect("a WebSocket message") {
             Message::Text(text) => {
-                return serde_json::from_str(text.as_str())
-                    .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+                return unepoch_json(
+                    serde_json::from_str(text.as_str()).unwrap_or_else(|e| panic!("{text:?}: {e}")),
+                )
             }
             Message::Ping(_) | Message::Pong(_) => continue,
             other => panic!("expected a text message, got {other:?}"),
@@ -326,8 +363,8 @@ fn subscriber_tokens() {
     // Valid, in the query and in the header, on every transport.
     let (mut sse_query, _) = subscribe_with(public, &format!("/events/7?token={good}"), &[]);
     let (mut sse_header, _) = subscribe_with(public, "/events/7", &[&bearer]);
-    let pos = sse_query.expect_position();
-    assert_eq!(sse_header.expect_position(), pos);
+    let pos = sse_query.expect_position_numbers();
+    assert_eq!(sse_header.expect_position_numbers(), pos);
     let mut ws_query = ws_try(public, &format!("/ws/7?token={good}"), &[]).expect("101");
     let mut ws_header = ws_try(
         public,
@@ -340,7 +377,7 @@ fn subscriber_tokens() {
     // A token may list ids; it opens any subset of them.
     let several = token(SECRET, json!({"ids": [7, "9"], "exp": exp}));
     let (mut sse_ids, _) = subscribe_with(public, &format!("/events/9,7?token={several}"), &[]);
-    sse_ids.expect_position();
+    sse_ids.expect_position_numbers();
 
     assert_eq!(publish(&server, ID, "hi"), 5);
     let seq = expect_message(&mut sse_query, "hi");
@@ -379,7 +416,7 @@ fn publish_secret() {
         .into_bytes()
     };
     let mut sse = subscribe(server.public, "/events/7");
-    sse.expect_position();
+    sse.expect_position_numbers();
 
     for bad in [None, Some("Bearer wrong"), Some("Bearer p2"), Some("p")] {
         let r = error_for(server.publish, &send(bad, "refused"), 401);
@@ -425,7 +462,7 @@ fn allowed_origins() {
         Some("https://a.example")
     );
     assert_eq!(head.header("vary"), Some("Origin"));
-    sse.expect_position();
+    sse.expect_position_numbers();
 
     let mut ws = Client::connect(public);
     ws.write(&ws_handshake("/ws/7", "13", &[good]));
@@ -483,7 +520,7 @@ fn sse_resume() {
     let server = Server::start(&[]);
     let mut publisher = Publisher::connect(&server);
     let mut sse = subscribe(server.public, "/events/7");
-    let start: u64 = sse.expect_position().parse().expect("a number");
+    let start: u64 = sse.expect_position_numbers().parse().expect("a number");
     publisher.send(ID, "a");
     publisher.send(ID, "b\nsecond line");
     let a = expect_message(&mut sse, "a");
@@ -501,7 +538,7 @@ fn sse_resume() {
     let c = expect_message(&mut sse, "c");
     let d = expect_message(&mut sse, "d");
     assert!(b < c && c < d, "{b} {c} {d}");
-    assert_eq!(sse.expect_position(), d.to_string());
+    assert_eq!(sse.expect_position_numbers(), d.to_string());
     // Once the old stream is logged out, the new one is the only one.
     eventually_subscribers(&server, 1);
     assert_eq!(publisher.send(ID, "e"), 1);
@@ -513,18 +550,18 @@ fn sse_resume() {
     expect_message(&mut since, "c");
     expect_message(&mut since, "d");
     expect_message(&mut since, "e");
-    assert_eq!(since.expect_position(), e.to_string());
+    assert_eq!(since.expect_position_numbers(), e.to_string());
     let (mut both, _) = subscribe_with(
         server.public,
         &format!("/events/7?since={d}"),
         &[&format!("Last-Event-ID: {a}")],
     );
     assert_eq!(expect_message(&mut both, "e"), e);
-    assert_eq!(both.expect_position(), e.to_string());
+    assert_eq!(both.expect_position_numbers(), e.to_string());
 
     // Up to date: the position only, then live; nothing is sent twice.
     let mut current = subscribe(server.public, &format!("/events/7?since={e}"));
-    assert_eq!(current.expect_position(), e.to_string());
+    assert_eq!(current.expect_position_numbers(), e.to_string());
     publisher.send(ID, "f");
     for client in [&mut sse, &mut since, &mut both, &mut current] {
         expect_message(client, "f");
@@ -573,15 +610,15 @@ fn resume_with_several_ids() {
     let mut sse = subscribe(server.public, "/events/7,8");
     // One position per id (each id's owner answers the login on its own: the first
     // position may hold a placeholder for an id whose owner has not answered yet).
-    let start = position(&sse.expect_position());
+    let start = position(&sse.expect_position_numbers());
     assert_eq!(start.len(), 2);
     publisher.send(7, "a");
     let event = sse.next_event().expect("a");
-    let a = position(event.id.as_deref().expect("an id"));
+    let a = position(&unepoch(event.id.as_deref().expect("an id")));
     assert_eq!(event.data.as_deref(), Some("a"));
     publisher.send(8, "b");
     let event = sse.next_event().expect("b");
-    let b = position(event.id.as_deref().expect("an id"));
+    let b = position(&unepoch(event.id.as_deref().expect("an id")));
     assert_eq!((b[0], event.data.as_deref()), (a[0], Some("b")));
     assert!(a[0] > start[0] && b[1] > a[1], "{start:?} {a:?} {b:?}");
     drop(sse);
@@ -600,7 +637,7 @@ fn resume_with_several_ids() {
         .collect();
     got.sort();
     assert_eq!(got, ["c7", "c8"]);
-    let end = position(&sse.expect_position());
+    let end = position(&sse.expect_position_numbers());
     assert!(end[0] > b[0] && end[1] > b[1], "{b:?} {end:?}");
 
     // WebSocket, the same.
@@ -637,7 +674,7 @@ fn resume_with_several_ids() {
         server.public,
         &format!("/events/7,8?since={},{}", end[0], end[1]),
     );
-    assert_eq!(position(&current.expect_position()), end);
+    assert_eq!(position(&current.expect_position_numbers()), end);
     publisher.send(8, "live");
     assert_eq!(
         current.next_event().and_then(|e| e.data).as_deref(),
@@ -671,7 +708,7 @@ fn long_poll_timeout_and_keep_alive() {
 
     // What came between two polls is in the next one, at once.
     let mut sse = subscribe(server.public, "/events/7");
-    sse.expect_position();
+    sse.expect_position_numbers();
     publish(&server, ID, "a");
     let a = expect_message(&mut sse, "a");
     assert!(a > since);
@@ -685,7 +722,7 @@ fn long_poll_timeout_and_keep_alive() {
 fn long_poll_resume_and_wake() {
     let server = Server::start(&["--poll-timeout-ms", "8000"]);
     let mut sse = subscribe(server.public, "/events/7");
-    let start = sse.expect_position();
+    let start = sse.expect_position_numbers();
     let mut publisher = Publisher::connect(&server);
     publisher.send(ID, "a");
     publisher.send(ID, "b");
@@ -721,7 +758,7 @@ fn long_poll_resume_and_wake() {
 fn long_poll_answers_in_parts() {
     let server = Server::start(&["--queue-messages-max", "2", "--poll-timeout-ms", "8000"]);
     let mut sse = subscribe(server.public, "/events/7");
-    let start = sse.expect_position();
+    let start = sse.expect_position_numbers();
     // (A stream would be cut as a slow consumer by the batch below.)
     drop(sse);
     eventually_subscribers(&server, 0);
@@ -817,7 +854,7 @@ fn eventually_subscribers(server: &Server, n: u64) {
 fn gap_when_the_history_does_not_reach_back() {
     let server = Server::start(&["--history-messages", "2"]);
     let mut watcher = subscribe(server.public, "/events/7");
-    let start = watcher.expect_position();
+    let start = watcher.expect_position_numbers();
     let mut publisher = Publisher::connect(&server);
     let mut seqs = Vec::new();
     for i in 1..=5 {
@@ -835,7 +872,7 @@ fn gap_when_the_history_does_not_reach_back() {
     expect_gap(&mut sse, &[ID]);
     assert_eq!(expect_message(&mut sse, "m4"), m4);
     assert_eq!(expect_message(&mut sse, "m5"), m5);
-    assert_eq!(sse.expect_position(), m5.to_string());
+    assert_eq!(sse.expect_position_numbers(), m5.to_string());
 
     let mut ws = ws_connect(server.public, &format!("/ws/7?since={start}"));
     assert_eq!(ws_next(&mut ws), json!({"gap": [ID]}));
@@ -859,7 +896,7 @@ fn gap_when_the_history_does_not_reach_back() {
     expect_message(&mut old, "m4");
     let mut fresh = subscribe(server.public, "/events/9?since=1");
     expect_gap(&mut fresh, &[9]);
-    fresh.expect_position();
+    fresh.expect_position_numbers();
     let mut ws = ws_connect(server.public, "/ws/9?since=1");
     assert_eq!(ws_next(&mut ws), json!({"gap": [9]}));
     ws_position(&mut ws);
@@ -878,7 +915,7 @@ fn gap_when_the_history_does_not_reach_back() {
 fn gap_after_the_history_age() {
     let server = Server::start(&["--history-age-ms", "300"]);
     let mut sse = subscribe(server.public, "/events/7");
-    let start = sse.expect_position();
+    let start = sse.expect_position_numbers();
     publish(&server, ID, "old");
     expect_message(&mut sse, "old");
     common::eventually("the message leaves the history", || {
@@ -886,7 +923,55 @@ fn gap_after_the_history_age() {
     });
     let mut resumed = subscribe(server.public, &format!("/events/7?since={start}"));
     expect_gap(&mut resumed, &[ID]);
-    resumed.expect_position();
+    resumed.expect_position_numbers();
+}
+
+/// A position carries the server's epoch: one from another server (another node, or before a
+/// restart) cannot be compared with this one's numbers, so the client is told of a gap (and
+/// gets what the history holds), on every transport.
+#[test]
+fn a_position_from_another_server_is_a_gap() {
+    let server = Server::start(&[]);
+    let mut sse = subscribe(server.public, "/events/7");
+    let pos = sse.expect_position();
+    let (epoch, seq) = pos.split_once(':').expect("<epoch>:<seq>");
+    let other = if epoch == "00000000" {
+        "00000001"
+    } else {
+        "00000000"
+    };
+    let foreign = format!("{other}:{seq}");
+    publish(&server, ID, "after");
+    expect_message(&mut sse, "after");
+    // The same numbers with this server's epoch: nothing missed.
+    let (mut same, _) = subscribe_with(
+        server.public,
+        "/events/7",
+        &[&format!("Last-Event-ID: {pos}")],
+    );
+    let event = same.next_event().expect("the message after the position");
+    assert_eq!(event.data.as_deref(), Some("after"));
+    // Another server's: a gap, then what the history holds.
+    let (mut sse, _) = subscribe_with(
+        server.public,
+        "/events/7",
+        &[&format!("Last-Event-ID: {foreign}")],
+    );
+    expect_gap(&mut sse, &[ID]);
+    assert_eq!(
+        sse.next_event().and_then(|e| e.data).as_deref(),
+        Some("after")
+    );
+    let mut ws = ws_connect(server.public, &format!("/ws/7?since={foreign}"));
+    assert_eq!(ws_next(&mut ws), json!({ "gap": [ID] }));
+    let mut client = Client::connect(server.public);
+    let body = poll(&mut client, &format!("/poll/7?since={foreign}"));
+    assert_eq!(body["gap"], json!([ID]));
+    // A restarted server has a new epoch: the old position is a gap there too.
+    drop(server);
+    let restarted = Server::start(&[]);
+    let mut sse = subscribe(restarted.public, &format!("/events/7?since={pos}"));
+    expect_gap(&mut sse, &[ID]);
 }
 
 // ---- heartbeats ---------------------------------------------------------------------------
@@ -899,7 +984,7 @@ fn heartbeats_on_idle_streams() {
     let server = Server::start(&["--heartbeat-ms", "200", "--workers", "1"]);
     let mut test = subscribe(server.public, "/test/7");
     let mut sse = subscribe(server.public, "/events/7");
-    sse.expect_position();
+    sse.expect_position_numbers();
     let mut ws = ws_connect(server.public, "/ws/7");
     ws_position(&mut ws);
     sse.expect_chunk(":\n\n");
@@ -1086,7 +1171,7 @@ fn slow_consumer_is_disconnected() {
     let server = Server::start(&SLOW_FLAGS);
     let mut slow = subscribe(server.public, "/events/7");
     let mut reader = subscribe(server.public, "/events/7");
-    reader.expect_position();
+    reader.expect_position_numbers();
     let sent = flood_until(&server, &mut reader, |m| {
         total(m, "comet_slow_disconnects_total") > 0
     });
@@ -1117,9 +1202,9 @@ fn slow_consumer_drops_oldest() {
     flags.extend(["--slow-consumer", "drop-oldest"]);
     let server = Server::start(&flags);
     let mut slow = subscribe(server.public, "/events/7");
-    slow.expect_position();
+    slow.expect_position_numbers();
     let mut reader = subscribe(server.public, "/events/7");
-    reader.expect_position();
+    reader.expect_position_numbers();
     let sent = flood_until(&server, &mut reader, |m| {
         total(m, "comet_messages_dropped_oldest_total") > 0
     });
@@ -1160,11 +1245,11 @@ fn slow_consumer_drops_oldest() {
 fn disconnect_ends_the_streams_of_an_id() {
     let server = Server::start(&[]);
     let mut sse = subscribe(server.public, "/events/7");
-    sse.expect_position();
+    sse.expect_position_numbers();
     let mut test = subscribe(server.public, "/test/7");
     let mut ws = raw_ws(server.public, "/ws/7");
     let mut other = subscribe(server.public, "/events/8");
-    other.expect_position();
+    other.expect_position_numbers();
 
     let r = request(server.publish, &post("/disconnect/7", b""));
     assert_eq!(r.status(), 200, "{r:?}");
@@ -1188,7 +1273,7 @@ fn disconnect_ends_the_streams_of_an_id() {
 fn metrics_has_history_and_memory_families() {
     let server = Server::start(&[]);
     let mut sse = subscribe(server.public, "/events/7");
-    sse.expect_position();
+    sse.expect_position_numbers();
     for msg in ["one", "two", "three"] {
         publish(&server, ID, msg);
         expect_message(&mut sse, msg);

@@ -267,14 +267,16 @@ impl Event {
         event
     }
 
-    /// The event's id as one sequence number.
+    /// The event's id (`<epoch>:<seq>`) as one sequence number.
     pub fn seq(&self) -> u64 {
-        self.id
-            .as_deref()
-            .expect("an id")
-            .parse()
-            .expect("a number")
+        position_seq(self.id.as_deref().expect("an id"))
     }
+}
+
+/// The sequence number of a one-id position `<epoch>:<seq>`.
+pub fn position_seq(pos: &str) -> u64 {
+    let (_epoch, seq) = pos.split_once(':').expect("<epoch>:<seq>");
+    seq.parse().expect("a number")
 }
 
 /// One TCP connection to the server, with the bytes received and not yet consumed.
