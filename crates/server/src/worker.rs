@@ -74,6 +74,8 @@ const IDS: u8 = 1;
 const ACTIVE: u8 = 2;
 /// A long-poll on the `ready_polls` list.
 const READY: u8 = 4;
+/// Kept open after a long-poll's answer, for the next poll.
+const KEPT: u8 = 8;
 
 /// WebSocket close codes comet sends.
 const WS_GOING_AWAY: u16 = 1001;
@@ -107,7 +109,7 @@ pub struct Conn {
     pub msg_count: u32,
     /// Logins still waiting for a remote owner's acknowledgement.
     pub acks: u16,
-    /// `IDS | ACTIVE | READY`.
+    /// `IDS | ACTIVE | READY | KEPT`.
     pub flags: u8,
     /// The write buffer the kernel is sending from, if any.
     pub sending: Option<WBuf>,
@@ -1175,6 +1177,7 @@ impl Worker {
             return;
         }
         conn.state = State::Request;
+        conn.flags |= KEPT;
         let gen = conn.gen;
         if conn.inflight & SEND == 0 {
             self.start_send(slot);
@@ -1467,6 +1470,11 @@ impl Worker {
                 continue;
             }
             match conn.state {
+                // A kept-alive connection with no next request: closed quietly (an answer
+                // nobody asked for could be read as the answer to a request in flight).
+                State::Request if conn.flags & KEPT != 0 && !self.partial.contains_key(&slot) => {
+                    self.close_conn(slot)
+                }
                 State::Request => {
                     Stats::add(&self.stats().timeouts, 1);
                     let error = http::Error::new(

@@ -716,6 +716,17 @@ fn long_poll_timeout_and_keep_alive() {
     assert_eq!(third, poll_answer(a, &[], &[(a, "a")]));
 }
 
+/// A kept-alive connection with no next poll is closed after `--request-timeout-ms`, quietly
+/// (no 408 that a client could take for the answer to a request it is sending).
+#[test]
+fn an_idle_kept_alive_poll_connection_is_closed_quietly() {
+    let server = Server::start(&["--poll-timeout-ms", "100", "--request-timeout-ms", "300"]);
+    let mut client = Client::connect(server.public);
+    let first = poll(&mut client, "/poll/7");
+    assert_eq!(first["messages"], json!([]));
+    assert_eq!(client.read_to_end(), b"", "closed without a word");
+}
+
 /// Long-poll with news: `?since=` answers at once with what was missed; a poll that is up to
 /// date waits and is woken by the next message.
 #[test]
