@@ -187,11 +187,16 @@ fn framed(out: &mut Vec<u8>, format: Format, payload: impl FnOnce(&mut Vec<u8>))
 fn push_position(out: &mut Vec<u8>, pos: Pos<'_>) {
     push_hex_fixed(out, pos.epoch);
     out.push(b':');
-    for (i, &p) in pos.seqs.iter().enumerate() {
+    push_decimals(out, pos.seqs);
+}
+
+/// `1,2,3`.
+fn push_decimals(out: &mut Vec<u8>, numbers: &[u64]) {
+    for (i, &n) in numbers.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        push_decimal(out, p);
+        push_decimal(out, n);
     }
 }
 
@@ -204,12 +209,7 @@ fn push_hex_fixed(out: &mut Vec<u8>, n: u32) {
 
 fn push_id_array(out: &mut Vec<u8>, ids: &[u64]) {
     out.push(b'[');
-    for (i, &id) in ids.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        push_decimal(out, id);
-    }
+    push_decimals(out, ids);
     out.push(b']');
 }
 

@@ -72,8 +72,8 @@ struct Reply {
 }
 
 enum ReplyWhat {
-    Send(Id),
-    Disconnect(Id),
+    /// `{"id":..,"connections":N}` (a publish, or a disconnect).
+    Id(Id),
     Batch(u32),
     Bytes(Vec<u8>),
 }
@@ -287,7 +287,7 @@ impl Worker {
                 p.replies.push_back(Reply {
                     waiting: 1,
                     connections: 0,
-                    what: ReplyWhat::Send(id),
+                    what: ReplyWhat::Id(id),
                     close,
                     cluster,
                 });
@@ -297,7 +297,7 @@ impl Worker {
                 p.replies.push_back(Reply {
                     waiting: 1,
                     connections: 0,
-                    what: ReplyWhat::Disconnect(id),
+                    what: ReplyWhat::Id(id),
                     close,
                     cluster: None,
                 });
@@ -385,16 +385,12 @@ impl Worker {
             let buf = *out_buf.get_or_insert_with(|| self.ring.writes.alloc());
             let out = self.ring.writes.get_mut(buf);
             match reply.what {
-                ReplyWhat::Send(id) => {
+                ReplyWhat::Id(id) => {
                     let body = format!(
                         "{{\"id\":{id},\"connections\":{}{}}}\n",
                         reply.connections,
                         cluster_field(reply.cluster)
                     );
-                    json(out, &body, reply.close);
-                }
-                ReplyWhat::Disconnect(id) => {
-                    let body = format!("{{\"id\":{id},\"connections\":{}}}\n", reply.connections);
                     json(out, &body, reply.close);
                 }
                 ReplyWhat::Batch(messages) => {

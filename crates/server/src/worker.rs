@@ -77,9 +77,6 @@ const READY: u8 = 4;
 /// Kept open after a long-poll's answer, for the next poll.
 const KEPT: u8 = 8;
 
-/// WebSocket close codes comet sends.
-const WS_GOING_AWAY: u16 = 1001;
-const WS_NORMAL: u16 = 1000;
 /// Largest client frame: only control frames are read, so this bounds what a WebSocket
 /// connection may hold of unread input.
 const WS_FRAME_MAX: usize = 4096;
@@ -167,6 +164,8 @@ pub struct Worker {
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
     deadlines: VecDeque<(u32, u32, u64)>,
     start: Instant,
+    /// The wall clock at `start`.
+    start_unix_us: u64,
     pub now_ms: u64,
     /// Wall clock, microseconds since the Unix epoch: sequence numbers and token expiry.
     unix_us: u64,
@@ -179,6 +178,8 @@ pub struct Worker {
     shutdown_deadline: Option<u64>,
     scratch: Vec<ConnRef>,
     pos_scratch: Vec<u64>,
+    /// A WebSocket's unparsed input while its frames are decoded.
+    ws_input: Vec<u8>,
     cqes: Vec<Completion>,
     /// The way into the cluster bridge, when the node is in a cluster.
     cluster: Option<comet_cluster::Publisher>,
@@ -221,6 +222,7 @@ impl Worker {
             pubs: AHashMap::new(),
             deadlines: VecDeque::new(),
             start: Instant::now(),
+            start_unix_us: unix_us,
             now_ms: 0,
             unix_us,
             next_beat_ms,
@@ -229,6 +231,7 @@ impl Worker {
             shutdown_deadline: None,
             scratch: Vec::new(),
             pos_scratch: Vec::new(),
+            ws_input: Vec::new(),
             cqes: Vec::with_capacity(CQE_BATCH),
             cluster,
         }
@@ -249,8 +252,10 @@ impl Worker {
                 tracing::error!(worker = self.index, "io_uring_enter failed: {e}");
                 std::process::exit(1);
             }
-            self.now_ms = self.start.elapsed().as_millis() as u64;
-            self.unix_us = unix_us();
+            // One clock read per iteration: the wall clock follows the monotonic one from start.
+            let elapsed = self.start.elapsed();
+            self.now_ms = elapsed.as_millis() as u64;
+            self.unix_us = self.start_unix_us + elapsed.as_micros() as u64;
             loop {
                 let mut cqes = std::mem::take(&mut self.cqes);
                 self.ring.drain(&mut cqes, CQE_BATCH);
@@ -598,7 +603,13 @@ impl Worker {
     /// Client frames of a WebSocket: pings are answered, a close is echoed and ends the
     /// stream, anything else closes with a code (see http::ws::decode).
     fn on_ws_bytes(&mut self, slot: u32, bid: u16, len: usize) {
-        let mut input = self.partial.remove(&slot).unwrap_or_default();
+        // The worker's scratch buffer, not one per read: a pong every heartbeat period from
+        // every WebSocket client would otherwise allocate each time.
+        let mut input = std::mem::take(&mut self.ws_input);
+        input.clear();
+        if let Some(head) = self.partial.remove(&slot) {
+            input.extend_from_slice(&head);
+        }
         input.extend_from_slice(self.ring.reads.get(bid, len));
         self.ring.reads.recycle(bid);
         let mut used = 0;
@@ -615,7 +626,7 @@ impl Worker {
                         http::ws::ClientEvent::Close { code } => {
                             self.write_frame(slot, |out| http::ws::close_reply(out, code));
                             self.finish_stream(slot);
-                            return;
+                            break;
                         }
                     }
                 }
@@ -623,18 +634,24 @@ impl Worker {
                     Stats::add(&self.stats().ws_close_errors, 1);
                     self.write_frame(slot, |out| http::ws::close(out, code, reason));
                     self.finish_stream(slot);
-                    return;
+                    break;
                 }
             }
         }
-        if used < input.len() {
-            input.drain(..used);
-            self.partial.insert(slot, input);
+        let streaming = matches!(
+            self.conns[slot as usize].state,
+            State::Subscribing | State::Streaming
+        );
+        if streaming && used < input.len() {
+            // A frame split over reads: at most a control frame's header and payload.
+            self.partial.insert(slot, input[used..].to_vec());
         }
+        self.ws_input = input;
         self.watch_ws(slot);
     }
 
-    /// Appends a non-message frame (a pong, a heartbeat) and sends it if the line is idle.
+    /// Appends a non-message frame (a gap, a position, a pong, a close) and sends it if the
+    /// line is idle.
     fn write_frame(&mut self, slot: u32, write: impl FnOnce(&mut Vec<u8>)) {
         let conn = &mut self.conns[slot as usize];
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
@@ -816,8 +833,6 @@ impl Worker {
         }
         if gap {
             Stats::add(&self.stats().resume_gaps, 1);
-        }
-        if gap {
             self.write_frame(slot, |out| http::frame_gap(out, format, &[id]));
         }
         for (seq, msg) in &replay {
@@ -879,31 +894,33 @@ impl Worker {
     /// for a connection with one id and no table.
     fn position_list(&self, slot: u32, single: u64, out: &mut Vec<u64>) {
         out.clear();
-        match self.positions.get(&slot) {
-            Some(entries) if self.conns[slot as usize].flags & IDS != 0 => {
-                out.extend(entries.iter().map(|e| e.1))
-            }
-            _ => out.push(single),
+        if self.conns[slot as usize].flags & IDS != 0 {
+            out.extend(self.positions[&slot].iter().map(|e| e.1));
+        } else {
+            out.push(single);
         }
     }
 
     fn logout_all(&mut self, slot: u32) {
         let conn = self.conns[slot as usize];
         let cref = ConnRef::new(self.index, slot, conn.gen);
-        let ids: Box<[Id]> = if conn.flags & IDS != 0 {
+        if conn.flags & IDS != 0 {
+            self.conns[slot as usize].flags &= !IDS;
             let entries = self.positions.remove(&slot).expect("positions");
-            entries.iter().map(|e| e.0).collect()
-        } else {
-            Box::new([conn.id])
-        };
-        self.conns[slot as usize].flags &= !IDS;
-        for &id in ids.iter() {
-            let owner = shard_of(id, self.cfg.workers);
-            if owner == self.index {
-                self.subs.logout(id, cref);
-            } else {
-                self.mail(owner, Mail::Logout { id, conn: cref });
+            for &(id, _) in entries.iter() {
+                self.logout(id, cref);
             }
+        } else {
+            self.logout(conn.id, cref);
+        }
+    }
+
+    fn logout(&mut self, id: Id, conn: ConnRef) {
+        let owner = shard_of(id, self.cfg.workers);
+        if owner == self.index {
+            self.subs.logout(id, conn);
+        } else {
+            self.mail(owner, Mail::Logout { id, conn });
         }
     }
 
@@ -961,7 +978,10 @@ impl Worker {
             return;
         }
         let mut pos = std::mem::take(&mut self.pos_scratch);
-        self.position_list(slot, seq, &mut pos);
+        let seed_format = matches!(conn.format, http::Format::Chunked | http::Format::Raw);
+        if !seed_format {
+            self.position_list(slot, seq, &mut pos);
+        }
         let conn = &mut self.conns[slot as usize];
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
         conn.flags |= ACTIVE;
@@ -1081,7 +1101,7 @@ impl Worker {
         let slot = conn.slot();
         let c = &self.conns[slot as usize];
         if c.gen == conn.gen() && matches!(c.state, State::Subscribing | State::Streaming) {
-            self.end_stream(slot, WS_NORMAL);
+            self.end_stream(slot, http::ws::code::NORMAL);
         }
     }
 
@@ -1103,7 +1123,7 @@ impl Worker {
         let format = self.conns[slot as usize].format;
         match format {
             http::Format::Ws => self.write_frame(slot, |out| {
-                let reason = if ws_code == WS_GOING_AWAY {
+                let reason = if ws_code == http::ws::code::GOING_AWAY {
                     "server shutting down"
                 } else {
                     "disconnected by the server"
@@ -1554,7 +1574,7 @@ impl Worker {
             let conn = &mut self.conns[slot as usize];
             match conn.state {
                 // End the stream properly so clients see a complete response.
-                State::Streaming => self.end_stream(slot, WS_GOING_AWAY),
+                State::Streaming => self.end_stream(slot, http::ws::code::GOING_AWAY),
                 State::Free | State::Closing | State::Draining => {}
                 _ => self.close_conn(slot),
             }
