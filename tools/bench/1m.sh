@@ -59,9 +59,7 @@ log "results in $DIR"
 echo "$TUNE" >"$DIR/tune.log"
 
 COMET_PID= MEMLOG_PID= FLOOD_PID=
-cleanup() {
-    for pid in $FLOOD_PID $MEMLOG_PID $COMET_PID; do kill "$pid" 2>/dev/null || true; done
-}
+cleanup() { kill_quietly "$FLOOD_PID" "$MEMLOG_PID" "$COMET_PID"; }
 trap cleanup EXIT
 
 log "starting comet with $WORKERS workers"
@@ -72,9 +70,7 @@ SLAB_BASE=$(slab_kb)
 TCP_MEM_BASE=$(tcp_field mem)
 TCP_INUSE_BASE=$(tcp_field inuse)
 
-"$BIN/memlog" --pid "$COMET_PID" --metrics "$PUBLISH" --interval-s "$MEMLOG_INTERVAL" \
-    --out "$DIR/memlog.log" 2>"$DIR/memlog.err" &
-MEMLOG_PID=$!
+start_memlog
 
 log "floodtest: $CONNECTIONS subscribers at ${RATE}/s (0 = as fast as holds up)"
 "$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --duration 3h \

@@ -73,11 +73,7 @@ log "results in $DIR"
 
 # Everything this script starts, stopped by pid on exit.
 COMET_PID= MEMLOG_PID= FLOOD_PID=
-cleanup() {
-    for pid in $FLOOD_PID $MEMLOG_PID $COMET_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-}
+cleanup() { kill_quietly "$FLOOD_PID" "$MEMLOG_PID" "$COMET_PID"; }
 trap cleanup EXIT
 
 # Connections the server reports (sum of comet_connections), from memlog's latest line.
@@ -88,14 +84,12 @@ start_comet ${WORKERS:+--workers $WORKERS}
 log "comet pid $COMET_PID public=$PUBLIC publish=$PUBLISH"
 sleep 2
 RSS_BASE=$(rss_kb "$COMET_PID")
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(load_avg)
 TCP_INUSE_BASE=$(tcp_field inuse)
 TCP_MEM_BASE=$(tcp_field mem)
 SLAB_BASE=$(slab_kb)
 
-"$BIN/memlog" --pid "$COMET_PID" --metrics "$PUBLISH" --interval-s "$MEMLOG_INTERVAL" \
-    --out "$DIR/memlog.log" 2>"$DIR/memlog.err" &
-MEMLOG_PID=$!
+start_memlog
 
 # floodtest outlives the message phase by a margin; it is stopped explicitly below.
 FLOOD_S=$((CONNECT_S * 3 + HOLD_S + DURATION_S + 120))
@@ -128,7 +122,7 @@ kill -TERM "$FLOOD_PID" 2>/dev/null || true
 wait "$FLOOD_PID" || log "WARNING: floodtest exited with $?"
 FLOOD_PID=
 RSS_END=$(rss_kb "$COMET_PID")
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_avg)
 # VmHWM can lag VmRSS (the kernel folds per-thread RSS counters in lazily): take the largest
 # of it and every RSS figure seen.
 RSS_PEAK=$( (hwm_kb "$COMET_PID"; echo "$RSS_IDLE"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
@@ -175,7 +169,7 @@ Command: \`$COMMAND_LINE\` with DURATION=$DURATION CONNECTIONS=$CONNECTIONS RATE
 MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE HOLD=$HOLD PATH_KIND=$PATH_KIND WORKERS=${WORKERS:-default}
 
 Machine: $(machine_line);
-comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)'); client and server on loopback, same machine.
+comet $(comet_rev); client and server on loopback, same machine.
 
 | | |
 |---|---|

@@ -290,7 +290,7 @@ OUT_BACK=$(awk -v a="$T_BACK" -v b="$T_RESTART" 'BEGIN {printf "%.2f", a - b}')
     echo "Command: \`tools/bench/cluster.sh\` with SUBSCRIBERS=$SUBSCRIBERS DURATION=$DURATION MSG_RATE=$MSG_RATE"
     echo "RATE=$RATE RAMP=\"$RAMP\" STEP=$STEP OUTAGE=$OUTAGE WORKERS=$WORKERS (per node)."
     echo
-    echo "Machine: $(machine_line); $(nats-server --version); comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)')."
+    echo "Machine: $(machine_line); $(nats-server --version); comet $(comet_rev)."
     echo "Everything on loopback on this one machine: three clustered nodes, one solo node, NATS, four"
     echo "floodtests and msggens share its CPUs, so latencies include that contention."
     echo

@@ -78,16 +78,9 @@ log "results in $ROOT"
 
 # Everything this script starts, stopped by pid on exit.
 COMET_PID= FLOOD_PID=
-cleanup() {
-    for pid in $FLOOD_PID $COMET_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-}
+cleanup() { kill_quietly "$FLOOD_PID" "$COMET_PID"; }
 trap cleanup EXIT
 
-# Sum of a per-worker metric over the workers (or a single-valued one), from a saved /metrics.
-metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d\n", s}' "$2"; }
-save_metrics() { curl -sf --max-time 5 "http://$PUBLISH/metrics" >"$1" || log "WARNING: /metrics failed"; }
 # Chunks floodtest received so far (sixth column of its stats TSV).
 flood_chunks() { awk -F'\t' '!/^#/ {c = $6} END {print c + 0}' "$DIR/floodtest.tsv" 2>/dev/null || echo 0; }
 # a / b rounded, 0 when b is 0.
@@ -188,10 +181,10 @@ run_mode() {
     R[$mode,published]="${R[$mode,published]} / ${R[$mode,delivered]}"
 }
 
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(load_avg)
 run_mode off "" -- --heartbeat-ms 0 --history-messages 0
 run_mode on "--jwt-secret $SECRET" -- --auth-secret "$SECRET" --heartbeat-ms "$HEARTBEAT_MS"
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_avg)
 DIR=$ROOT
 
 ON_B=${R[on,rss_per_conn]}
@@ -219,7 +212,7 @@ Command: \`$COMMAND_LINE\` with CONNS=$CONNS RATE=$RATE HOLD=$HOLD HEARTBEAT_MS=
 HISTORY_IDS=$HISTORY_IDS MSG_SIZE=$MSG_SIZE WORKERS=${WORKERS:-default}
 
 Machine: $(machine_line);
-comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)'); client and server on loopback, same machine.
+comet $(comet_rev); client and server on loopback, same machine.
 
 $GOAL
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Shared pieces of the bench scripts (sourced, not run): logging, durations, the results
-# folder, starting comet on free loopback ports, and readings of /proc.
+# folder, starting comet on free loopback ports and memlog beside it, and readings of /proc and
+# of comet's /metrics.
 # The caller sets BENCH (its name, for logs) and DIR (after bench_results_dir).
 
 log() { printf '%s %s: %s\n' "$(date +%T)" "$BENCH" "$*"; }
@@ -74,10 +75,30 @@ stop_comet() {
     echo $((SECONDS - start))
 }
 
+# Kills each pid given (empty ones and ones already gone are fine): the scripts' EXIT traps.
+kill_quietly() {
+    local pid
+    for pid; do kill "$pid" 2>/dev/null || true; done
+}
+
+# Starts memlog on comet ($COMET_PID, $PUBLISH) every $MEMLOG_INTERVAL s into $DIR/memlog.log;
+# sets MEMLOG_PID.
+start_memlog() {
+    "$BIN/memlog" --pid "$COMET_PID" --metrics "$PUBLISH" --interval-s "$MEMLOG_INTERVAL" \
+        --out "$DIR/memlog.log" 2>"$DIR/memlog.err" &
+    MEMLOG_PID=$!
+}
+
+# Saves comet's /metrics answer to $1.
+save_metrics() { curl -sf --max-time 5 "http://$PUBLISH/metrics" >"$1" || log "WARNING: /metrics failed"; }
+# Sum of a per-worker metric over the workers (or a single-valued one), from a saved /metrics.
+metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%.0f\n", s}' "$2"; }
+
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$1/stat"; }
 tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
+load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 # RSS of a process and all its children (floodtest forks one child per ~19k connections).
 tree_rss_kb() {
@@ -101,6 +122,10 @@ wait_connected() {
         }
         sleep 1
     done
+}
+# The commit comet was built from, noting uncommitted changes under crates/.
+comet_rev() {
+    echo "$(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)')"
 }
 machine_line() {
     echo "$(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory"

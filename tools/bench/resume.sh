@@ -73,16 +73,8 @@ log "results in $DIR"
 
 # Everything this script starts, stopped by pid on exit.
 COMET_PID= MEMLOG_PID= RESUME_PID=
-cleanup() {
-    for pid in $RESUME_PID $MEMLOG_PID $COMET_PID; do
-        kill "$pid" 2>/dev/null || true
-    done
-}
+cleanup() { kill_quietly "$RESUME_PID" "$MEMLOG_PID" "$COMET_PID"; }
 trap cleanup EXIT
-
-# Sum of a per-worker metric over the workers, from a saved /metrics answer.
-metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $NF} END {print s + 0}' "$2"; }
-save_metrics() { curl -sf --max-time 5 "http://$PUBLISH/metrics" >"$1" || log "WARNING: /metrics failed"; }
 
 log "starting comet"
 # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
@@ -90,12 +82,10 @@ start_comet ${WORKERS:+--workers $WORKERS} $COMET_ARGS
 log "comet pid $COMET_PID public=$PUBLIC publish=$PUBLISH"
 sleep 1
 RSS_BASE=$(rss_kb "$COMET_PID")
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_START=$(load_avg)
 save_metrics "$DIR/metrics-start.txt"
 
-"$BIN/memlog" --pid "$COMET_PID" --metrics "$PUBLISH" --interval-s "$MEMLOG_INTERVAL" \
-    --out "$DIR/memlog.log" 2>"$DIR/memlog.err" &
-MEMLOG_PID=$!
+start_memlog
 
 RESUME_CMD=("$BIN/resumetest" --target "$PUBLIC" --publish "$PUBLISH" --subscribers "$SUBSCRIBERS"
     --rate "$MSG_RATE" --duration "${DURATION_S}s" --reconnects "$RECONNECTS" --drop "$DROP"
@@ -112,7 +102,7 @@ save_metrics "$DIR/metrics-end.txt"
 RSS_END=$(rss_kb "$COMET_PID")
 RSS_PEAK=$( (hwm_kb "$COMET_PID"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
 CPU_S=$(cpu_s "$COMET_PID")
-LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD_END=$(load_avg)
 stop_comet 5 >/dev/null
 wait "$MEMLOG_PID" 2>/dev/null || true
 MEMLOG_PID=
@@ -145,7 +135,7 @@ SUBSCRIBERS=$SUBSCRIBERS AWAY_MAX=$AWAY_MAX DROP=$DROP WORKERS=${WORKERS:-defaul
 resumetest: \`${RESUME_CMD[*]#"$BIN/"}\` (exit $RESUME_RC)
 
 Machine: $(machine_line);
-comet $(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)'); client and server on loopback, same machine.
+comet $(comet_rev); client and server on loopback, same machine.
 
 $VERDICT
 

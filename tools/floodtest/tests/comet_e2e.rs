@@ -12,7 +12,7 @@
 //!    summary must count every message, stamped, with no error. (--duration only bounds a
 //!    failing run.)
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
@@ -20,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[path = "../../testsupport/comet.rs"]
 mod comet;
+#[path = "../../testsupport/harness.rs"]
+mod harness;
 
 use comet::{comet_bin, start_comet};
 
@@ -86,26 +88,13 @@ fn publish(addr: &str, ids: impl Iterator<Item = u64>) -> u64 {
             body.len()
         );
         stream.write_all(request.as_bytes()).unwrap();
-        let mut status = String::new();
-        reader.read_line(&mut status).unwrap();
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut answer = vec![0u8; length];
-        reader.read_exact(&mut answer).unwrap();
-        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-        if answer["connections"] != 1 {
-            eprintln!("DEBUG {id} {answer}");
-        }
+        let answer = harness::read_message(&mut reader).expect("an answer");
+        assert!(
+            answer.first_line.starts_with("HTTP/1.1 200"),
+            "{}",
+            answer.first_line
+        );
+        let answer: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
         delivered += answer["connections"].as_u64().unwrap();
     }
     delivered

@@ -1,10 +1,14 @@
 //! floodtest against a tiny fake streaming server: each connection gets a header block, a few
 //! stamped messages (split into odd-sized writes), then the terminating chunk.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+#[path = "../../testsupport/harness.rs"]
+mod harness;
+
+use harness::{read_message, serve_each};
 
 const MESSAGES_PER_CONN: u64 = 3;
 
@@ -15,17 +19,12 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-fn serve_one(stream: TcpStream) {
+fn serve_one(mut stream: TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).unwrap();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-            break;
-        }
-    }
-    let sse = request_line.starts_with("GET /events/");
+    let Some(request) = read_message(&mut reader) else {
+        return;
+    };
+    let sse = request.first_line.starts_with("GET /events/");
     let mut out = Vec::new();
     let content_type = if sse {
         "text/event-stream"
@@ -47,7 +46,6 @@ fn serve_one(stream: TcpStream) {
         write!(out, "{:x}\r\n{data}\r\n", data.len()).unwrap();
     }
     out.extend_from_slice(b"0\r\n\r\n");
-    let mut stream = stream;
     // Odd-sized writes with TCP_NODELAY so the client sees many split points.
     stream.set_nodelay(true).unwrap();
     for piece in out.chunks(7) {
@@ -57,31 +55,8 @@ fn serve_one(stream: TcpStream) {
     }
 }
 
-fn start_fake_server() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.unwrap();
-            std::thread::spawn(move || serve_one(stream));
-        }
-    });
-    addr
-}
-
 fn run_floodtest(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_floodtest"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "floodtest failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let last = stdout.lines().last().expect("a summary line");
-    serde_json::from_str(last).expect("summary JSON")
+    harness::run_json(env!("CARGO_BIN_EXE_floodtest"), args)
 }
 
 fn check(summary: &serde_json::Value, conns: u64) {
@@ -97,7 +72,7 @@ fn check(summary: &serde_json::Value, conns: u64) {
 
 #[test]
 fn one_process_html_stream() {
-    let addr = start_fake_server();
+    let addr = serve_each(serve_one);
     let s = run_floodtest(&[
         "--target",
         &addr,
@@ -114,7 +89,7 @@ fn one_process_html_stream() {
 
 #[test]
 fn three_processes_sse_stream() {
-    let addr = start_fake_server();
+    let addr = serve_each(serve_one);
     let dir = std::env::temp_dir().join(format!("floodtest-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("summary.json");
@@ -150,7 +125,7 @@ fn three_processes_sse_stream() {
 
 #[test]
 fn urls_file_and_source_addresses() {
-    let addr = start_fake_server();
+    let addr = serve_each(serve_one);
     let dir = std::env::temp_dir().join(format!("floodtest-urls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let urls = dir.join("urls.txt");
@@ -176,36 +151,15 @@ fn urls_file_and_source_addresses() {
 /// secret, `sub` the connection's id, `exp` about an hour ahead.
 #[test]
 fn jwt_secret_sends_a_token_per_connection() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let stream = stream.unwrap();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                reader.read_line(&mut request_line).unwrap();
-                let mut auth = None;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((name, value)) = line.split_once(':') {
-                        if name.eq_ignore_ascii_case("authorization") {
-                            auth = Some(value.trim().to_string());
-                        }
-                    }
-                }
-                tx.send((request_line, auth)).unwrap();
-                let mut stream = stream;
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-                );
-            });
-        }
+    let addr = serve_each(move |mut stream: TcpStream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let request = read_message(&mut reader).expect("a request");
+        let auth = request.headers.get("authorization").cloned();
+        tx.send((request.first_line, auth)).unwrap();
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        );
     });
     let s = run_floodtest(&[
         "--target",

@@ -1,21 +1,15 @@
 //! msggen against the real `comet` binary (see `tools/testsupport/comet.rs`): single and
 //! batch publishing with no subscribers must be accepted in full and reach 0 connections.
 
-use std::process::Command;
-
 #[path = "../../testsupport/comet.rs"]
 mod comet;
+#[path = "../../testsupport/harness.rs"]
+mod harness;
 
 use comet::{comet_bin, start_comet};
 
 fn msggen(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_msggen"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    harness::run_json(env!("CARGO_BIN_EXE_msggen"), args)
 }
 
 #[test]

@@ -1,40 +1,26 @@
 //! msggen against a fake publish API that answers every pipelined request, single or batch.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+#[path = "../../testsupport/harness.rs"]
+mod harness;
+
+use harness::{read_message, serve_each};
+
 /// Answers each request with connections = 2 per message; counts stamped messages.
-fn serve(stream: TcpStream, stamped: Arc<AtomicU64>) {
+fn serve(mut stream: TcpStream, stamped: &AtomicU64) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0usize;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if line == "\r\n" {
-                break;
-            }
-            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                length = v.trim().parse().unwrap();
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body).unwrap();
-        let body = String::from_utf8(body).unwrap();
-        let answer = if request_line.starts_with("POST /send/") {
+    while let Some(request) = read_message(&mut reader) {
+        let body = request.body;
+        let answer = if request.first_line.starts_with("POST /send/") {
             assert!(body.starts_with("ts="), "{body}");
             stamped.fetch_add(1, Ordering::Relaxed);
             r#"{"id":1,"connections":2}"#.to_string()
         } else {
-            assert!(request_line.starts_with("POST /send "));
+            assert!(request.first_line.starts_with("POST /send "));
             let lines = body.lines().count() as u64;
             for line in body.lines() {
                 let (id, msg) = line.split_once(' ').unwrap();
@@ -45,7 +31,7 @@ fn serve(stream: TcpStream, stamped: Arc<AtomicU64>) {
             format!(r#"{{"messages":{lines},"connections":{}}}"#, lines * 2)
         };
         write!(
-            out,
+            stream,
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
             answer.len()
         )
@@ -54,31 +40,14 @@ fn serve(stream: TcpStream, stamped: Arc<AtomicU64>) {
 }
 
 fn start() -> (String, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let stamped = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&stamped);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let counter = Arc::clone(&counter);
-            std::thread::spawn(move || serve(stream.unwrap(), counter));
-        }
-    });
+    let addr = serve_each(move |stream| serve(stream, &counter));
     (addr, stamped)
 }
 
 fn run(args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_msggen"))
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    harness::run_json(env!("CARGO_BIN_EXE_msggen"), args)
 }
 
 #[test]

@@ -399,29 +399,14 @@ fn subscriber(
         });
         let _ = c.stream.set_read_timeout(Some(wait));
         let n = match c.stream.read(&mut buf) {
-            Ok(0) => {
+            Err(e) if timed_out(&e) => continue,
+            Ok(0) | Err(_) => {
                 stats.server_closes += 1;
                 conn = None;
                 lost = true;
                 continue;
             }
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(_) => {
-                stats.server_closes += 1;
-                conn = None;
-                lost = true;
-                continue;
-            }
         };
         items.clear();
         let fed = c.parser.feed(&buf[..n], &mut items);
@@ -496,6 +481,14 @@ fn subscriber(
         stats,
         resume_us,
     }
+}
+
+/// Whether a read error only means that the read timeout passed (or a signal came) first.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
 }
 
 /// One answer of the publish API at the front of `input`: (status, connections, bytes used).
@@ -585,16 +578,7 @@ fn read_answers(
                 0
             }
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
+            Err(e) if timed_out(&e) => continue,
             Err(e) => {
                 result.error = Some(format!("publish connection: {e}"));
                 0

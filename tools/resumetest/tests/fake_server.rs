@@ -7,12 +7,16 @@
 //! published while a subscriber is away and must come from the history.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
+use std::io::{BufReader, Write};
+use std::net::TcpStream;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+#[path = "../../testsupport/harness.rs"]
+mod harness;
+
+use harness::{read_message, serve_each};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -34,43 +38,30 @@ struct State {
 
 type Shared = Arc<Mutex<State>>;
 
-/// Reads a request head; returns the request line and the headers, lower-cased names.
-fn read_head(reader: &mut BufReader<TcpStream>) -> Option<(String, HashMap<String, String>)> {
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).ok()? == 0 {
-        return None;
-    }
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if line == "\r\n" {
-            return Some((request_line, headers));
-        }
-        let (name, value) = line.split_once(':')?;
-        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
-    }
+/// The `<id>` of a request line `<method> <prefix><id> HTTP/1.1`.
+fn path_id(request_line: &str, prefix: &str) -> u64 {
+    request_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.strip_prefix(prefix))
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("{request_line:?}: no {prefix}<id>"))
 }
 
 fn chunk(data: &str) -> Vec<u8> {
     format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
 }
 
-fn subscriber(stream: TcpStream, state: Shared, mode: Mode) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let Some((request_line, headers)) = read_head(&mut reader) else {
+fn subscriber(mut out: TcpStream, state: &Shared, mode: Mode) {
+    let mut reader = BufReader::new(out.try_clone().unwrap());
+    let Some(request) = read_message(&mut reader) else {
         return;
     };
-    let id: u64 = request_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.strip_prefix("/events/"))
-        .and_then(|id| id.parse().ok())
-        .expect("GET /events/<id>");
-    let since: Option<u64> = headers.get("last-event-id").map(|v| v.parse().unwrap());
-    let mut out = stream;
+    let id = path_id(&request.first_line, "/events/");
+    let since: Option<u64> = request
+        .headers
+        .get("last-event-id")
+        .map(|v| v.parse().unwrap());
     let head =
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
     if out.write_all(head.as_bytes()).is_err() {
@@ -109,19 +100,11 @@ fn subscriber(stream: TcpStream, state: Shared, mode: Mode) {
     }
 }
 
-fn publisher(stream: TcpStream, state: Shared) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    while let Some((request_line, headers)) = read_head(&mut reader) {
-        let id: u64 = request_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.strip_prefix("/send/"))
-            .and_then(|id| id.parse().ok())
-            .expect("POST /send/<id>");
-        let mut body = vec![0u8; headers["content-length"].parse().unwrap()];
-        reader.read_exact(&mut body).unwrap();
-        let body = String::from_utf8(body).unwrap();
+fn publisher(mut out: TcpStream, state: &Shared) {
+    let mut reader = BufReader::new(out.try_clone().unwrap());
+    while let Some(request) = read_message(&mut reader) {
+        let id = path_id(&request.first_line, "/send/");
+        let body = request.body;
         let connections = {
             let mut state = state.lock().unwrap();
             state.seq += 1;
@@ -145,41 +128,37 @@ fn publisher(stream: TcpStream, state: Shared) {
 /// Starts the fake on two ports; returns (subscriber address, publish address).
 fn start_fake(mode: Mode) -> (String, String) {
     let state = Shared::default();
-    let public = TcpListener::bind("127.0.0.1:0").unwrap();
-    let publish = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addrs = (
-        public.local_addr().unwrap().to_string(),
-        publish.local_addr().unwrap().to_string(),
-    );
     let s = Arc::clone(&state);
-    std::thread::spawn(move || {
-        for stream in public.incoming() {
-            let s = Arc::clone(&s);
-            std::thread::spawn(move || subscriber(stream.unwrap(), s, mode));
-        }
-    });
-    std::thread::spawn(move || {
-        for stream in publish.incoming() {
-            let s = Arc::clone(&state);
-            std::thread::spawn(move || publisher(stream.unwrap(), s));
-        }
-    });
-    addrs
+    (
+        serve_each(move |stream| subscriber(stream, &s, mode)),
+        serve_each(move |stream| publisher(stream, &state)),
+    )
 }
 
 /// Runs resumetest (5 ids, 500 msg/s for 2 s, 40 reconnects); returns its exit code and JSON.
 fn resumetest(mode: Mode) -> (i32, serde_json::Value) {
     let (public, publish) = start_fake(mode);
-    let out = Command::new(env!("CARGO_BIN_EXE_resumetest"))
-        .args(["--target", &public, "--publish", &publish])
-        .args(["--subscribers", "5", "--rate", "500", "--duration", "2s"])
-        .args(["--reconnects", "40", "--drain", "5s", "--seed", "42"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let json = serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
-    (out.status.code().unwrap(), json)
+    harness::run_tool(
+        env!("CARGO_BIN_EXE_resumetest"),
+        &[
+            "--target",
+            &public,
+            "--publish",
+            &publish,
+            "--subscribers",
+            "5",
+            "--rate",
+            "500",
+            "--duration",
+            "2s",
+            "--reconnects",
+            "40",
+            "--drain",
+            "5s",
+            "--seed",
+            "42",
+        ],
+    )
 }
 
 #[test]
