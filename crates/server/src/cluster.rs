@@ -1,16 +1,15 @@
 //! `--cluster*` flags, and the bridge's way into the workers: [`Mailer`] puts each message from
 //! the cluster in its owner worker's mailbox and rings that worker's doorbell from the bridge
-//! thread's own small ring, following the doorbell protocol of `shared.rs`.
+//! thread's own small ring, following the doorbell protocol of `worker/post.rs`.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clap::Args;
 use comet_router::shard_of;
 
-use crate::shared::{Mail, Shared};
-use crate::token::{token, Op};
+use crate::user_data::{pack, Op};
+use crate::worker::post::{Boxes, Mail, Wake};
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct ClusterArgs {
@@ -72,53 +71,43 @@ impl ClusterArgs {
 /// Hands cluster messages to their owner workers. Never waits on a worker: mailboxes are
 /// unbounded, and a doorbell is one MSG_RING (which completes inline).
 pub struct Mailer {
-    shared: Arc<Shared>,
+    boxes: Arc<Boxes>,
     bell: comet_ring::Bell,
     /// Workers mailed since the last flush, to ring once each.
-    wake: Vec<usize>,
-    wake_marked: Vec<bool>,
+    wake: Wake,
 }
 
 impl Mailer {
-    pub fn new(shared: Arc<Shared>) -> std::io::Result<Mailer> {
-        let workers = shared.mailboxes.len();
+    pub fn new(boxes: Arc<Boxes>) -> std::io::Result<Mailer> {
+        let wake = Wake::new(boxes.workers());
         Ok(Mailer {
-            shared,
+            boxes,
             bell: comet_ring::Bell::new()?,
-            wake: Vec::with_capacity(workers),
-            wake_marked: vec![false; workers],
+            wake,
         })
     }
 }
 
 impl comet_cluster::Inbound for Mailer {
     fn message(&mut self, id: u64, msg: &[u8]) {
-        let owner = shard_of(id, self.shared.mailboxes.len());
-        // A send fails only once the worker has stopped (shutdown): nothing to do then.
-        let _ = self.shared.mailboxes[owner].send(Mail::Remote {
-            id,
-            msg: Arc::from(msg),
-        });
-        if !self.wake_marked[owner] {
-            self.wake_marked[owner] = true;
-            self.wake.push(owner);
-        }
+        let owner = shard_of(id, self.boxes.workers());
+        let msg = Arc::from(msg);
+        self.boxes.put(owner, Mail::Remote { id, msg });
+        self.wake.mark(owner);
     }
 
     fn flush(&mut self) {
-        for target in self.wake.drain(..) {
-            self.wake_marked[target] = false;
-            // The doorbell protocol of shared.rs: ring only if no wake is in flight.
-            if self.shared.ringing[target].0.swap(true, Ordering::SeqCst) {
-                continue;
+        let bell = &mut self.bell;
+        self.wake.flush(&self.boxes, |fd, target| {
+            match bell.ring(fd, pack(Op::Doorbell, 0, 0)) {
+                Ok(()) => true,
+                Err(e) => {
+                    // The mail stays in the mailbox: the worker reads it at its next wake-up
+                    // (its timer ticks every 250 ms).
+                    tracing::warn!(target, "cluster: MSG_RING failed: {e}");
+                    false
+                }
             }
-            let fd = self.shared.ring_fds[target].load(Ordering::Relaxed);
-            if let Err(e) = self.bell.ring(fd, token(Op::Doorbell, 0, 0)) {
-                // The mail stays in the mailbox: the worker reads it at its next wake-up (its
-                // timer ticks every 250 ms).
-                tracing::warn!(target, "cluster: MSG_RING failed: {e}");
-                self.shared.ringing[target].0.store(false, Ordering::SeqCst);
-            }
-        }
+        });
     }
 }

@@ -264,6 +264,26 @@ impl Config {
     }
 }
 
+#[cfg(test)]
+impl Config {
+    /// The configuration of `comet serve` with these flags, for unit tests.
+    pub fn for_tests_with(args: &[&str]) -> Config {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::parse_from(std::iter::once("comet").chain(args.iter().copied()));
+        Config::new(&cli.serve, 20_000).expect("a valid test configuration")
+    }
+
+    /// The defaults of `comet serve`, for unit tests.
+    pub fn for_tests() -> Config {
+        Config::for_tests_with(&[])
+    }
+}
+
 /// A random number without a dependency: std's per-process random hash keys, over the clock.
 fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};

@@ -1,9 +1,10 @@
 //! The `comet` binary: `comet serve` runs the push server, `comet send` publishes from a shell.
 //!
-//! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread:
-//! connections, subscriber streams, routing), `publish` (the publish API's connections),
-//! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells,
-//! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client),
+//! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread and its
+//! components: connections, accept, mail between workers, the id shard, requests, streams,
+//! WebSocket input, long-polls, publish connections; see its module doc), `public` (what a
+//! subscriber request asks for; pure), `shared` (counters, /metrics), `user_data` (the
+//! `user_data` layout of ring operations), `send` (the `comet send` client),
 //! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
 //! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
 //! pure), `memstats` (the allocator's and the kernel's memory for /metrics), `demo` (the
@@ -17,23 +18,22 @@ mod demo;
 mod memstats;
 mod mint;
 mod public;
-mod publish;
 mod send;
 mod shared;
-mod token;
+mod user_data;
 mod worker;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicI32;
 use std::sync::{mpsc, Arc, Barrier};
 
 use clap::{Parser, Subcommand};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use config::{Config, ServeArgs};
-use shared::{Padded, Shared, Stats};
+use shared::{Shared, Stats};
+use worker::post::Boxes;
 
 // The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
 // this workload at every scale we ran (results/alloc/2026-11-26/summary.md).
@@ -150,13 +150,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         listeners(args.publish_listen, workers, args.backlog).map_err(|e| e.to_string())?;
     let shutdown = comet_ring::sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
 
-    let mut senders = Vec::with_capacity(workers);
-    let mut inboxes = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let (tx, rx) = mpsc::channel();
-        senders.push(tx);
-        inboxes.push(rx);
-    }
+    let (boxes, inboxes) = Boxes::new(workers);
+    let boxes = Arc::new(boxes);
     // The outbound queue exists before the workers (each gets a publisher); the bridge starts
     // once their rings do, so that it can ring them.
     let (publisher, outbox) = match &cluster_options {
@@ -167,9 +162,6 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         None => (None, None),
     };
     let shared = Arc::new(Shared {
-        mailboxes: senders,
-        ringing: (0..workers).map(|_| Padded::default()).collect(),
-        ring_fds: (0..workers).map(|_| AtomicI32::new(-1)).collect(),
         stats: (0..workers).map(|_| Stats::default()).collect(),
         cluster: publisher.as_ref().map(|p| p.stats().clone()),
         heap_baseline: std::sync::atomic::AtomicU64::new(0),
@@ -184,6 +176,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     for (index, inbox) in inboxes.into_iter().enumerate() {
         let cfg = cfg.clone();
         let shared = shared.clone();
+        let boxes = boxes.clone();
         let start = start.clone();
         let done = done.clone();
         let ready = ready_tx.clone();
@@ -206,10 +199,11 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                         return;
                     }
                 };
-                shared.ring_fds[index].store(ring.fd(), std::sync::atomic::Ordering::Relaxed);
+                boxes.set_ring_fd(index, ring.fd());
                 let _ = ready.send(Ok(()));
                 start.wait();
-                let worker = worker::Worker::new(index, cfg, shared, inbox, ring, fds, publisher);
+                let worker =
+                    worker::Worker::new(index, cfg, shared, boxes, inbox, ring, fds, publisher);
                 worker.run(shutdown_fd, &done);
             })
             .map_err(|e| format!("spawning a worker: {e}"))?;
@@ -227,7 +221,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         (Some(options), Some(outbox)) => {
             let servers = options.servers.join(",");
             let mailer =
-                cluster::Mailer::new(shared.clone()).map_err(|e| format!("cluster bell: {e}"))?;
+                cluster::Mailer::new(boxes.clone()).map_err(|e| format!("cluster bell: {e}"))?;
             let bridge = comet_cluster::Cluster::start(options, outbox, Box::new(mailer))?;
             tracing::info!(servers, "cluster bridge started");
             Some(bridge)

@@ -3,8 +3,8 @@
 //! Layout (64 bits): `[op: 8][slot: 24][gen: 32]`.
 //! - `op`: which operation completed ([`Op`]).
 //! - `slot`: the connection's slot in the ring's fixed-file table (which is also its index in the
-//!   worker's connection table); for `Accept` the listener index, for `DoorbellFailed` the
-//!   target worker.
+//!   worker's connection table); for `Accept` the listener ([`comet_http::Listener`] as a
+//!   number), for `DoorbellFailed` the target worker.
 //! - `gen`: the slot's generation when the operation was submitted. A slot is reused only after
 //!   every operation on it completed, so a mismatch is a bug, caught by an assertion.
 
@@ -13,7 +13,8 @@
 pub enum Op {
     Accept = 1,
     Recv,
-    Poll,
+    /// The kernel's readiness poll on a socket (POLL_ADD): how an idle stream notices a close.
+    Watch,
     Send,
     Cancel,
     Close,
@@ -32,7 +33,7 @@ impl Op {
         match v {
             1 => Op::Accept,
             2 => Op::Recv,
-            3 => Op::Poll,
+            3 => Op::Watch,
             4 => Op::Send,
             5 => Op::Cancel,
             6 => Op::Close,
@@ -48,12 +49,13 @@ impl Op {
 
 pub const SLOT_MAX: u32 = 1 << 24;
 
-pub fn token(op: Op, slot: u32, gen: u32) -> u64 {
+/// The `user_data` of operation `op` on `slot` at generation `gen`.
+pub fn pack(op: Op, slot: u32, gen: u32) -> u64 {
     debug_assert!(slot < SLOT_MAX);
     ((op as u64) << 56) | ((slot as u64) << 32) | gen as u64
 }
 
-pub fn decode(user_data: u64) -> (Op, u32, u32) {
+pub fn unpack(user_data: u64) -> (Op, u32, u32) {
     (
         Op::from_u8((user_data >> 56) as u8),
         ((user_data >> 32) as u32) & (SLOT_MAX - 1),
@@ -67,9 +69,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for op in [Op::Accept, Op::Recv, Op::Send, Op::Shutdown] {
+        for op in [Op::Accept, Op::Recv, Op::Watch, Op::Send, Op::Shutdown] {
             for (slot, gen) in [(0, 0), (SLOT_MAX - 1, u32::MAX), (12345, 7)] {
-                assert_eq!(decode(token(op, slot, gen)), (op, slot, gen));
+                assert_eq!(unpack(pack(op, slot, gen)), (op, slot, gen));
             }
         }
     }

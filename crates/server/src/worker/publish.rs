@@ -1,0 +1,656 @@
+//! Publish-API connections: keep-alive, pipelined `POST /send/<id>`, `POST /send` (batch),
+//! `POST /disconnect/<id>` and `GET /metrics`. No I/O here: a [`PubConn`] is fed the bytes
+//! received ([`PubConn::received`], [`PubConn::process`]) and returns [`Effect`]s for the loop
+//! to carry out; the owners' counts come back through [`PubConn::answered`], and the answers
+//! go out through [`PubConn::write_ready`].
+//!
+//! Answers must go out in request order, but a publish is answered only when the owner of its
+//! id has counted the connections it reached, which may be another worker. So each publish
+//! connection keeps a queue of replies in request order; a reply is written once it and every
+//! reply before it are complete.
+//!
+//! Backpressure: at most `PIPELINE_MAX` replies may be outstanding and at most
+//! `--queue-bytes-max` bytes of answers unsent; past either, the connection stops reading
+//! and resumes when both are below half. So a publisher that floods, or that never reads its
+//! answers, holds bounded memory here and in the mailboxes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed};
+use comet_router::{parse_id, Id};
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Outstanding replies per publish connection, at most.
+pub const PIPELINE_MAX: usize = 1024;
+
+/// What a request asks of the loop. `reply` names the request's place in the reply queue.
+#[derive(Debug)]
+pub enum Effect {
+    /// Publish `msg` to `id`; the owner's count comes back to [`PubConn::answered`]. Offer it
+    /// to the cluster first ([`PubConn::cluster`]).
+    Publish { id: Id, msg: Arc<[u8]>, reply: u32 },
+    /// End every connection of `id`; the owner's count comes back to [`PubConn::answered`].
+    Disconnect { id: Id, reply: u32 },
+    /// Render /metrics into the reply ([`PubConn::metrics`]).
+    Metrics { reply: u32, head_only: bool },
+}
+
+/// Every publish connection of the worker, by slot.
+#[derive(Default)]
+pub struct Publishers {
+    conns: AHashMap<u32, PubConn>,
+}
+
+impl Publishers {
+    pub fn accepted(&mut self, slot: u32, now_ms: u64) {
+        self.conns.insert(slot, PubConn::new(now_ms));
+    }
+
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut PubConn> {
+        self.conns.get_mut(&slot)
+    }
+
+    pub fn forget(&mut self, slot: u32) {
+        self.conns.remove(&slot);
+    }
+
+    /// Publish connections stuck in a request past the request timeout (`true`: answer 408),
+    /// or idle past the idle timeout (`false`: close quietly).
+    pub fn expired(&self, now_ms: u64, cfg: &Config, out: &mut Vec<(u32, bool)>) {
+        for (&slot, p) in &self.conns {
+            let limit = if p.in_request() {
+                cfg.request_timeout_ms
+            } else if p.replies.is_empty() {
+                cfg.idle_timeout_ms
+            } else {
+                continue; // waiting on owners, not on the peer
+            };
+            if now_ms.saturating_sub(p.since_ms) >= limit {
+                out.push((slot, p.in_request()));
+            }
+        }
+    }
+}
+
+pub struct PubConn {
+    /// Received bytes not yet consumed; `cursor` is where the next unconsumed byte is.
+    input: Vec<u8>,
+    cursor: usize,
+    /// A request whose head was parsed and whose body is still arriving.
+    req: Option<PendingReq>,
+    replies: VecDeque<Reply>,
+    /// Sequence number the next reply gets; the front reply's is `next_seq - replies.len()`.
+    next_seq: u32,
+    /// True exactly when reading is stopped by backpressure.
+    paused: bool,
+    /// True once no more requests are read: the peer closed its side, or a reply closes.
+    stopped: bool,
+    /// Last time this connection made progress (bytes in, a reply out).
+    since_ms: u64,
+}
+
+struct PendingReq {
+    target: Target,
+    keep_alive: bool,
+    head_only: bool,
+    body: BodyState,
+    data: Vec<u8>,
+}
+
+enum Target {
+    Send(Id),
+    Disconnect(Id),
+    Batch,
+    Metrics,
+    Reject(http::Error),
+}
+
+enum BodyState {
+    Length(usize),
+    Chunked(ChunkedDecoder),
+}
+
+struct Reply {
+    /// Owner answers still to come.
+    waiting: u32,
+    connections: u64,
+    what: ReplyWhat,
+    close: bool,
+    /// In a cluster: whether every message went to the other nodes too.
+    cluster: Option<bool>,
+}
+
+enum ReplyWhat {
+    /// `{"id":..,"connections":N}` (a publish, or a disconnect).
+    Id(Id),
+    Batch(u32),
+    Bytes(Vec<u8>),
+}
+
+/// The JSON answer of a publish or a disconnect (`id`), or of a batch (`messages`).
+#[derive(Serialize)]
+struct Answer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<Id>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<u32>,
+    connections: u64,
+    /// Present only in a cluster: true when the message (every message of a batch) went to
+    /// the other nodes, false when the copy was dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<bool>,
+}
+
+impl PubConn {
+    fn new(now_ms: u64) -> PubConn {
+        PubConn {
+            input: Vec::new(),
+            cursor: 0,
+            req: None,
+            replies: VecDeque::new(),
+            next_seq: 0,
+            paused: false,
+            stopped: false,
+            since_ms: now_ms,
+        }
+    }
+
+    /// True exactly when reading is stopped by backpressure.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Reading is wanted (not paused by backpressure, not stopped).
+    pub fn wants_input(&self) -> bool {
+        !self.paused && !self.stopped
+    }
+
+    pub fn received(&mut self, data: &[u8], now_ms: u64) {
+        self.input.extend_from_slice(data);
+        self.since_ms = now_ms;
+    }
+
+    /// The peer closed its side: what was received is still answered, then the connection
+    /// closes.
+    pub fn eof(&mut self) {
+        self.stopped = true;
+    }
+
+    fn in_request(&self) -> bool {
+        self.req.is_some() || self.cursor < self.input.len()
+    }
+
+    /// Nothing more to read or answer: the connection closes.
+    pub fn done(&self) -> bool {
+        self.stopped && self.replies.is_empty() && !self.in_request()
+    }
+
+    fn push_reply(&mut self, waiting: u32, what: ReplyWhat, close: bool) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        self.replies.push_back(Reply {
+            waiting,
+            connections: 0,
+            what,
+            close,
+            cluster: None,
+        });
+        seq
+    }
+
+    fn reply_mut(&mut self, seq: u32) -> &mut Reply {
+        let front_seq = self.next_seq.wrapping_sub(self.replies.len() as u32);
+        &mut self.replies[seq.wrapping_sub(front_seq) as usize]
+    }
+
+    /// Queues an error answer that closes the connection; nothing after it is read.
+    fn reject(&mut self, error: &http::Error, head_only: bool) {
+        self.stopped = true;
+        let mut out = Vec::new();
+        http::error_response(&mut out, error, head_only);
+        self.push_reply(0, ReplyWhat::Bytes(out), true);
+    }
+
+    /// Parses every complete request received, in order, and pushes what each asks onto
+    /// `effects`. `unsent`: bytes of answers not yet sent. Returns how many requests were
+    /// complete and how many of them were rejected; after it, check [`PubConn::wants_input`]
+    /// (backpressure may have paused it).
+    pub fn process(
+        &mut self,
+        cfg: &Config,
+        unsent: usize,
+        effects: &mut Vec<Effect>,
+    ) -> (u64, u64) {
+        let (mut requests, mut rejected) = (0, 0);
+        while !self.stopped {
+            if self.replies.len() >= PIPELINE_MAX || unsent >= cfg.queue_bytes_max {
+                self.paused = true;
+                break;
+            }
+            if self.req.is_none() && (self.cursor == self.input.len() || !self.parse_head(cfg)) {
+                break;
+            }
+            let req = self.req.as_mut().expect("a request in progress");
+            let input = &self.input[self.cursor..];
+            match &mut req.body {
+                BodyState::Length(remaining) => {
+                    let take = (*remaining).min(input.len());
+                    req.data.extend_from_slice(&input[..take]);
+                    self.cursor += take;
+                    *remaining -= take;
+                    if *remaining > 0 {
+                        break;
+                    }
+                }
+                BodyState::Chunked(decoder) => match decoder.feed(input, &mut req.data) {
+                    Ok((used, done)) => {
+                        self.cursor += used;
+                        if !done {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        req.target = Target::Reject(error);
+                        self.stopped = true;
+                    }
+                },
+            }
+            let req = self.req.take().expect("a request in progress");
+            requests += 1;
+            rejected += u64::from(!self.dispatch(req, effects));
+        }
+        // Compact: drop consumed bytes once per batch, not per request.
+        self.input.drain(..self.cursor);
+        self.cursor = 0;
+        if self.stopped {
+            self.input = Vec::new();
+        }
+        (requests, rejected)
+    }
+
+    /// Parses the next request head; false when it is not complete yet.
+    fn parse_head(&mut self, cfg: &Config) -> bool {
+        let head = match http::parse_request(&self.input[self.cursor..], &cfg.limits) {
+            Parsed::Partial => return false,
+            Parsed::Invalid(error) => {
+                self.stopped = true;
+                self.req = Some(PendingReq {
+                    target: Target::Reject(error),
+                    keep_alive: false,
+                    head_only: false,
+                    body: BodyState::Length(0),
+                    data: Vec::new(),
+                });
+                return true;
+            }
+            Parsed::Complete(head) => head,
+        };
+        let id_target = |id: &[u8], make: fn(Id) -> Target| match parse_id(id) {
+            Ok(id) => make(id),
+            Err(e) => Target::Reject(http::Error::new(http::Status::BAD_REQUEST, e.to_string())),
+        };
+        let authorized = cfg
+            .publish_secret
+            .as_deref()
+            .is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
+        let target = match http::route(Listener::Publish, head.method, head.path) {
+            _ if !authorized => Target::Reject(
+                http::Error::new(
+                    http::Status::UNAUTHORIZED,
+                    "the publish API needs Authorization: Bearer <secret>",
+                )
+                .with_header("WWW-Authenticate", "Bearer"),
+            ),
+            Ok(Endpoint::Send(id)) => id_target(id, Target::Send),
+            Ok(Endpoint::Disconnect(id)) => id_target(id, Target::Disconnect),
+            Ok(Endpoint::SendBatch) => Target::Batch,
+            Ok(Endpoint::Metrics) => Target::Metrics,
+            Ok(_) => unreachable!("the publish listener routes no streams"),
+            Err(error) => Target::Reject(error),
+        };
+        let body = match head.body {
+            Body::None => BodyState::Length(0),
+            Body::Length(n) => BodyState::Length(n),
+            Body::Chunked => BodyState::Chunked(ChunkedDecoder::new(cfg.limits.body_bytes_max)),
+        };
+        let (keep_alive, head_only) = (head.keep_alive, head.method == Method::Head);
+        self.cursor += head.head_len;
+        if head.expect_continue {
+            // The client waits for this before sending the body. It takes a place in the
+            // reply queue so it goes out after earlier answers.
+            self.push_reply(0, ReplyWhat::Bytes(http::CONTINUE.to_vec()), false);
+        }
+        self.req = Some(PendingReq {
+            target,
+            keep_alive,
+            head_only,
+            body,
+            data: Vec::new(),
+        });
+        true
+    }
+
+    /// A complete request: its reply takes its place in the queue; false when it was
+    /// rejected.
+    fn dispatch(&mut self, req: PendingReq, effects: &mut Vec<Effect>) -> bool {
+        let close = !req.keep_alive;
+        if close {
+            self.stopped = true;
+        }
+        match req.target {
+            Target::Reject(error) => {
+                self.reject(&error, req.head_only);
+                return false;
+            }
+            Target::Metrics => {
+                let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
+                let head_only = req.head_only;
+                effects.push(Effect::Metrics { reply, head_only });
+            }
+            Target::Send(id) => {
+                let reply = self.push_reply(1, ReplyWhat::Id(id), close);
+                let msg = Arc::from(req.data);
+                effects.push(Effect::Publish { id, msg, reply });
+            }
+            Target::Disconnect(id) => {
+                let reply = self.push_reply(1, ReplyWhat::Id(id), close);
+                effects.push(Effect::Disconnect { id, reply });
+            }
+            Target::Batch => {
+                // Validate the whole batch first: a bad line rejects it and nothing is sent.
+                let mut messages = Vec::new();
+                for line in http::batch_lines(&req.data) {
+                    let reason = match line {
+                        Ok((line, id, msg)) => match parse_id(id) {
+                            Ok(id) => {
+                                messages.push((id, msg));
+                                continue;
+                            }
+                            Err(e) => format!("line {line}: {e}"),
+                        },
+                        Err(line) => format!("line {line}: expected '<id> <message>'"),
+                    };
+                    self.reject(&http::Error::new(http::Status::BAD_REQUEST, reason), false);
+                    return false;
+                }
+                let count = messages.len() as u32;
+                let reply = self.push_reply(count, ReplyWhat::Batch(count), close);
+                for (id, msg) in messages {
+                    let msg = Arc::from(msg);
+                    effects.push(Effect::Publish { id, msg, reply });
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether a message of reply `reply` went to the other nodes (`None` alone).
+    pub fn cluster(&mut self, reply: u32, sent: Option<bool>) {
+        if let Some(sent) = sent {
+            let r = self.reply_mut(reply);
+            r.cluster = Some(r.cluster.unwrap_or(true) && sent);
+        }
+    }
+
+    /// The /metrics answer of reply `reply`: `body` as a response.
+    pub fn metrics(&mut self, reply: u32, body: &[u8], head_only: bool) {
+        let r = self.reply_mut(reply);
+        let mut out = Vec::new();
+        http::response(
+            &mut out,
+            http::Status::OK,
+            "text/plain; version=0.0.4",
+            body,
+            r.close,
+            head_only,
+        );
+        r.what = ReplyWhat::Bytes(out);
+        r.waiting = 0;
+    }
+
+    /// An owner counted the connections a message of reply `reply` reached; true when the
+    /// front reply is complete (answers can be written).
+    pub fn answered(&mut self, reply: u32, connections: u32) -> bool {
+        let r = self.reply_mut(reply);
+        r.waiting -= 1;
+        r.connections += u64::from(connections);
+        self.ready()
+    }
+
+    /// The front reply is complete.
+    pub fn ready(&self) -> bool {
+        self.replies.front().is_some_and(|r| r.waiting == 0)
+    }
+
+    /// Writes every complete reply at the front of the queue to `out`; true when one of them
+    /// closes the connection.
+    pub fn write_ready(&mut self, out: &mut Vec<u8>, now_ms: u64) -> bool {
+        while self.ready() {
+            let reply = self.replies.pop_front().expect("front reply");
+            let answer = |id, messages| Answer {
+                id,
+                messages,
+                connections: reply.connections,
+                cluster: reply.cluster,
+            };
+            match reply.what {
+                ReplyWhat::Id(id) => json(out, &answer(Some(id), None), reply.close),
+                ReplyWhat::Batch(n) => json(out, &answer(None, Some(n)), reply.close),
+                ReplyWhat::Bytes(bytes) => out.extend_from_slice(&bytes),
+            }
+            self.since_ms = now_ms;
+            if reply.close {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Lifts backpressure once fewer than half the replies are outstanding and fewer than half
+    /// the answer bytes unsent; true when reading should resume.
+    pub fn resume(&mut self, unsent: usize, cfg: &Config) -> bool {
+        if self.paused && self.replies.len() < PIPELINE_MAX / 2 && unsent < cfg.queue_bytes_max / 2
+        {
+            self.paused = false;
+            return true;
+        }
+        false
+    }
+}
+
+fn json(out: &mut Vec<u8>, answer: &Answer, close: bool) {
+    let mut body = serde_json::to_vec(answer).expect("a JSON answer");
+    body.push(b'\n');
+    http::response(
+        out,
+        http::Status::OK,
+        "application/json",
+        &body,
+        close,
+        false,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p: &mut PubConn, bytes: &[u8]) -> Vec<Effect> {
+        let cfg = Config::for_tests();
+        let mut effects = Vec::new();
+        p.received(bytes, 0);
+        p.process(&cfg, 0, &mut effects);
+        effects
+    }
+
+    fn written(p: &mut PubConn) -> String {
+        let mut out = Vec::new();
+        p.write_ready(&mut out, 0);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn pipelined_publishes_are_answered_in_request_order() {
+        let mut p = PubConn::new(0);
+        let effects = run(
+            &mut p,
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
+              POST /send/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nyou",
+        );
+        let replies: Vec<(Id, u32, Vec<u8>)> = effects
+            .into_iter()
+            .map(|e| match e {
+                Effect::Publish { id, msg, reply } => (id, reply, msg.to_vec()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(replies[0], (1, 0, b"hi".to_vec()));
+        assert_eq!(replies[1], (2, 1, b"you".to_vec()));
+        // The second owner answers first: nothing goes out until the first has.
+        assert!(!p.answered(1, 5));
+        assert_eq!(written(&mut p), "");
+        assert!(p.answered(0, 2));
+        let out = written(&mut p);
+        let first = out.find(r#"{"id":1,"connections":2}"#).unwrap();
+        let second = out.find(r#"{"id":2,"connections":5}"#).unwrap();
+        assert!(first < second, "{out}");
+        assert!(!p.done());
+    }
+
+    #[test]
+    fn a_body_split_over_reads_is_one_publish() {
+        let mut p = PubConn::new(0);
+        let req = b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        for split in 1..req.len() {
+            let mut p2 = PubConn::new(0);
+            let mut effects = run(&mut p2, &req[..split]);
+            effects.extend(run(&mut p2, &req[split..]));
+            assert_eq!(effects.len(), 1, "split at {split}");
+            match &effects[0] {
+                Effect::Publish { id: 9, msg, .. } => assert_eq!(&**msg, b"hello"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(run(&mut p, req).len(), 1);
+    }
+
+    #[test]
+    fn a_bad_batch_line_rejects_the_whole_batch_and_stops_reading() {
+        let mut p = PubConn::new(0);
+        let body = "1 a\nx b\n";
+        let req = format!(
+            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        assert!(run(&mut p, req.as_bytes()).is_empty(), "nothing is sent");
+        assert!(!p.wants_input());
+        let out = written(&mut p);
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(out.contains("line 2"), "{out}");
+        assert!(p.done());
+    }
+
+    #[test]
+    fn a_batch_is_answered_once_every_owner_counted() {
+        let mut p = PubConn::new(0);
+        let body = "1 a\n2 b\n3 c\n";
+        let req = format!(
+            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let effects = run(&mut p, req.as_bytes());
+        assert_eq!(effects.len(), 3);
+        p.cluster(0, Some(true));
+        p.cluster(0, Some(false));
+        assert!(!p.answered(0, 1));
+        assert!(!p.answered(0, 1));
+        assert!(p.answered(0, 1));
+        let out = written(&mut p);
+        assert!(
+            out.contains(r#"{"messages":3,"connections":3,"cluster":false}"#),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_publisher_that_floods_is_paused_then_resumed() {
+        let cfg = Config::for_tests();
+        let mut p = PubConn::new(0);
+        let one = b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx";
+        let mut effects = Vec::new();
+        for _ in 0..PIPELINE_MAX + 10 {
+            p.received(one, 0);
+        }
+        p.process(&cfg, 0, &mut effects);
+        assert_eq!(effects.len(), PIPELINE_MAX);
+        assert!(!p.wants_input(), "paused at PIPELINE_MAX outstanding");
+        assert!(!p.resume(0, &cfg), "still outstanding");
+        for reply in 0..PIPELINE_MAX as u32 {
+            p.answered(reply, 0);
+        }
+        let mut out = Vec::new();
+        p.write_ready(&mut out, 0);
+        assert!(p.resume(0, &cfg));
+        effects.clear();
+        p.process(&cfg, 0, &mut effects);
+        assert_eq!(effects.len(), 10, "the rest is read after resuming");
+    }
+
+    #[test]
+    fn metrics_and_expect_continue_take_their_place_in_order() {
+        let mut p = PubConn::new(0);
+        let effects = run(
+            &mut p,
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx\
+              GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        let Effect::Metrics { reply, .. } = effects[1] else {
+            panic!("{effects:?}");
+        };
+        p.metrics(reply, b"m 1\n", false);
+        let out = written(&mut p);
+        assert!(out.starts_with("HTTP/1.1 100 Continue"), "{out}");
+        assert!(!out.contains("m 1"), "waits for the publish's answer");
+        p.answered(1, 0);
+        let mut out = Vec::new();
+        assert!(p.write_ready(&mut out, 0), "the metrics answer closes");
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.find("connections").unwrap() < out.find("m 1").unwrap());
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused() {
+        let cfg = Config::for_tests_with(&["--publish-secret", "s3"]);
+        let mut p = PubConn::new(0);
+        let mut effects = Vec::new();
+        p.received(
+            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer no\r\nContent-Length: 1\r\n\r\nx",
+            0,
+        );
+        assert_eq!(p.process(&cfg, 0, &mut effects), (1, 1));
+        assert!(effects.is_empty());
+        assert!(written(&mut p).starts_with("HTTP/1.1 401"));
+    }
+
+    #[test]
+    fn expiry_distinguishes_a_stalled_request_from_an_idle_connection() {
+        let cfg = Config::for_tests();
+        let mut pubs = Publishers::default();
+        pubs.accepted(1, 0);
+        pubs.accepted(2, 0);
+        pubs.get_mut(2)
+            .unwrap()
+            .received(b"POST /send/1 HTTP/1.1\r\n", 0);
+        let mut out = Vec::new();
+        pubs.expired(cfg.request_timeout_ms, &cfg, &mut out);
+        assert_eq!(out, [(2, true)]);
+        out.clear();
+        pubs.expired(cfg.idle_timeout_ms, &cfg, &mut out);
+        out.sort();
+        assert_eq!(out, [(1, false), (2, true)]);
+    }
+}

@@ -1,0 +1,289 @@
+//! Subscriber streams (`/test/`, `/events/`, `/ws/`): the position of each id of a stream with
+//! several ids, the framing of each message, and the slow-consumer policy. A stream with one id
+//! keeps nothing here: its id is in its slot and its position is the seq of the message being
+//! framed.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use comet_http::{self as http, Pos};
+use comet_router::Id;
+
+use super::conns::{Conns, IDS};
+use super::post::Ack;
+use crate::config::{Config, SlowConsumer};
+use crate::shared::Stats;
+
+/// Bytes counted per replayed message beside its payload, when a replay is fitted into a
+/// connection's queue bounds (framing and position).
+const REPLAY_FRAMING_BYTES: usize = 64;
+
+/// The ids a connection was logged in as, to log out of.
+pub enum Logins {
+    One([(Id, u64); 1]),
+    Many(Box<[(Id, u64)]>),
+}
+
+impl Logins {
+    pub fn ids(&self) -> impl Iterator<Item = Id> + '_ {
+        let entries: &[(Id, u64)] = match self {
+            Logins::One(one) => one,
+            Logins::Many(many) => many,
+        };
+        entries.iter().map(|e| e.0)
+    }
+}
+
+pub struct Streams {
+    /// Ids and the client's position in each, for connections with `IDS`.
+    positions: AHashMap<u32, Box<[(Id, u64)]>>,
+    pos_scratch: Vec<u64>,
+    epoch: u32,
+    queue_bytes_max: usize,
+    queue_messages_max: usize,
+    slow_consumer: SlowConsumer,
+}
+
+impl Streams {
+    pub fn new(cfg: &Config) -> Streams {
+        Streams {
+            positions: AHashMap::new(),
+            pos_scratch: Vec::new(),
+            epoch: cfg.epoch,
+            queue_bytes_max: cfg.queue_bytes_max,
+            queue_messages_max: cfg.queue_messages_max,
+            slow_consumer: cfg.slow_consumer,
+        }
+    }
+
+    /// A stream for `ids` on `slot`. With several ids, each id's position is kept: the
+    /// client's, or `start` until its owner answers.
+    pub fn begin(
+        &mut self,
+        conns: &mut Conns,
+        slot: u32,
+        ids: &[Id],
+        since: Option<&[u64]>,
+        start: u64,
+    ) {
+        let conn = conns.get_mut(slot);
+        conn.id = ids[0];
+        if ids.len() > 1 {
+            conn.flags |= IDS;
+            let entries = ids
+                .iter()
+                .enumerate()
+                .map(|(i, &id)| (id, since.map_or(start, |s| s[i])))
+                .collect();
+            self.positions.insert(slot, entries);
+        }
+    }
+
+    /// The ids of a stream that ends; it is forgotten here.
+    pub fn end(&mut self, slot: u32, flags: u8, id: Id) -> Logins {
+        if flags & IDS != 0 {
+            Logins::Many(self.positions.remove(&slot).expect("positions"))
+        } else {
+            Logins::One([(id, 0)])
+        }
+    }
+
+    /// The owner of `id` logged the stream in: writes the gap, the replay and the position.
+    /// `false` when the replay cut the connection as a slow consumer (the caller closes it).
+    pub fn login_ack(
+        &mut self,
+        conns: &mut Conns,
+        slot: u32,
+        id: Id,
+        ack: Ack,
+        stats: &Stats,
+    ) -> bool {
+        let Ack {
+            pos,
+            mut gap,
+            mut replay,
+        } = ack;
+        let format = conns.get(slot).format;
+        if matches!(format, http::Format::Chunked | http::Format::Raw) {
+            return true; // the seed's format has no positions (and never resumes)
+        }
+        // A replay counts against the connection's queue bounds like live messages: if it does
+        // not fit, its oldest part is left out and the client is told (a gap).
+        let (bytes, messages) = conns.queued(slot);
+        let bytes_max = self.queue_bytes_max.saturating_sub(bytes);
+        let messages_max = self.queue_messages_max.saturating_sub(messages);
+        let mut bytes = 0;
+        let mut keep = 0;
+        for (_, msg) in replay.iter().rev() {
+            bytes += msg.len() + REPLAY_FRAMING_BYTES;
+            if bytes > bytes_max || keep + 1 > messages_max {
+                break;
+            }
+            keep += 1;
+        }
+        if keep < replay.len() {
+            gap = true;
+            replay.drain(..replay.len() - keep);
+        }
+        if gap {
+            Stats::add(&stats.resume_gaps, 1);
+            conns.write(slot, |out| http::frame_gap(out, format, &[id]));
+        }
+        for (seq, msg) in &replay {
+            if !self.deliver(conns, slot, id, *seq, msg, stats) {
+                return false;
+            }
+        }
+        self.set_position(conns, slot, id, pos);
+        let mut seqs = std::mem::take(&mut self.pos_scratch);
+        self.position_list(conns, slot, pos, &mut seqs);
+        let epoch = self.epoch;
+        conns.write(slot, |out| {
+            http::frame_position(out, format, Pos { epoch, seqs: &seqs })
+        });
+        self.pos_scratch = seqs;
+        true
+    }
+
+    /// Records the owner's position for `id` after its answer: everything of `id` up to it
+    /// was replayed, told as a gap, or routed before the login; every later message comes
+    /// live.
+    fn set_position(&mut self, conns: &Conns, slot: u32, id: Id, pos: u64) {
+        if conns.get(slot).flags & IDS != 0 {
+            let entries = self.positions.get_mut(&slot).expect("positions");
+            if let Some(entry) = entries.iter_mut().find(|e| e.0 == id) {
+                entry.1 = pos;
+            }
+        }
+    }
+
+    /// The connection's position as written to the client: each id's position, or `single`
+    /// for a connection with one id.
+    fn position_list(&self, conns: &Conns, slot: u32, single: u64, out: &mut Vec<u64>) {
+        out.clear();
+        if conns.get(slot).flags & IDS != 0 {
+            out.extend(self.positions[&slot].iter().map(|e| e.1));
+        } else {
+            out.push(single);
+        }
+    }
+
+    /// Frames message `seq` of `id` for a stream, applying the slow-consumer policy when its
+    /// queue is full. `false` when the connection is cut as a slow consumer (the caller
+    /// closes it).
+    pub fn deliver(
+        &mut self,
+        conns: &mut Conns,
+        slot: u32,
+        id: Id,
+        seq: u64,
+        msg: &Arc<[u8]>,
+        stats: &Stats,
+    ) -> bool {
+        let conn = *conns.get(slot);
+        debug_assert!(conn.state.subscribed());
+        if conn.flags & IDS != 0 {
+            // Never twice on one connection (a replay and a live message may overlap).
+            let entries = self.positions.get_mut(&slot).expect("positions");
+            let Some(entry) = entries.iter_mut().find(|e| e.0 == id) else {
+                Stats::add(&stats.stale, 1);
+                return true;
+            };
+            if seq <= entry.1 {
+                Stats::add(&stats.stale, 1);
+                return true;
+            }
+            entry.1 = seq;
+        }
+        match self.make_room(conns, slot, msg.len(), stats) {
+            Room::Made => {}
+            Room::DropNew => return true,
+            Room::Cut => return false,
+        }
+        let seed_format = matches!(conn.format, http::Format::Chunked | http::Format::Raw);
+        let mut seqs = std::mem::take(&mut self.pos_scratch);
+        if !seed_format {
+            self.position_list(conns, slot, seq, &mut seqs);
+        }
+        let epoch = self.epoch;
+        conns.write_message(slot, |conn, out| match conn.format {
+            http::Format::Chunked | http::Format::Raw => {
+                // Each connection numbers its messages, so the bytes differ per connection:
+                // the message is framed (copied) per connection, which costs far less than
+                // the send.
+                conn.msg_count += 1;
+                http::frame_message(out, conn.format, u64::from(conn.msg_count), msg);
+            }
+            format => {
+                let pos = Pos { epoch, seqs: &seqs };
+                http::frame_event(out, format, id, seq, pos, msg)
+            }
+        });
+        self.pos_scratch = seqs;
+        Stats::add(&stats.delivered, 1);
+        true
+    }
+
+    /// Makes room for one more message of `len` bytes by the slow-consumer policy.
+    fn make_room(&self, conns: &mut Conns, slot: u32, len: usize, stats: &Stats) -> Room {
+        let fits = |(bytes, messages): (usize, usize)| {
+            bytes + len <= self.queue_bytes_max && messages < self.queue_messages_max
+        };
+        if fits(conns.queued(slot)) {
+            return Room::Made;
+        }
+        match self.slow_consumer {
+            SlowConsumer::Disconnect => {
+                // The client resumes from the history: nothing inside its window is lost.
+                Stats::add(&stats.slow_disconnects, 1);
+                Stats::add(&stats.dropped, 1);
+                Room::Cut
+            }
+            SlowConsumer::DropOldest => {
+                // Drop the oldest queued (not in flight) messages, half the queue at a time
+                // so that the copying is paid once per many messages.
+                loop {
+                    let dropped = conns.drop_oldest(slot);
+                    if dropped == 0 {
+                        break;
+                    }
+                    Stats::add(&stats.dropped_oldest, dropped as u64);
+                    if fits(conns.queued(slot)) {
+                        return Room::Made;
+                    }
+                }
+                // What is in flight alone fills the queue: the new message is the one dropped.
+                Stats::add(&stats.dropped_oldest, 1);
+                Room::DropNew
+            }
+        }
+    }
+
+    /// Writes the end of a stream: the last chunk, or a WebSocket close with `ws_code` (a raw
+    /// stream ends with the close itself).
+    pub fn write_end(conns: &mut Conns, slot: u32, ws_code: u16) {
+        let format = conns.get(slot).format;
+        match format {
+            http::Format::Ws => conns.write(slot, |out| {
+                let reason = if ws_code == http::ws::code::GOING_AWAY {
+                    "server shutting down"
+                } else {
+                    "disconnected by the server"
+                };
+                http::ws::close(out, ws_code, reason)
+            }),
+            http::Format::Chunked | http::Format::Sse => {
+                conns.write(slot, |out| http::stream_end(out, format))
+            }
+            http::Format::Raw | http::Format::SseRaw | http::Format::Poll => {}
+        }
+    }
+}
+
+enum Room {
+    Made,
+    /// The new message is dropped (drop-oldest, with only in-flight bytes queued).
+    DropNew,
+    /// The connection is cut (disconnect).
+    Cut,
+}
