@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use percent_encoding::percent_decode;
+
 use crate::request::{Error, Method, Status};
 
 /// Which listener a request came in on: the public subscriber port or the
@@ -106,23 +108,14 @@ pub fn query_param<'a>(query: Option<&'a [u8]>, name: &[u8]) -> Option<Cow<'a, [
         let rest = pair.strip_prefix(name)?;
         rest.strip_prefix(b"=").or(rest.is_empty().then_some(rest))
     })?;
-    if !value.contains(&b'%') {
-        return Some(Cow::Borrowed(value));
-    }
-    let mut out = Vec::with_capacity(value.len());
-    let mut i = 0;
-    while i < value.len() {
-        if value[i] == b'%' {
-            let hex = value.get(i + 1..i + 3)?;
-            let text = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(text, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(value[i]);
-            i += 1;
-        }
-    }
-    Some(Cow::Owned(out))
+    // `percent_decode` passes a broken escape (`%zz`, `%2`, `%+5`) through as it is, so check
+    // first, simply: every `%` must be followed by two hex digits. A hex digit is never a `%`,
+    // so looking at each `%` on its own is the same as a scan from the left.
+    let escapes_whole = value
+        .split(|&b| b == b'%')
+        .skip(1)
+        .all(|after| after.len() >= 2 && after[..2].iter().all(u8::is_ascii_hexdigit));
+    escapes_whole.then(|| percent_decode(value).into())
 }
 
 /// The part after `base/`, or empty for `base` itself.
@@ -231,6 +224,47 @@ mod tests {
             query_param(Some(b"a=1&since=5&since=6"), b"since").as_deref(),
             Some(&b"5"[..])
         );
+    }
+
+    #[test]
+    fn query_parameter_escapes() {
+        let decoded = |value: &[u8]| {
+            let query = [b"v=", value].concat();
+            query_param(Some(&query), b"v").map(Cow::into_owned)
+        };
+        // Broken escapes, including signs and spaces that a radix parse might take.
+        for broken in [
+            &b"%+5"[..],
+            b"%-1",
+            b"% 1",
+            b"%1 ",
+            b"%zz",
+            b"%2",
+            b"%",
+            b"1%",
+            b"%%41",
+            b"%41%",
+            b"%4g",
+            b"%\xc3\xa9",
+        ] {
+            assert_eq!(
+                decoded(broken),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(broken)
+            );
+        }
+        // Hex digits in either case; `+` and unescaped bytes stay as they are.
+        assert_eq!(decoded(b"%2c%2C"), Some(b",,".to_vec()));
+        assert_eq!(decoded(b"%aF%Af"), Some(b"\xaf\xaf".to_vec()));
+        assert_eq!(decoded(b"a+b%2Bc"), Some(b"a+b+c".to_vec()));
+        assert_eq!(decoded(b"%2541"), Some(b"%41".to_vec()));
+        // Multi-byte UTF-8, escaped and raw.
+        assert_eq!(decoded(b"%C3%A9%e2%82%ac"), Some("é€".as_bytes().to_vec()));
+        assert_eq!(decoded("é".as_bytes()), Some("é".as_bytes().to_vec()));
+        // Nothing to decode: borrowed, no copy.
+        let q = Some(&b"v=a+b"[..]);
+        assert!(matches!(query_param(q, b"v"), Some(Cow::Borrowed(b"a+b"))));
     }
 
     #[test]

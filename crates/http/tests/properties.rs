@@ -1,11 +1,30 @@
 //! Property tests over the public API: decode(encode(x)) == x for chunked bodies,
-//! unframe(frame(msg)) == msg for every stream format, and no panics on hostile bytes.
+//! unframe(frame(msg)) == msg for every stream format, decode(encode(x)) == x for query
+//! values, and no panics on hostile bytes.
 
 use comet_http::{
-    batch_lines, frame_event, frame_message, parse_request, stream_end, Body, ChunkedDecoder,
-    Format, Limits, Parsed, Pos,
+    batch_lines, frame_event, frame_message, parse_request, query_param, stream_end, Body,
+    ChunkedDecoder, Format, Limits, Parsed, Pos,
 };
+use percent_encoding::{percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use proptest::prelude::*;
+
+/// The least a query value must escape: the escape character and the pair separator.
+const QUERY_VALUE_MIN: &AsciiSet = &CONTROLS.add(b'%').add(b'&');
+
+/// `v=<value percent-encoded with set>`, the escapes' hex digits lowercased when `lower`.
+fn query_of(value: &[u8], set: &'static AsciiSet, lower: bool) -> Vec<u8> {
+    let mut query = b"v=".to_vec();
+    query.extend(percent_encode(value, set).flat_map(str::bytes));
+    if lower {
+        for at in 0..query.len() {
+            if query[at] == b'%' {
+                query[at + 1..at + 3].make_ascii_lowercase();
+            }
+        }
+    }
+    query
+}
 
 /// Chunk-encode `data` in pieces of the given sizes (cycled), with optional
 /// extensions, uppercase hex, leading zeros and a trailer section.
@@ -362,5 +381,33 @@ proptest! {
             prop_assert_eq!(got_id, id.as_bytes());
             prop_assert_eq!(got_msg, msg.as_bytes());
         }
+    }
+
+    #[test]
+    fn query_value_round_trip(
+        value in proptest::collection::vec(any::<u8>(), 0..64),
+        lower in any::<bool>(),
+    ) {
+        // Every byte but letters and digits escaped, or only what must be: raw bytes (`+`,
+        // spaces, UTF-8, `=`) come back as they went in.
+        let query = query_of(&value, NON_ALPHANUMERIC, lower);
+        let decoded = query_param(Some(&query), b"v");
+        prop_assert_eq!(decoded.as_deref(), Some(&value[..]));
+        let query = query_of(&value, QUERY_VALUE_MIN, false);
+        let decoded = query_param(Some(&query), b"v");
+        prop_assert_eq!(decoded.as_deref(), Some(&value[..]));
+    }
+
+    #[test]
+    fn query_value_with_a_broken_escape_is_none(
+        value in proptest::collection::vec(any::<u8>(), 0..64),
+        at in any::<usize>(),
+        after in any::<u8>().prop_filter("not a hex digit", |b| !b.is_ascii_hexdigit()),
+    ) {
+        // A `%` then a non-hex byte, anywhere (even inside another escape), breaks the value.
+        let mut query = query_of(&value, NON_ALPHANUMERIC, false);
+        let at = 2 + at % (query.len() - 1);
+        query.splice(at..at, [b'%', after]);
+        prop_assert_eq!(query_param(Some(&query), b"v"), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit. A ring's
 /// fixed-file table may hold at most this many descriptors.
@@ -46,6 +47,20 @@ pub fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// The kernel's page size in bytes, asked once. /proc/self/statm and sockstat's TCP `mem` count
+/// in these pages; 4096 on x86_64, but 16 or 64 KiB on some arm64 and ppc64 kernels.
+pub fn page_size() -> u64 {
+    static PAGE_SIZE: OnceLock<u64> = OnceLock::new();
+    *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf takes no pointers; it only reads a value fixed at exec.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        // POSIX requires _SC_PAGESIZE, and Linux's is a power of two of at least 4096.
+        let size = u64::try_from(size).expect("sysconf(_SC_PAGESIZE) answers");
+        assert!(size.is_power_of_two() && size >= 4096, "page size {size}");
+        size
+    })
+}
+
 /// Bytes the allocator has handed out and not yet freed: glibc's `mallinfo2()`, `uordblks`
 /// (in use from every arena) plus `hblkhd` (in use as separate mmap'd chunks). This is the
 /// allocator's own account of live heap, without its free lists, fragmentation or the pages it
@@ -67,7 +82,16 @@ pub fn heap_in_use() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::heap_in_use;
+    use super::{heap_in_use, page_size};
+
+    #[test]
+    fn page_size_is_the_kernels() {
+        // SAFETY: getauxval takes no pointers and reads the auxiliary vector, fixed at exec.
+        let from_auxv = unsafe { libc::getauxval(libc::AT_PAGESZ) };
+        assert_eq!(page_size(), from_auxv);
+        // Asked once: the second answer is the first.
+        assert_eq!(page_size(), from_auxv);
+    }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
