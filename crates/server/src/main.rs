@@ -84,7 +84,7 @@ fn main() {
 pub fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    Some(pages * comet_ring::sys::page_size())
 }
 
 fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {

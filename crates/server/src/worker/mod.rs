@@ -7,8 +7,9 @@
 //! - `conns`: the ring and the connection slots: what is in flight, reads, writes, deadlines,
 //!   heartbeats, close. The holder of sockets.
 //! - `accept`: the listeners and admission.
-//! - `post`: mailboxes and doorbells between workers (and from the cluster bridge).
-//! - `shard`: the ids this worker owns: subscriber table and history. No sockets.
+//! - `owner`: the worker as owner of a shard of ids: logins, logouts, routing to connections
+//!   here or (by mail) on other workers. It owns `shard` (subscriber table and history; no
+//!   sockets) and `post` (mailboxes and doorbells between workers and from the cluster bridge).
 //! - `request`: requests on the subscriber listener until their head is complete.
 //! - `stream`: subscriber streams: positions, framing, the slow-consumer policy.
 //! - `ws`: a WebSocket client's control frames.
@@ -23,6 +24,7 @@
 mod accept;
 mod conns;
 mod long_poll;
+mod owner;
 pub mod post;
 mod publish;
 mod request;
@@ -37,7 +39,7 @@ use std::time::Instant;
 
 use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
-use comet_router::{shard_of, ConnRef, Id};
+use comet_router::{ConnRef, Id};
 
 use crate::config::Config;
 use crate::public::{Action, Subscribe};
@@ -46,6 +48,7 @@ use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
 use conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, RECV};
 use long_poll::{Answer, LongPolls};
+use owner::Owner;
 use post::{Ack, Boxes, Mail, Post, ReplyTo};
 use publish::{Effect, Publishers};
 use request::Requests;
@@ -75,8 +78,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     conns: Conns,
     accept: Accept,
-    post: Post,
-    shard: Shard,
+    owner: Owner,
     requests: Requests,
     streams: Streams,
     ws: WsInput,
@@ -116,8 +118,12 @@ impl Worker {
             index,
             conns: Conns::new(index, ring),
             accept: Accept::new(listeners),
-            post: Post::new(index, boxes, inbox),
-            shard: Shard::new(cfg.history, unix_us),
+            owner: Owner::new(
+                index,
+                cfg.workers,
+                Shard::new(cfg.history, unix_us),
+                Post::new(index, boxes, inbox),
+            ),
             requests: Requests::default(),
             streams: Streams::new(&cfg),
             ws: WsInput::default(),
@@ -196,7 +202,7 @@ impl Worker {
                 let errno = -c.result;
                 tracing::warn!(worker = self.index, slot, "close failed: errno {errno}");
             }
-            Op::Doorbell => self.post.doorbell(),
+            Op::Doorbell => self.owner.post().doorbell(),
             Op::DoorbellFailed => {
                 let (target, errno) = (slot as usize, -c.result);
                 tracing::warn!(
@@ -204,7 +210,7 @@ impl Worker {
                     target,
                     "MSG_RING failed: errno {errno}"
                 );
-                self.post.doorbell_failed(target);
+                self.owner.post().doorbell_failed(target);
             }
             Op::Tick => {
                 if !c.more() {
@@ -458,33 +464,15 @@ impl Worker {
                 .begin(&mut self.conns, slot, &ids, since, start);
         }
         self.subscribers += 1;
-        let workers = self.cfg.workers;
-        let owner = |id| shard_of(id, workers);
-        let mut acks: u16 = 0;
-        for (i, &id) in ids.iter().enumerate() {
-            if owner(id) != self.index {
-                let since = since.map(|s| s[i]);
-                self.post.send(
-                    owner(id),
-                    Mail::Login {
-                        id,
-                        conn: cref,
-                        since,
-                    },
-                );
-                acks += 1;
-            }
-        }
+        let acks = self.owner.login_elsewhere(&ids, since, cref);
         self.conns.get_mut(slot).acks = acks;
         for (i, &id) in ids.iter().enumerate() {
-            if owner(id) != self.index {
-                continue;
-            }
             if self.conns.get(slot).state != State::Subscribing {
                 break; // cut as a slow consumer by an earlier id's replay: logged out already
             }
-            let ack = self.shard.login(id, cref, since.map(|s| s[i]));
-            self.on_login_ack(slot, id, ack);
+            if let Some(ack) = self.owner.login_here(id, cref, since.map(|s| s[i])) {
+                self.on_login_ack(slot, id, ack);
+            }
         }
         if acks == 0 && self.conns.get(slot).state == State::Subscribing {
             self.start_streaming(slot);
@@ -533,16 +521,7 @@ impl Worker {
             self.streams.end(slot, conn.flags, conn.id)
         };
         for id in logins.ids() {
-            self.logout(id, conn.conn);
-        }
-    }
-
-    fn logout(&mut self, id: Id, conn: ConnRef) {
-        let owner = shard_of(id, self.cfg.workers);
-        if owner == self.index {
-            self.shard.logout(id, conn);
-        } else {
-            self.post.send(owner, Mail::Logout { id, conn });
+            self.owner.logout(id, conn.conn);
         }
     }
 
@@ -598,7 +577,7 @@ impl Worker {
         let cref = self.conns.conn_ref(slot);
         self.subscribers -= 1;
         for &(id, _) in answer.ids.iter() {
-            self.logout(id, cref);
+            self.owner.logout(id, cref);
         }
         let Answer {
             body,
@@ -625,44 +604,30 @@ impl Worker {
 
     // ---- routing ------------------------------------------------------------------------
 
-    /// Routes a message for `id`, owned by this worker: numbers it, keeps it in the history,
-    /// hands it to every connection logged in as `id` and returns how many there were.
+    /// Routes a message for `id`, owned by this worker, and returns how many connections it
+    /// went to.
     fn route(&mut self, id: Id, msg: &Arc<[u8]>) -> u32 {
-        debug_assert_eq!(shard_of(id, self.cfg.workers), self.index);
         Stats::add(&self.stats().published, 1);
-        let (seq, targets) = self.shard.route(id, msg, self.clock.unix_us);
-        // Copied out: a delivery may close a connection, which logs it out of this table.
-        let mut list = std::mem::take(&mut self.targets);
-        list.clear();
-        list.extend_from_slice(targets);
-        for &conn in &list {
-            if conn.worker() == self.index {
-                self.deliver(conn, id, seq, msg);
-            } else {
-                let msg = msg.clone();
-                self.post
-                    .send(conn.worker(), Mail::Deliver { conn, id, seq, msg });
-            }
+        // Copied out: a delivery may close a connection, which logs it out of the table.
+        let mut here = std::mem::take(&mut self.targets);
+        here.clear();
+        let (seq, n) = self.owner.route(id, msg, self.clock.unix_us, &mut here);
+        for &conn in &here {
+            self.deliver(conn, id, seq, msg);
         }
-        let n = list.len() as u32;
-        self.targets = list;
+        self.targets = here;
         n
     }
 
     /// `POST /disconnect/<id>` on the owner of `id`: ends every connection logged in as `id`.
     fn disconnect_id(&mut self, id: Id) -> u32 {
-        let mut list = std::mem::take(&mut self.targets);
-        list.clear();
-        list.extend_from_slice(self.shard.logged_in(id));
-        for &conn in &list {
-            if conn.worker() == self.index {
-                self.disconnect_conn(conn);
-            } else {
-                self.post.send(conn.worker(), Mail::DisconnectConn { conn });
-            }
+        let mut here = std::mem::take(&mut self.targets);
+        here.clear();
+        let n = self.owner.disconnect(id, &mut here);
+        for &conn in &here {
+            self.disconnect_conn(conn);
         }
-        let n = list.len() as u32;
-        self.targets = list;
+        self.targets = here;
         n
     }
 
@@ -677,20 +642,12 @@ impl Worker {
     }
 
     fn drain_mail(&mut self) {
-        while let Some(mail) = self.post.recv() {
+        while let Some(mail) = self.owner.next_mail() {
             match mail {
-                Mail::Login { id, conn, since } => {
-                    let ack = self.shard.login(id, conn, since);
-                    self.post
-                        .send(conn.worker(), Mail::LoginAck { conn, id, ack });
-                }
                 Mail::LoginAck { conn, id, ack } => {
                     let slot = conn.slot();
-                    if self
-                        .conns
-                        .current(conn)
-                        .is_some_and(|c| c.state == State::Subscribing)
-                    {
+                    let current = self.conns.current(conn);
+                    if current.is_some_and(|c| c.state == State::Subscribing) {
                         self.on_login_ack(slot, id, ack);
                         let c = self.conns.get_mut(slot);
                         if c.state == State::Subscribing {
@@ -701,35 +658,21 @@ impl Worker {
                         }
                     }
                 }
-                Mail::Logout { id, conn } => self.shard.logout(id, conn),
                 Mail::Publish { id, msg, reply } => {
-                    let connections = self.route(id, &msg);
-                    let to = reply.conn.worker();
-                    self.post.send(
-                        to,
-                        Mail::Reply {
-                            to: reply,
-                            connections,
-                        },
-                    );
+                    let n = self.route(id, &msg);
+                    self.owner.reply(reply, n);
+                }
+                Mail::Disconnect { id, reply } => {
+                    let n = self.disconnect_id(id);
+                    self.owner.reply(reply, n);
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
                 Mail::Deliver { conn, id, seq, msg } => self.deliver(conn, id, seq, &msg),
-                Mail::Disconnect { id, reply } => {
-                    let connections = self.disconnect_id(id);
-                    let to = reply.conn.worker();
-                    self.post.send(
-                        to,
-                        Mail::Reply {
-                            to: reply,
-                            connections,
-                        },
-                    );
-                }
                 Mail::DisconnectConn { conn } => self.disconnect_conn(conn),
                 Mail::Remote { id, msg } => {
                     self.route(id, &msg);
                 }
+                Mail::Login { .. } | Mail::Logout { .. } => unreachable!("the owner's mail"),
             }
         }
     }
@@ -791,22 +734,16 @@ impl Worker {
     /// Publishes `msg` to `id` (local connections; the cluster copy is the caller's); the
     /// count comes back to `reply`, at once when this worker owns `id`.
     fn publish(&mut self, id: Id, msg: Arc<[u8]>, reply: ReplyTo) {
-        let owner = shard_of(id, self.cfg.workers);
-        if owner == self.index {
+        if !self.owner.forward(id, Some(&msg), reply) {
             let n = self.route(id, &msg);
             self.on_reply(reply, n);
-        } else {
-            self.post.send(owner, Mail::Publish { id, msg, reply });
         }
     }
 
     fn disconnect(&mut self, id: Id, reply: ReplyTo) {
-        let owner = shard_of(id, self.cfg.workers);
-        if owner == self.index {
+        if !self.owner.forward(id, None, reply) {
             let n = self.disconnect_id(id);
             self.on_reply(reply, n);
-        } else {
-            self.post.send(owner, Mail::Disconnect { id, reply });
         }
     }
 
@@ -871,7 +808,7 @@ impl Worker {
         }
         self.polls.put_back(ready);
         let ring = self.conns.ring();
-        self.post.flush(|fd, target| {
+        self.owner.post().flush(|fd, target| {
             let failed = pack(Op::DoorbellFailed, target as u32, 0);
             ring.msg_ring(fd, 0, pack(Op::Doorbell, 0, 0), failed);
             true
@@ -882,10 +819,10 @@ impl Worker {
         }
         let stats = &self.shared.stats[self.index];
         let ring = self.conns.ring_ref();
-        let history = self.shard.history();
+        let (ids, history) = (self.owner.shard().ids(), self.owner.shard().history());
         Stats::set(&stats.connections, self.conns.live() as u64);
         Stats::set(&stats.subscribers, self.subscribers as u64);
-        Stats::set(&stats.ids, self.shard.ids() as u64);
+        Stats::set(&stats.ids, ids as u64);
         Stats::set(&stats.write_buffers, ring.writes.used() as u64);
         Stats::set(&stats.sq_full_flushes, ring.stats.sq_full_flushes);
         Stats::set(&stats.history_ids, history.ids() as u64);
@@ -931,7 +868,7 @@ impl Worker {
             });
             Stats::add(&self.stats().heartbeats, sent);
         }
-        self.shard.expire(self.clock.unix_us);
+        self.owner.expire(self.clock.unix_us);
         self.expire_publishers();
         if self
             .shutdown_deadline
