@@ -18,23 +18,26 @@
 set -euo pipefail
 
 BENCH=bench-1m
-CONNECTIONS=${CONNECTIONS:-1000000}
-RATE=${RATE:-0}
-HOLD=${HOLD:-30s}
-DURATION=${DURATION:-2m}
-MSG_RATE=${MSG_RATE:-1000}
-MSG_SIZE=${MSG_SIZE:-64}
-RAMP_RATES=${RAMP_RATES:-5000 10000 20000 40000 60000 80000 100000}
-RAMP_STEP=${RAMP_STEP:-15s}
-RAMP_P99_MS=${RAMP_P99_MS:-100}
-WORKERS=${WORKERS:-}
-LABEL=${LABEL:-run}
-MEMLOG_INTERVAL=${MEMLOG_INTERVAL:-5}
-RESULTS=${RESULTS:-results/1m}
-
 cd "$(dirname "$0")/../.."
 # shellcheck source=tools/bench/lib.sh
 source tools/bench/lib.sh
+# variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
+SETTINGS=(
+    CONNECTIONS      -  1000000
+    RATE             -  0
+    HOLD             -  30s
+    DURATION         -  2m
+    MSG_RATE         -  1000
+    MSG_SIZE         -  64
+    RAMP_RATES       -  "5000 10000 20000 40000 60000 80000 100000"
+    RAMP_STEP        -  15s
+    RAMP_P99_MS      -  100
+    WORKERS          -  ''
+    LABEL            -  run
+    MEMLOG_INTERVAL  -  5
+    RESULTS          -  results/1m
+)
+bench_settings "$@"
 BIN=$PWD/target/release
 HOLD_S=$(seconds "$HOLD")
 DURATION_S=$(seconds "$DURATION")

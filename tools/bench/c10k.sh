@@ -23,42 +23,26 @@
 #   RESULTS=results/c10k            where result folders go
 set -euo pipefail
 
-DURATION=${DURATION:-10m}
-CONNECTIONS=${CONNECTIONS:-10000}
-RATE=${RATE:-100}
-MSG_RATE=${MSG_RATE:-1000}
-MSG_SIZE=${MSG_SIZE:-64}
-HOLD=${HOLD:-30s}
-LABEL=${LABEL:-run}
-WORKERS=${WORKERS:-}
-PATH_KIND=${PATH_KIND:-test}
-MEMLOG_INTERVAL=${MEMLOG_INTERVAL:-2}
-RESULTS=${RESULTS:-results/c10k}
-COMMAND_LINE="$0 $*"
-
-while (($#)); do
-    case $1 in
-    --duration) DURATION=$2 ;;
-    --connections) CONNECTIONS=$2 ;;
-    --rate) RATE=$2 ;;
-    --msg-rate) MSG_RATE=$2 ;;
-    --msg-size) MSG_SIZE=$2 ;;
-    --hold) HOLD=$2 ;;
-    --label) LABEL=$2 ;;
-    --workers) WORKERS=$2 ;;
-    --path) PATH_KIND=$2 ;;
-    *)
-        echo "c10k: unknown argument $1 (see the header of $0)" >&2
-        exit 2
-        ;;
-    esac
-    shift 2
-done
-
 BENCH=c10k
+COMMAND_LINE="$0 $*"
 cd "$(dirname "$0")/../.."
 # shellcheck source=tools/bench/lib.sh
 source tools/bench/lib.sh
+# variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
+SETTINGS=(
+    DURATION         --duration     10m
+    CONNECTIONS      --connections  10000
+    RATE             --rate         100
+    MSG_RATE         --msg-rate     1000
+    MSG_SIZE         --msg-size     64
+    HOLD             --hold         30s
+    LABEL            --label        run
+    WORKERS          --workers      ''
+    PATH_KIND        --path         test
+    MEMLOG_INTERVAL  -              2
+    RESULTS          -              results/c10k
+)
+bench_settings "$@"
 BIN=$PWD/target/release
 DURATION_S=$(seconds "$DURATION")
 HOLD_S=$(seconds "$HOLD")

@@ -22,24 +22,27 @@
 #   RESULTS=results/cluster
 set -euo pipefail
 
-SUBSCRIBERS=${SUBSCRIBERS:-10000}
-DURATION=${DURATION:-60s}
-MSG_RATE=${MSG_RATE:-1000}
-RATE=${RATE:-600}
-RAMP=${RAMP:-2000 4000 8000}
-[[ $RAMP == none ]] && RAMP=
-STEP=${STEP:-15s}
-OUTAGE=${OUTAGE:-2s}
-HOLD=${HOLD:-5s}
-WORKERS=${WORKERS:-1}
-LABEL=${LABEL:-run}
-RESULTS=${RESULTS:-results/cluster}
-MSG_SIZE=64
-
 BENCH=cluster
 cd "$(dirname "$0")/../.."
 # shellcheck source=tools/bench/lib.sh
 source tools/bench/lib.sh
+# variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
+SETTINGS=(
+    SUBSCRIBERS  -  10000
+    DURATION     -  60s
+    MSG_RATE     -  1000
+    RATE         -  600
+    RAMP         -  "2000 4000 8000"
+    STEP         -  15s
+    OUTAGE       -  2s
+    HOLD         -  5s
+    WORKERS      -  1
+    LABEL        -  run
+    RESULTS      -  results/cluster
+)
+bench_settings "$@"
+[[ $RAMP == none ]] && RAMP=
+MSG_SIZE=64
 BIN=$PWD/target/release
 DURATION_S=$(seconds "$DURATION")
 STEP_S=$(seconds "$STEP")

@@ -29,40 +29,25 @@
 #   RESULTS=results/features          where result folders go
 set -euo pipefail
 
-CONNS=${CONNS:-10000}
-RATE=${RATE:-500}
-HOLD=${HOLD:-35s}
-HEARTBEAT_MS=${HEARTBEAT_MS:-15000}
-HISTORY_IDS=${HISTORY_IDS:-10000}
-MSG_SIZE=${MSG_SIZE:-64}
-SECRET=${SECRET:-bench-features-secret}
-LABEL=${LABEL:-run}
-WORKERS=${WORKERS:-}
-RESULTS=${RESULTS:-results/features}
-COMMAND_LINE="$0 $*"
-
-while (($#)); do
-    case $1 in
-    --conns) CONNS=$2 ;;
-    --rate) RATE=$2 ;;
-    --hold) HOLD=$2 ;;
-    --heartbeat-ms) HEARTBEAT_MS=$2 ;;
-    --history-ids) HISTORY_IDS=$2 ;;
-    --msg-size) MSG_SIZE=$2 ;;
-    --label) LABEL=$2 ;;
-    --workers) WORKERS=$2 ;;
-    *)
-        echo "features: unknown argument $1 (see the header of $0)" >&2
-        exit 2
-        ;;
-    esac
-    shift 2
-done
-
 BENCH=features
+COMMAND_LINE="$0 $*"
 cd "$(dirname "$0")/../.."
 # shellcheck source=tools/bench/lib.sh
 source tools/bench/lib.sh
+# variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
+SETTINGS=(
+    CONNS         --conns         10000
+    RATE          --rate          500
+    HOLD          --hold          35s
+    HEARTBEAT_MS  --heartbeat-ms  15000
+    HISTORY_IDS   --history-ids   10000
+    MSG_SIZE      --msg-size      64
+    SECRET        -               bench-features-secret
+    LABEL         --label         run
+    WORKERS       --workers       ''
+    RESULTS       -               results/features
+)
+bench_settings "$@"
 BIN=$PWD/target/release
 HOLD_S=$(seconds "$HOLD")
 CONNECT_S=$(((CONNS + RATE - 1) / RATE))

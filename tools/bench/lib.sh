@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
-# Shared pieces of the bench scripts (sourced, not run): logging, durations, the results
-# folder, starting comet on free loopback ports and memlog beside it, and readings of /proc and
-# of comet's /metrics.
+# Shared pieces of the bench scripts (sourced, not run): settings from the environment and
+# flags, logging, durations, the results folder, starting comet on free loopback ports and
+# memlog beside it, and readings of /proc and of comet's /metrics.
 # The caller sets BENCH (its name, for logs) and DIR (after bench_results_dir).
+
+# A script's settings: the script declares SETTINGS, three words per setting,
+#   VARIABLE  --flag (or - for environment only)  default
+# and calls `bench_settings "$@"`. Each VARIABLE keeps its value from the environment when that
+# is set and not empty, else takes its default; then every `--flag VALUE` sets its VARIABLE
+# (flags win). Anything else on the command line ends the script with status 2.
+bench_settings() {
+    local i name
+    for ((i = 0; i < ${#SETTINGS[@]}; i += 3)); do
+        name=${SETTINGS[i]}
+        printf -v "$name" '%s' "${!name:-${SETTINGS[i + 2]}}"
+    done
+    while (($#)); do
+        name=
+        for ((i = 0; i < ${#SETTINGS[@]}; i += 3)); do
+            [[ $1 != - && $1 == "${SETTINGS[i + 1]}" ]] && name=${SETTINGS[i]}
+        done
+        if [[ -z $name ]]; then
+            echo "$BENCH: unknown argument $1 (see the header of $0)" >&2
+            exit 2
+        fi
+        if (($# < 2)); then
+            echo "$BENCH: $1 needs a value (see the header of $0)" >&2
+            exit 2
+        fi
+        printf -v "$name" '%s' "$2"
+        shift 2
+    done
+}
 
 log() { printf '%s %s: %s\n' "$(date +%T)" "$BENCH" "$*"; }
 die() {

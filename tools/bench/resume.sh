@@ -26,41 +26,26 @@
 #   RESULTS=results/resume           where result folders go
 set -euo pipefail
 
-DURATION=${DURATION:-60s}
-RECONNECTS=${RECONNECTS:-1000}
-MSG_RATE=${MSG_RATE:-1000}
-SUBSCRIBERS=${SUBSCRIBERS:-20}
-AWAY_MAX=${AWAY_MAX:-100ms}
-DROP=${DROP:-mixed}
-LABEL=${LABEL:-run}
-WORKERS=${WORKERS:-}
-COMET_ARGS=${COMET_ARGS:-}
-MEMLOG_INTERVAL=${MEMLOG_INTERVAL:-2}
-RESULTS=${RESULTS:-results/resume}
-COMMAND_LINE="$0 $*"
-
-while (($#)); do
-    case $1 in
-    --duration) DURATION=$2 ;;
-    --reconnects) RECONNECTS=$2 ;;
-    --msg-rate) MSG_RATE=$2 ;;
-    --subscribers) SUBSCRIBERS=$2 ;;
-    --away-max) AWAY_MAX=$2 ;;
-    --drop) DROP=$2 ;;
-    --label) LABEL=$2 ;;
-    --workers) WORKERS=$2 ;;
-    *)
-        echo "resume: unknown argument $1 (see the header of $0)" >&2
-        exit 2
-        ;;
-    esac
-    shift 2
-done
-
 BENCH=resume
+COMMAND_LINE="$0 $*"
 cd "$(dirname "$0")/../.."
 # shellcheck source=tools/bench/lib.sh
 source tools/bench/lib.sh
+# variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
+SETTINGS=(
+    DURATION         --duration     60s
+    RECONNECTS       --reconnects   1000
+    MSG_RATE         --msg-rate     1000
+    SUBSCRIBERS      --subscribers  20
+    AWAY_MAX         --away-max     100ms
+    DROP             --drop         mixed
+    LABEL            --label        run
+    WORKERS          --workers      ''
+    COMET_ARGS       -              ''
+    MEMLOG_INTERVAL  -              2
+    RESULTS          -              results/resume
+)
+bench_settings "$@"
 BIN=$PWD/target/release
 DURATION_S=$(seconds "$DURATION")
 

@@ -6,16 +6,17 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use jsonwebtoken::{EncodingKey, Header};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
+use tools_common::clock::{epoch_s, epoch_us, Schedule};
+use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
+use tools_common::latency::new_histogram;
 
 use crate::parse::{Event, Framing, StreamParser};
-use crate::report::{new_histogram, Counters, Report};
+use crate::report::{Counters, Report};
 
 /// One shared buffer for every read of this loop: idle connections own no buffer.
 const READ_BUFFER_SIZE: usize = 64 * 1024;
@@ -111,42 +112,11 @@ pub struct Plan {
     pub jwt_secret: Option<String>,
 }
 
-/// Lifetime of the tokens floodtest signs. comet checks a token once, at subscribe time.
-pub const TOKEN_LIFETIME_S: u64 = 3600;
-
-/// The claims comet's subscriber auth reads: `sub` (one id, a decimal string) or `ids`.
-#[derive(Serialize)]
-struct Claims<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    ids: &'a [&'a str],
-    exp: u64,
-}
-
 /// The ids a subscribe path names: the last path segment (before any `?`), split on commas.
 pub fn path_ids(path: &str) -> Vec<&str> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let last = path.rsplit('/').next().unwrap_or("");
     last.split(',').filter(|s| !s.is_empty()).collect()
-}
-
-/// An HS256 token allowing exactly `ids` until `exp` (seconds since the epoch): `sub` for one
-/// id, `ids` for several.
-pub fn sign_token(key: &EncodingKey, ids: &[&str], exp: u64) -> Result<String, String> {
-    let claims = match ids {
-        [one] => Claims {
-            sub: Some(one),
-            ids: &[],
-            exp,
-        },
-        _ => Claims {
-            sub: None,
-            ids,
-            exp,
-        },
-    };
-    jsonwebtoken::encode(&Header::default(), &claims, key).map_err(|e| format!("sign token: {e}"))
 }
 
 /// Connection phases. NotOpened -> Connecting (socket created, connect in flight) ->
@@ -167,13 +137,6 @@ struct Conn {
     stream: Option<TcpStream>,
     parser: StreamParser,
     phase: Phase,
-}
-
-pub fn epoch_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
@@ -232,7 +195,7 @@ struct Flood<'a> {
     active: u64,
     request: Vec<u8>,
     /// Built once from `plan.jwt_secret`; tokens are signed per connection, into `request`.
-    jwt_key: Option<EncodingKey>,
+    signer: Option<Signer>,
 }
 
 impl Flood<'_> {
@@ -328,9 +291,9 @@ impl Flood<'_> {
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n"
         )
         .expect("write to Vec");
-        if let Some(key) = &self.jwt_key {
-            let exp = epoch_us() / 1_000_000 + TOKEN_LIFETIME_S;
-            match sign_token(key, &path_ids(&path), exp) {
+        if let Some(signer) = &self.signer {
+            let exp = epoch_s() + TOKEN_LIFETIME_S;
+            match signer.sign(&path_ids(&path), exp) {
                 Ok(token) => {
                     write!(self.request, "Authorization: Bearer {token}\r\n").expect("write to Vec")
                 }
@@ -442,10 +405,7 @@ pub fn run(
         pending: 0,
         active: 0,
         request: Vec::with_capacity(512),
-        jwt_key: plan
-            .jwt_secret
-            .as_deref()
-            .map(|s| EncodingKey::from_secret(s.as_bytes())),
+        signer: plan.jwt_secret.as_deref().map(Signer::new),
     };
     flood.conns.extend((0..count).map(|_| Conn {
         stream: None,
@@ -460,6 +420,8 @@ pub fn run(
     }
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
     let mut events = Events::with_capacity(1024);
+    // Opening is paced only at a positive rate; 0 opens as fast as `pending_max` allows.
+    let pace = (plan.rate > 0.0).then(|| Schedule::new(plan.rate, Some(plan.count)));
     let start = Instant::now();
     let deadline = start + plan.duration;
     let mut next_report = start + REPORT_INTERVAL;
@@ -471,11 +433,7 @@ pub fn run(
         if stop.load(Ordering::Relaxed) || stdin_closed || now >= deadline {
             break;
         }
-        let due = if plan.rate > 0.0 {
-            count.min((now.duration_since(start).as_secs_f64() * plan.rate) as usize + 1)
-        } else {
-            count
-        };
+        let due = pace.map_or(count, |pace| pace.due(now.duration_since(start)) as usize);
         while opened < due && flood.pending < plan.pending_max {
             flood.open(opened);
             opened += 1;
@@ -492,8 +450,10 @@ pub fn run(
             next_report += REPORT_INTERVAL;
         }
         let mut wake = next_report.min(deadline);
-        if opened < count && flood.pending < plan.pending_max && plan.rate > 0.0 {
-            wake = wake.min(start + Duration::from_secs_f64(opened as f64 / plan.rate));
+        if let Some(pace) = pace {
+            if opened < count && flood.pending < plan.pending_max {
+                wake = wake.min(start + pace.at(opened as u64));
+            }
         }
         match flood
             .poll
@@ -537,27 +497,11 @@ mod tests {
         assert!(std::mem::size_of::<Conn>() <= 40);
     }
 
+    /// The ids a token names (the tokens themselves: tools_common::jwt).
     #[test]
     fn tokens_name_the_path_ids() {
         assert_eq!(path_ids("/events/42"), ["42"]);
         assert_eq!(path_ids("/events/1,2,3?since=5"), ["1", "2", "3"]);
-        let key = EncodingKey::from_secret(b"s3cret");
-        let exp = epoch_us() / 1_000_000 + TOKEN_LIFETIME_S;
-        let decode = |token: &str| {
-            let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-            v.required_spec_claims = ["exp".to_string()].into();
-            jsonwebtoken::decode::<serde_json::Value>(
-                token,
-                &jsonwebtoken::DecodingKey::from_secret(b"s3cret"),
-                &v,
-            )
-            .unwrap()
-            .claims
-        };
-        let one = decode(&sign_token(&key, &["42"], exp).unwrap());
-        assert_eq!(one, serde_json::json!({"sub": "42", "exp": exp}));
-        let several = decode(&sign_token(&key, &["1", "2"], exp).unwrap());
-        assert_eq!(several, serde_json::json!({"ids": ["1", "2"], "exp": exp}));
     }
 
     #[test]

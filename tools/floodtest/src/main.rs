@@ -26,10 +26,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use tools_common::clock::epoch_s;
+use tools_common::latency::{new_histogram, Percentiles};
 
 use flood::{Plan, Sources, Targets};
 use parse::Framing;
-use report::{new_histogram, Counters, Percentiles, Report, Summary};
+use report::{Counters, Report, Summary};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum PathKind {
@@ -434,7 +436,7 @@ fn aggregate(
                     f,
                     "{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     start.elapsed().as_secs_f64(),
-                    flood::epoch_us() / 1_000_000,
+                    epoch_s(),
                     sum.connected,
                     sum.closed,
                     sum.open(),

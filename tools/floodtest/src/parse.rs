@@ -3,8 +3,12 @@
 //! Server-Sent Events (`/events/<id>`).
 //!
 //! The parser owns no buffer: every byte is consumed as it arrives, so a connection costs only
-//! this struct (32 bytes, pinned by a test) however its bytes are split across reads. Events are
-//! reported to the caller through a closure; time is never read here.
+//! this struct (32 bytes, pinned by a test) however its bytes are split across reads. The
+//! chunked coding is `tools_common`'s decoder; the status line, the end of the head and the
+//! message framing inside the body are read here. Events are reported to the caller through a
+//! closure; time is never read here.
+
+use tools_common::chunked::{ChunkError, Dechunker, Piece};
 
 /// What the parser tells its caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,27 +43,25 @@ pub enum Framing {
     Sse,
 }
 
-/// Parser state. Transitions (one byte at a time unless noted):
-/// StatusVersion --' '--> StatusCode --non-digit--> Headers --"\r\n\r\n"--> ChunkSizeStart
-/// ChunkSizeStart --hex--> ChunkSize --CR/LF/';'--> (size 0: Trailer; else ChunkData)
-/// ChunkData --n bytes (bulk)--> ChunkDataCr --CR--> ChunkDataLf --LF--> ChunkSizeStart
-/// TrailerLineStart --CRLF--> End; any other line is skipped.
+impl From<ChunkError> for ParseError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::BadSize => ParseError::BadChunkSize,
+            ChunkError::BadEnd => ParseError::BadChunkEnd,
+            ChunkError::AfterEnd => ParseError::AfterEnd,
+        }
+    }
+}
+
+/// Parser state. Transitions, one byte at a time:
+/// StatusVersion --' '--> StatusCode --non-digit--> Headers --"\r\n\r\n"--> Body.
+/// In Body the chunked decoder takes every byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     StatusVersion,
     StatusCode,
     Headers,
-    ChunkSizeStart,
-    ChunkSize,
-    ChunkSizeLf,
-    ChunkExt,
-    ChunkData,
-    ChunkDataCr,
-    ChunkDataLf,
-    TrailerLineStart,
-    TrailerLine,
-    TrailerEndLf,
-    End,
+    Body,
 }
 
 /// SSE line state inside the body.
@@ -74,7 +76,6 @@ enum SseLine {
     Other,
 }
 
-const CHUNK_SIZE_MAX: u32 = 1 << 24; // 16 MiB; a push message is far smaller
 const HEADER_END: &[u8; 4] = b"\r\n\r\n";
 const SSE_DATA: &[u8; 5] = b"data:";
 const TS_PREFIX: &[u8; 3] = b"ts=";
@@ -153,7 +154,7 @@ pub struct StreamParser {
     sse_has_data: bool,
     header_matched: u8,
     status: u16,
-    chunk_left: u32,
+    body: Dechunker,
     ts: TsScan,
 }
 
@@ -166,7 +167,7 @@ impl StreamParser {
             sse_has_data: false,
             header_matched: 0,
             status: 0,
-            chunk_left: 0,
+            body: Dechunker::new(),
             ts: TsScan::default(),
         }
     }
@@ -179,29 +180,34 @@ impl StreamParser {
         on_event: &mut impl FnMut(Event),
     ) -> Result<(), ParseError> {
         let mut i = 0;
-        while i < input.len() {
-            if self.state == State::ChunkData {
-                let n = (self.chunk_left as usize).min(input.len() - i);
-                self.payload(&input[i..i + n], on_event);
-                i += n;
-                self.chunk_left -= n as u32;
-                if self.chunk_left == 0 {
-                    self.state = State::ChunkDataCr;
+        while self.state != State::Body {
+            let Some(&b) = input.get(i) else {
+                return Ok(());
+            };
+            i += 1;
+            self.head_byte(b, on_event)?;
+        }
+        let mut rest = &input[i..];
+        loop {
+            let (used, piece) = self.body.decode(rest)?;
+            rest = &rest[used..];
+            match piece {
+                None => return Ok(()),
+                Some(Piece::ChunkStart) => on_event(Event::Chunk),
+                Some(Piece::Data(data)) => self.payload(data, on_event),
+                Some(Piece::ChunkEnd) => {
                     if !self.sse {
                         let ts_us = self.ts.finish();
                         on_event(Event::Message { ts_us });
                     }
                 }
-                continue;
+                Some(Piece::End) => on_event(Event::End),
             }
-            let b = input[i];
-            i += 1;
-            self.byte(b, on_event)?;
         }
-        Ok(())
     }
 
-    fn byte(&mut self, b: u8, on_event: &mut impl FnMut(Event)) -> Result<(), ParseError> {
+    /// One byte of the status line or the headers.
+    fn head_byte(&mut self, b: u8, on_event: &mut impl FnMut(Event)) -> Result<(), ParseError> {
         match self.state {
             State::StatusVersion => match b {
                 b' ' => self.state = State::StatusCode,
@@ -219,64 +225,7 @@ impl StreamParser {
                 }
             }
             State::Headers => self.header_byte(b, on_event),
-            State::ChunkSizeStart | State::ChunkSize => match hex_value(b) {
-                Some(d) => {
-                    if self.chunk_left >= CHUNK_SIZE_MAX {
-                        return Err(ParseError::BadChunkSize);
-                    }
-                    self.chunk_left = self.chunk_left * 16 + u32::from(d);
-                    self.state = State::ChunkSize;
-                }
-                None if self.state == State::ChunkSizeStart => {
-                    return Err(ParseError::BadChunkSize)
-                }
-                None => match b {
-                    b'\r' => self.state = State::ChunkSizeLf,
-                    b'\n' => self.chunk_size_done(on_event),
-                    b';' | b' ' | b'\t' => self.state = State::ChunkExt,
-                    _ => return Err(ParseError::BadChunkSize),
-                },
-            },
-            State::ChunkSizeLf => {
-                if b != b'\n' {
-                    return Err(ParseError::BadChunkSize);
-                }
-                self.chunk_size_done(on_event);
-            }
-            State::ChunkExt => {
-                if b == b'\n' {
-                    self.chunk_size_done(on_event);
-                }
-            }
-            State::ChunkDataCr => match b {
-                b'\r' => self.state = State::ChunkDataLf,
-                b'\n' => self.state = State::ChunkSizeStart,
-                _ => return Err(ParseError::BadChunkEnd),
-            },
-            State::ChunkDataLf => {
-                if b != b'\n' {
-                    return Err(ParseError::BadChunkEnd);
-                }
-                self.state = State::ChunkSizeStart;
-            }
-            State::TrailerLineStart => match b {
-                b'\r' => self.state = State::TrailerEndLf,
-                b'\n' => self.end(on_event),
-                _ => self.state = State::TrailerLine,
-            },
-            State::TrailerLine => {
-                if b == b'\n' {
-                    self.state = State::TrailerLineStart;
-                }
-            }
-            State::TrailerEndLf => {
-                if b != b'\n' {
-                    return Err(ParseError::BadChunkEnd);
-                }
-                self.end(on_event);
-            }
-            State::End => return Err(ParseError::AfterEnd),
-            State::ChunkData => unreachable!("chunk data is consumed in bulk by feed"),
+            State::Body => unreachable!("body bytes go to the chunked decoder"),
         }
         Ok(())
     }
@@ -289,25 +238,11 @@ impl StreamParser {
             self.header_matched = u8::from(b == b'\r');
         }
         if self.header_matched as usize == HEADER_END.len() {
-            self.state = State::ChunkSizeStart;
+            self.state = State::Body;
             on_event(Event::Headers {
                 status: self.status,
             });
         }
-    }
-
-    fn chunk_size_done(&mut self, on_event: &mut impl FnMut(Event)) {
-        if self.chunk_left == 0 {
-            self.state = State::TrailerLineStart;
-        } else {
-            self.state = State::ChunkData;
-            on_event(Event::Chunk);
-        }
-    }
-
-    fn end(&mut self, on_event: &mut impl FnMut(Event)) {
-        self.state = State::End;
-        on_event(Event::End);
     }
 
     /// Chunk payload bytes.
@@ -376,15 +311,6 @@ impl StreamParser {
                 }
             }
         }
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -10,13 +10,7 @@ use std::io::{self, Read, Write};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
-
-/// Latency values are microseconds, up to an hour, 3 significant digits.
-pub const LATENCY_MAX_US: u64 = 3_600_000_000;
-
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
-}
+use tools_common::latency::Percentiles;
 
 /// Cumulative counts of one flood loop (or, summed, of the whole run).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -159,51 +153,6 @@ pub fn read_frame(input: &mut impl Read) -> io::Result<Option<Report>> {
     }))
 }
 
-/// Latency percentiles in microseconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub mean: f64,
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-}
-
-impl Percentiles {
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            count: h.len(),
-            mean: (h.mean() * 10.0).round() / 10.0,
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-        }
-    }
-
-    /// `p50=0.123ms p90=... max=...` for the per-second line.
-    pub fn human(&self) -> String {
-        if self.count == 0 {
-            return "none".to_string();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        format!(
-            "p50={:.3}ms p90={:.3}ms p99={:.3}ms p99.9={:.3}ms max={:.3}ms",
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99),
-            ms(self.p999),
-            ms(self.max)
-        )
-    }
-}
-
 /// The run's final summary, printed as one JSON line and optionally written to a file.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -223,6 +172,7 @@ pub struct Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tools_common::latency::new_histogram;
 
     #[test]
     fn frame_round_trip() {

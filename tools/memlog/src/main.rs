@@ -12,9 +12,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tools_common::clock::epoch_s;
+use tools_common::response::Head;
 
 #[derive(Parser, Debug)]
 #[command(about = "Log server RSS, connections and kernel socket memory once per interval")]
@@ -131,28 +133,18 @@ fn fetch_metrics(addr: SocketAddr) -> Option<String> {
     loop {
         let n = stream.read(&mut buf).ok()?;
         input.extend_from_slice(&buf[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        if let Ok(httparse::Status::Complete(header_len)) = response.parse(&input) {
-            if response.code != Some(200) {
+        // A malformed head will not mend with more bytes: no sample.
+        if let Some(head) = Head::parse(&input).ok()? {
+            if head.status != 200 {
                 return None;
             }
-            let length = response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| {
-                    std::str::from_utf8(h.value)
-                        .ok()?
-                        .trim()
-                        .parse::<usize>()
-                        .ok()
-                });
-            match length {
-                Some(length) if input.len() >= header_len + length => {
-                    return String::from_utf8(input[header_len..header_len + length].to_vec()).ok();
+            let body = &input[head.len..];
+            match head.content_length {
+                Some(length) if body.len() >= length => {
+                    return String::from_utf8(body[..length].to_vec()).ok();
                 }
-                None if n == 0 => return String::from_utf8(input[header_len..].to_vec()).ok(),
+                // Without a length the body runs to the close (Connection: close was asked).
+                None if n == 0 => return String::from_utf8(body.to_vec()).ok(),
                 _ => {}
             }
         }
@@ -210,9 +202,7 @@ fn sample(opts: &Opts) -> Option<String> {
     let slab_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| kb_field(&m, "Slab"));
-    let epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let epoch = epoch_s();
     Some(format!(
         "{}\t{epoch}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         iso_utc(epoch),

@@ -11,9 +11,11 @@
 //!
 //! # Layout
 //!
-//! - [`Schedule`]: which messages are due at a given time (pure).
-//! - [`encode_single`], [`encode_batch`], [`parse_response`]: request and response bytes (pure).
+//! - [`encode_single`], [`encode_batch`]: request bytes (pure).
 //! - `run`: one mio loop over the publish connections.
+//!
+//! From `tools_common`: the schedule of due messages (`clock::Schedule`), the clock the stamps
+//! come from, and the publish answers' parser (`response::Answer`).
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -22,12 +24,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
+use tools_common::clock::{epoch_s, epoch_us, Schedule};
+use tools_common::response::Answer;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Send stamped messages to random ids through comet's publish API")]
@@ -80,51 +84,6 @@ struct Opts {
     stats_file: Option<PathBuf>,
 }
 
-fn epoch_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// Evenly spaced messages: message `j` is due `j / rate` seconds after the start.
-#[derive(Clone, Copy, Debug)]
-struct Schedule {
-    rate: f64,
-    /// Messages in all; None = unbounded.
-    limit: Option<u64>,
-}
-
-impl Schedule {
-    /// How many messages are due `elapsed` after the start (message 0 is due at once).
-    fn due(&self, elapsed: Duration) -> u64 {
-        let due = (elapsed.as_secs_f64() * self.rate) as u64 + 1;
-        self.limit.map_or(due, |limit| due.min(limit))
-    }
-
-    /// When message `j` is due, after the start.
-    fn at(&self, j: u64) -> Duration {
-        Duration::from_secs_f64(j as f64 / self.rate)
-    }
-}
-
-/// xorshift64*: ids need to be spread, not secret.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in 1..=max for max far below 2^64.
-    fn id(&mut self, max: u64) -> u64 {
-        1 + self.next() % max
-    }
-}
-
 /// Appends the message text: `ts=<us> ` then `x` up to `size` bytes.
 fn write_message(out: &mut Vec<u8>, ts_us: u64, size: usize) {
     let start = out.len();
@@ -161,60 +120,6 @@ fn encode_batch(out: &mut Vec<u8>, host: &str, ids: &[u64], ts_us: u64, size: us
     )
     .expect("write to Vec");
     out.extend_from_slice(&body);
-}
-
-/// One parsed answer from the publish API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    /// `"connections"` from the JSON body (0 if absent).
-    connections: u64,
-    /// Bytes of `input` the answer used.
-    consumed: usize,
-}
-
-/// Parses one complete response from the front of `input`; Ok(None) if more bytes are needed.
-fn parse_response(input: &[u8]) -> Result<Option<Answer>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let header_len = match response.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("bad response: {e}")),
-    };
-    let status = response.code.unwrap_or(0);
-    let mut content_length = 0usize;
-    for h in response.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            content_length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or("bad content-length")?;
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err("chunked answers are not supported".into());
-        }
-    }
-    let end = header_len + content_length;
-    if input.len() < end {
-        return Ok(None);
-    }
-    Ok(Some(Answer {
-        status,
-        connections: json_u64(&input[header_len..end], "connections").unwrap_or(0),
-        consumed: end,
-    }))
-}
-
-/// The unsigned integer value of `"key":` in a flat JSON object.
-fn json_u64(body: &[u8], key: &str) -> Option<u64> {
-    let pattern = format!("\"{key}\"");
-    let at = body
-        .windows(pattern.len())
-        .position(|w| w == pattern.as_bytes())?;
-    let rest = &body[at + pattern.len()..];
-    let rest = &rest[rest.iter().position(|&b| b != b' ' && b != b':')?..];
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -285,7 +190,7 @@ impl Conn {
             }
         }
         let mut used = 0;
-        while let Some(answer) = parse_response(&self.input[used..]).map_err(io::Error::other)? {
+        while let Some(answer) = Answer::parse(&self.input[used..]).map_err(io::Error::other)? {
             used += answer.consumed;
             let messages = u64::from(
                 self.in_flight
@@ -338,15 +243,13 @@ fn run(opts: &Opts) -> Result<Summary, String> {
     {
         return Err("rate, --max-id, --conns and --pipeline-max must be positive".into());
     }
-    let schedule = Schedule {
-        rate,
-        limit: (opts.count > 0).then(|| opts.count * opts.generators),
-    };
+    let schedule = Schedule::new(rate, (opts.count > 0).then(|| opts.count * opts.generators));
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(|e| e.to_string())?;
     }
-    let mut rng = Rng(opts.seed.unwrap_or_else(epoch_us) | 1);
+    // Ids need to be spread, not secret.
+    let mut rng = fastrand::Rng::with_seed(opts.seed.unwrap_or_else(|| fastrand::u64(..)));
     let host = opts.target.to_string();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut conns = Vec::with_capacity(opts.conns);
@@ -401,7 +304,7 @@ fn run(opts: &Opts) -> Result<Summary, String> {
         if sending
             && (now >= send_end
                 || stop.load(Ordering::Relaxed)
-                || schedule.limit == Some(generated))
+                || schedule.limit() == Some(generated))
         {
             send_s = now.duration_since(start).as_secs_f64();
             behind_at_end = schedule.due(now.duration_since(start)) - generated;
@@ -439,10 +342,16 @@ fn run(opts: &Opts) -> Result<Summary, String> {
                 };
                 let conn = &mut conns[k];
                 if opts.batch == 0 {
-                    encode_single(&mut conn.out, &host, rng.id(opts.max_id), ts_us, opts.size);
+                    encode_single(
+                        &mut conn.out,
+                        &host,
+                        rng.u64(1..=opts.max_id),
+                        ts_us,
+                        opts.size,
+                    );
                 } else {
                     ids.clear();
-                    ids.extend((0..n).map(|_| rng.id(opts.max_id)));
+                    ids.extend((0..n).map(|_| rng.u64(1..=opts.max_id)));
                     encode_batch(&mut conn.out, &host, &ids, ts_us, opts.size);
                 }
                 conn.in_flight.push_back(n as u32);
@@ -467,7 +376,7 @@ fn run(opts: &Opts) -> Result<Summary, String> {
                     f,
                     "{:.1}\t{}\t{}\t{}\t{}\t{}\t{per_s}",
                     now.duration_since(start).as_secs_f64(),
-                    epoch_us() / 1_000_000,
+                    epoch_s(),
                     totals.sent,
                     totals.accepted,
                     totals.failed,
@@ -554,24 +463,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seed_schedule() {
-        // 100 generators every 100 ms: 1000 msg/s.
-        let s = Schedule {
-            rate: 100.0 * 1000.0 / 100.0,
-            limit: None,
-        };
-        assert_eq!(s.due(Duration::ZERO), 1);
-        assert_eq!(s.due(Duration::from_millis(999)), 1000);
-        assert_eq!(s.due(Duration::from_secs(10)), 10_001);
-        assert_eq!(s.at(1000), Duration::from_secs(1));
-        let bounded = Schedule {
-            rate: 1000.0,
-            limit: Some(5),
-        };
-        assert_eq!(bounded.due(Duration::from_secs(1)), 5);
-    }
-
-    #[test]
     fn message_has_stamp_and_size() {
         let mut m = Vec::new();
         write_message(&mut m, 1_764_151_234_567_890, 64);
@@ -596,45 +487,5 @@ mod tests {
             out,
             b"POST /send HTTP/1.1\r\nHost: h:1\r\nContent-Length: 19\r\n\r\n1 ts=7 x\n23 ts=7 x\n"
         );
-    }
-
-    #[test]
-    fn responses() {
-        let one = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 26\r\n\r\n{\"id\":123,\"connections\":2}";
-        let mut two = one.to_vec();
-        two.extend_from_slice(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 3\r\n\r\nbad");
-        let a = parse_response(&two).unwrap().unwrap();
-        assert_eq!(
-            a,
-            Answer {
-                status: 200,
-                connections: 2,
-                consumed: one.len()
-            }
-        );
-        let b = parse_response(&two[a.consumed..]).unwrap().unwrap();
-        assert_eq!(b.status, 400);
-        assert_eq!(b.connections, 0);
-        for cut in 0..one.len() {
-            assert_eq!(parse_response(&one[..cut]).unwrap(), None, "cut at {cut}");
-        }
-        assert!(parse_response(b"NOT HTTP\r\n\r\n").is_err());
-        assert_eq!(
-            json_u64(b"{\"messages\":10, \"connections\" : 77}", "connections"),
-            Some(77)
-        );
-        assert_eq!(json_u64(b"{\"messages\":10}", "connections"), None);
-    }
-
-    #[test]
-    fn ids_in_range() {
-        let mut rng = Rng(12345);
-        let mut seen = [false; 10];
-        for _ in 0..1000 {
-            let id = rng.id(10);
-            assert!((1..=10).contains(&id));
-            seen[id as usize - 1] = true;
-        }
-        assert!(seen.iter().all(|&s| s));
     }
 }

@@ -28,10 +28,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use fastrand::Rng;
 use serde::Serialize;
+use tools_common::clock::{epoch_s, Schedule};
+use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
+use tools_common::latency::{new_histogram, Percentiles};
+use tools_common::response::Answer;
 
 use check::{Checker, Counts};
 
@@ -111,33 +116,6 @@ struct Opts {
     json: Option<PathBuf>,
 }
 
-fn epoch_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// xorshift64*: the schedule needs spread, not secrecy.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// When each subscriber drops its connection, relative to the start of publishing: `total`
 /// drops split as evenly as possible over `subscribers`, each at a uniformly random moment of
 /// `window`, sorted per subscriber.
@@ -151,7 +129,7 @@ fn drop_schedule(
     (0..n)
         .map(|k| {
             let count = total / n + u64::from(k < total % n);
-            let mut times: Vec<Duration> = (0..count).map(|_| window.mul_f64(rng.unit())).collect();
+            let mut times: Vec<Duration> = (0..count).map(|_| window.mul_f64(rng.f64())).collect();
             times.sort_unstable();
             times
         })
@@ -162,24 +140,6 @@ fn drop_schedule(
 fn parse_body(data: &str) -> Option<(u64, u64)> {
     let (id, n) = data.split_once(':')?;
     Some((id.parse().ok()?, n.parse().ok()?))
-}
-
-fn sign_token(secret: &str, id: u64) -> Result<String, String> {
-    #[derive(Serialize)]
-    struct Claims {
-        sub: String,
-        exp: u64,
-    }
-    let claims = Claims {
-        sub: id.to_string(),
-        exp: epoch_s() + 3600,
-    };
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .map_err(|e| format!("sign token: {e}"))
 }
 
 /// What all threads share.
@@ -262,7 +222,12 @@ struct Conn {
     opened_at: Instant,
 }
 
-fn open(opts: &Opts, id: u64, last_event_id: Option<&str>) -> Result<Conn, String> {
+fn open(
+    opts: &Opts,
+    signer: Option<&Signer>,
+    id: u64,
+    last_event_id: Option<&str>,
+) -> Result<Conn, String> {
     let opened_at = Instant::now();
     let stream =
         TcpStream::connect_timeout(&opts.target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
@@ -274,11 +239,9 @@ fn open(opts: &Opts, id: u64, last_event_id: Option<&str>) -> Result<Conn, Strin
     if let Some(last) = last_event_id {
         request.push_str(&format!("Last-Event-ID: {last}\r\n"));
     }
-    if let Some(secret) = &opts.jwt_secret {
-        request.push_str(&format!(
-            "Authorization: Bearer {}\r\n",
-            sign_token(secret, id)?
-        ));
+    if let Some(signer) = signer {
+        let token = signer.sign(&[&id.to_string()], epoch_s() + TOKEN_LIFETIME_S)?;
+        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
     }
     request.push_str("\r\n");
     (&stream)
@@ -311,7 +274,9 @@ fn subscriber(
     seed: u64,
 ) -> SubResult {
     let id = opts.first_id + k as u64;
-    let mut rng = Rng::new(seed);
+    // The drop schedule needs spread, not secrecy.
+    let mut rng = Rng::with_seed(seed);
+    let signer = opts.jwt_secret.as_deref().map(Signer::new);
     let mut checker = Checker::expecting(1);
     let mut stats = ConnStats::default();
     let mut resume_us = Vec::with_capacity(schedule.len() + 4);
@@ -337,7 +302,7 @@ fn subscriber(
                 }
                 away_until = None;
             }
-            match open(opts, id, last_event_id.as_deref()) {
+            match open(opts, signer.as_ref(), id, last_event_id.as_deref()) {
                 Ok(c) => {
                     if lost && last_event_id.is_none() {
                         stats.resumed_without_id += 1;
@@ -376,7 +341,7 @@ fn subscriber(
                 let rst = match opts.drop_mode {
                     DropMode::Rst => true,
                     DropMode::Fin => false,
-                    DropMode::Mixed => rng.next() & 1 == 1,
+                    DropMode::Mixed => rng.bool(),
                 };
                 if rst {
                     stats.drops_rst += 1;
@@ -389,7 +354,7 @@ fn subscriber(
                 shared.drops_left.fetch_sub(1, Ordering::Relaxed);
                 next_drop += 1;
                 lost = true;
-                away_until = Some(now + opts.away_max.mul_f64(rng.unit()));
+                away_until = Some(now + opts.away_max.mul_f64(rng.f64()));
                 continue;
             }
         }
@@ -491,38 +456,6 @@ fn timed_out(e: &io::Error) -> bool {
     )
 }
 
-/// One answer of the publish API at the front of `input`: (status, connections, bytes used).
-fn parse_answer(input: &[u8]) -> Result<Option<(u16, u64, usize)>, String> {
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut response = httparse::Response::new(&mut headers);
-    let head = match response.parse(input) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(format!("bad answer: {e}")),
-    };
-    let mut length = 0usize;
-    for h in response.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            length = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or("bad content-length")?;
-        }
-    }
-    if input.len() < head + length {
-        return Ok(None);
-    }
-    let connections = serde_json::from_slice::<serde_json::Value>(&input[head..head + length])
-        .ok()
-        .and_then(|v| v["connections"].as_u64())
-        .unwrap_or(0);
-    Ok(Some((
-        response.code.unwrap_or(0),
-        connections,
-        head + length,
-    )))
-}
-
 #[derive(Debug, Default)]
 struct PubResult {
     sent: u64,
@@ -596,9 +529,9 @@ fn read_answers(
         input.extend_from_slice(&buf[..n]);
         let mut used = 0;
         loop {
-            match parse_answer(&input[used..]) {
-                Ok(Some((status, connections, len))) => {
-                    used += len;
+            match Answer::parse(&input[used..]) {
+                Ok(Some(answer)) => {
+                    used += answer.consumed;
                     let request = match pending.pop_front() {
                         Some(r) => r,
                         None => match announced.recv_timeout(Duration::from_secs(1)) {
@@ -610,12 +543,12 @@ fn read_answers(
                         },
                     };
                     answered.fetch_add(1, Ordering::Relaxed);
-                    if status == 200 {
+                    if answer.status == 200 {
                         result.accepted += 1;
-                        result.connections += connections;
+                        result.connections += answer.connections;
                     } else {
                         if result.failed.is_empty() {
-                            eprintln!("resumetest: publish answered {status}");
+                            eprintln!("resumetest: publish answered {}", answer.status);
                         }
                         result.failed.push(request);
                     }
@@ -675,16 +608,15 @@ fn publisher(opts: &Opts, start: Instant) -> PubResult {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut sent = 0u64;
     let mut lag_max = Duration::ZERO;
+    let schedule = Schedule::new(opts.rate, Some(total));
     while sent < total {
         let elapsed = start.elapsed();
-        let due = total.min((elapsed.as_secs_f64() * opts.rate) as u64 + 1);
+        let due = schedule.due(elapsed);
         if sent >= due {
-            let at = Duration::from_secs_f64(sent as f64 / opts.rate);
-            thread::sleep(at.saturating_sub(elapsed));
+            thread::sleep(schedule.at(sent).saturating_sub(elapsed));
             continue;
         }
-        lag_max =
-            lag_max.max(elapsed.saturating_sub(Duration::from_secs_f64(sent as f64 / opts.rate)));
+        lag_max = lag_max.max(elapsed.saturating_sub(schedule.at(sent)));
         let in_flight = sent - answered.load(Ordering::Relaxed);
         let end = due.min(sent + opts.pipeline_max.saturating_sub(in_flight));
         if end == sent {
@@ -757,31 +689,33 @@ struct Summary {
     target_rate: f64,
     duration_s: f64,
     elapsed_s: f64,
-    resume_ms: Percentiles,
+    resume_ms: ResumeMs,
     #[serde(flatten)]
     conn: ConnStats,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Percentiles {
-    count: usize,
+/// Resume times (connect to head) in milliseconds, as the summary prints them.
+#[derive(Debug, Serialize)]
+struct ResumeMs {
+    count: u64,
     p50: f64,
     p99: f64,
     max: f64,
 }
 
-impl Percentiles {
-    fn of_us(mut v: Vec<u64>) -> Self {
-        if v.is_empty() {
-            return Percentiles::default();
+impl ResumeMs {
+    fn of_us(values: &[u64]) -> Self {
+        let mut histogram = new_histogram();
+        for &us in values {
+            histogram.saturating_record(us);
         }
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-        Percentiles {
-            count: v.len(),
-            p50: at(0.5),
-            p99: at(0.99),
-            max: at(1.0),
+        let p = Percentiles::of(&histogram);
+        let ms = |us: u64| us as f64 / 1000.0;
+        ResumeMs {
+            count: p.count,
+            p50: ms(p.p50),
+            p99: ms(p.p99),
+            max: ms(p.max),
         }
     }
 }
@@ -804,12 +738,8 @@ fn main() {
 /// Runs the test; Ok(true) when something was lost, duplicated, reordered or not published.
 fn run(opts: &Opts) -> Result<bool, String> {
     let subscribers = opts.subscribers as usize;
-    let seed = opts.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-    });
-    let mut rng = Rng::new(seed);
+    let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
+    let mut rng = Rng::with_seed(seed);
     let schedules = drop_schedule(opts.reconnects, subscribers, opts.duration, &mut rng);
     let shared = Arc::new(Shared {
         start: OnceLock::new(),
@@ -836,7 +766,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
             let opts = opts.clone();
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
-            let seed = rng.next();
+            let seed = rng.u64(..);
             thread::spawn(move || subscriber(&opts, k, &schedule, &shared, &ready, seed))
         })
         .collect();
@@ -935,7 +865,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         target_rate: opts.rate,
         duration_s: opts.duration.as_secs_f64(),
         elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-        resume_ms: Percentiles::of_us(resume_us),
+        resume_ms: ResumeMs::of_us(&resume_us),
         conn,
     };
     let failed = summary.lost > 0
@@ -989,7 +919,7 @@ mod tests {
 
     #[test]
     fn schedule_spreads_every_drop_over_the_window() {
-        let mut rng = Rng::new(7);
+        let mut rng = Rng::with_seed(7);
         let window = Duration::from_secs(60);
         let s = drop_schedule(1000, 20, window, &mut rng);
         assert_eq!(s.len(), 20);
@@ -1008,16 +938,11 @@ mod tests {
         assert!((4500..5500).contains(&first_half), "{first_half}");
     }
 
+    /// The bodies resumetest publishes (the answers: tools_common::response).
     #[test]
     fn bodies_and_answers() {
         assert_eq!(parse_body("17:42"), Some((17, 42)));
         assert_eq!(parse_body("17:"), None);
         assert_eq!(parse_body("hello"), None);
-        let answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 24\r\n\r\n{\"id\":3,\"connections\":2}HTTP/1.1 200";
-        let (status, connections, used) = parse_answer(answer).unwrap().unwrap();
-        assert_eq!((status, connections), (200, 2));
-        assert_eq!(&answer[used..], b"HTTP/1.1 200");
-        assert_eq!(parse_answer(&answer[..used - 1]).unwrap(), None);
-        assert!(parse_answer(b"junk\r\n\r\n").is_err());
     }
 }

@@ -5,7 +5,11 @@
 //! EventSource rules that matter to a resuming client: a block is dispatched by a blank line,
 //! so an `id:` counts as seen only once its block is complete (a connection cut inside a block
 //! must resume from the previous id, as a browser does); `data:` lines join with `\n`; one space
-//! after the colon is dropped; lines starting with `:` are comments (heartbeats).
+//! after the colon is dropped; lines starting with `:` are comments (heartbeats). The head and
+//! the chunked coding are read with `tools_common`; the SSE lines here.
+
+use tools_common::chunked::{ChunkError, Dechunker, Piece};
+use tools_common::response::Head;
 
 /// What the parser reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,34 +44,37 @@ pub enum ParseError {
     AfterEnd,
 }
 
+impl From<ChunkError> for ParseError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::BadSize | ChunkError::BadEnd => ParseError::BadChunk,
+            ChunkError::AfterEnd => ParseError::AfterEnd,
+        }
+    }
+}
+
 /// Largest response head accepted.
 pub const HEAD_MAX: usize = 16 * 1024;
 /// Largest SSE line accepted (comet's messages are at most 64 KiB).
 const LINE_MAX: usize = 1 << 20;
 
+/// Head --complete head, 200--> Chunked or Identity; --other status--> Refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Head,
     /// Not chunked: every byte until the close is body.
     Identity,
-    ChunkSize,
-    ChunkExt,
-    ChunkData,
-    /// After the data: the CRLF (CR optional).
-    ChunkDataEnd,
-    /// After the last chunk: trailer lines until an empty one.
-    Trailer,
-    End,
+    Chunked,
+    /// The answer was not 200: the caller stops.
+    Refused,
 }
 
 #[derive(Debug)]
 pub struct Parser {
     state: State,
+    /// The head so far, while it is incomplete.
     head: Vec<u8>,
-    chunk_left: u64,
-    size_digits: u32,
-    /// Bytes of the current trailer line (0 at its start).
-    trailer_len: usize,
+    chunks: Dechunker,
     line: Vec<u8>,
     block: SseEvent,
     block_has_field: bool,
@@ -84,9 +91,7 @@ impl Parser {
         Parser {
             state: State::Head,
             head: Vec::new(),
-            chunk_left: 0,
-            size_digits: 0,
-            trailer_len: 0,
+            chunks: Dechunker::new(),
             line: Vec::new(),
             block: SseEvent::default(),
             block_has_field: false,
@@ -96,107 +101,39 @@ impl Parser {
     /// Consumes `input`, appending what it completes to `out`. After an error the parser is
     /// unusable (the caller drops the connection).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<Item>) -> Result<(), ParseError> {
-        let mut i = 0;
-        while i < input.len() {
-            match self.state {
-                State::Head => {
-                    // Look for the blank line across the boundary with what came before.
-                    let from = self.head.len().saturating_sub(3);
-                    self.head.extend_from_slice(&input[i..]);
-                    let Some(at) = find(&self.head[from..], b"\r\n\r\n") else {
-                        if self.head.len() > HEAD_MAX {
-                            return Err(ParseError::BadHead);
-                        }
-                        return Ok(());
-                    };
-                    let head_len = from + at + 4;
-                    let taken = head_len - (self.head.len() - (input.len() - i));
-                    i += taken;
-                    self.head.truncate(head_len);
-                    let (status, chunked) = parse_head(&self.head)?;
-                    self.head = Vec::new();
-                    out.push(Item::Head { status });
-                    if status != 200 {
-                        self.state = State::End;
-                        return Ok(());
-                    }
-                    self.state = if chunked {
-                        State::ChunkSize
-                    } else {
-                        State::Identity
-                    };
-                }
-                State::Identity => {
-                    self.body(&input[i..], out)?;
-                    i = input.len();
-                }
-                State::ChunkData => {
-                    let n = (self.chunk_left.min((input.len() - i) as u64)) as usize;
-                    self.body(&input[i..i + n], out)?;
-                    i += n;
-                    self.chunk_left -= n as u64;
-                    if self.chunk_left == 0 {
-                        self.state = State::ChunkDataEnd;
-                    }
-                }
-                State::ChunkSize => {
-                    let b = input[i];
-                    i += 1;
-                    match (b as char).to_digit(16) {
-                        Some(d) => {
-                            self.size_digits += 1;
-                            if self.size_digits > 8 {
-                                return Err(ParseError::BadChunk);
-                            }
-                            self.chunk_left = self.chunk_left * 16 + u64::from(d);
-                        }
-                        None if self.size_digits == 0 => return Err(ParseError::BadChunk),
-                        None => match b {
-                            b'\n' => self.chunk_size_done(),
-                            b'\r' | b';' | b' ' | b'\t' => self.state = State::ChunkExt,
-                            _ => return Err(ParseError::BadChunk),
-                        },
-                    }
-                }
-                State::ChunkExt => {
-                    if input[i] == b'\n' {
-                        self.chunk_size_done();
-                    }
-                    i += 1;
-                }
-                State::ChunkDataEnd => {
-                    match input[i] {
-                        b'\r' => {}
-                        b'\n' => self.state = State::ChunkSize,
-                        _ => return Err(ParseError::BadChunk),
-                    }
-                    i += 1;
-                }
-                State::Trailer => {
-                    match input[i] {
-                        b'\r' => {}
-                        b'\n' if self.trailer_len == 0 => {
-                            self.state = State::End;
-                            out.push(Item::End);
-                        }
-                        b'\n' => self.trailer_len = 0,
-                        _ => self.trailer_len += 1,
-                    }
-                    i += 1;
-                }
-                State::End => return Err(ParseError::AfterEnd),
-            }
+        let mut rest = input;
+        if self.state == State::Head {
+            let before = self.head.len();
+            self.head.extend_from_slice(input);
+            let head = match Head::parse(&self.head) {
+                Ok(Some(head)) => head,
+                Ok(None) if self.head.len() <= HEAD_MAX => return Ok(()),
+                _ => return Err(ParseError::BadHead),
+            };
+            rest = &input[head.len - before..];
+            self.head = Vec::new();
+            out.push(Item::Head {
+                status: head.status,
+            });
+            self.state = match head.status {
+                200 if head.chunked => State::Chunked,
+                200 => State::Identity,
+                _ => State::Refused,
+            };
         }
-        Ok(())
-    }
-
-    fn chunk_size_done(&mut self) {
-        self.size_digits = 0;
-        if self.chunk_left == 0 {
-            self.state = State::Trailer;
-            self.trailer_len = 0;
-        } else {
-            self.state = State::ChunkData;
+        match self.state {
+            State::Head | State::Refused => Ok(()),
+            State::Identity => self.body(rest, out),
+            State::Chunked => loop {
+                let (used, piece) = self.chunks.decode(rest)?;
+                rest = &rest[used..];
+                match piece {
+                    None => return Ok(()),
+                    Some(Piece::Data(data)) => self.body(data, out)?,
+                    Some(Piece::End) => out.push(Item::End),
+                    Some(Piece::ChunkStart | Piece::ChunkEnd) => {}
+                }
+            },
         }
     }
 
@@ -254,27 +191,6 @@ impl Parser {
         }
         self.block_has_field = true;
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Status and whether the body is chunked, from a complete head.
-fn parse_head(head: &[u8]) -> Result<(u16, bool), ParseError> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut response = httparse::Response::new(&mut headers);
-    match response.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(ParseError::BadHead),
-    }
-    let chunked = response.headers.iter().any(|h| {
-        h.name.eq_ignore_ascii_case("transfer-encoding")
-            && String::from_utf8_lossy(h.value)
-                .to_ascii_lowercase()
-                .contains("chunked")
-    });
-    Ok((response.code.ok_or(ParseError::BadHead)?, chunked))
 }
 
 #[cfg(test)]
