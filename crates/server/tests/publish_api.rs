@@ -301,3 +301,75 @@ fn metrics_counters_move() {
     );
     client.expect_eof();
 }
+
+/// A publisher that pipelines past the outstanding-answer bound is paused and resumed, and its
+/// messages still reach their subscribers in request order. Two workers, ids on both: answers
+/// from the other worker pile up (the pause), and answers counted on the publisher's own worker
+/// arrive while earlier requests' publishes are being carried out, which is when a resume
+/// could read later requests out of turn.
+#[test]
+fn a_paused_and_resumed_publisher_keeps_its_order() {
+    use std::io::{Read, Write};
+    const N: u64 = 4000; // per id; past PIPELINE_MAX (1024) outstanding answers
+                         // A burst of a thousand publishes is framed in one loop iteration: the subscribers' queue
+                         // bounds are raised so that they are not cut as slow consumers.
+    let server = Server::start(&[
+        "--workers",
+        "2",
+        "--queue-messages-max",
+        "100000",
+        "--queue-bytes-max",
+        "100000000",
+    ]);
+    // Ids 1..=4: owned by both workers (the shard hash spreads them).
+    let ids = [1u64, 2, 3, 4];
+    let readers: Vec<_> = ids
+        .iter()
+        .map(|&id| {
+            let mut sub = subscribe(server.public, &format!("/test/{id}"));
+            // Read as it comes.
+            std::thread::spawn(move || {
+                for i in 1..=N {
+                    sub.expect_chunk(&seed_msg(i, &format!("{id}:{i}")));
+                }
+            })
+        })
+        .collect();
+    let stream = std::net::TcpStream::connect(server.publish).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let writing = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        for i in 1..=N {
+            for id in ids {
+                let msg = format!("{id}:{i}");
+                bytes.extend_from_slice(&post_send(&id.to_string(), msg.as_bytes()));
+            }
+        }
+        writer.write_all(&bytes).unwrap();
+    });
+    // Every answer counts one subscriber.
+    let answer = b",\"connections\":1}";
+    let (mut answers, mut tail, mut buf) = (0, Vec::new(), [0u8; 65536]);
+    let mut reader = stream;
+    while answers < N * ids.len() as u64 {
+        let n = reader.read(&mut buf).expect("answers");
+        assert!(n > 0, "closed after {answers} answers");
+        tail.extend_from_slice(&buf[..n]);
+        let mut start = 0;
+        while let Some(at) = tail[start..]
+            .windows(answer.len())
+            .position(|w| w == answer)
+        {
+            answers += 1;
+            start += at + answer.len();
+        }
+        tail.drain(..start);
+    }
+    writing.join().unwrap();
+    for reader in readers {
+        reader.join().expect("every message, in order");
+    }
+}

@@ -96,6 +96,8 @@ pub struct Worker {
     targets: Vec<ConnRef>,
     effects: Vec<Effect>,
     expired: Vec<(u32, bool)>,
+    /// The publish connection whose requests are being carried out.
+    publishing: Option<u32>,
     /// The way into the cluster bridge, when the node is in a cluster.
     cluster: Option<comet_cluster::Publisher>,
 }
@@ -142,6 +144,7 @@ impl Worker {
             targets: Vec::new(),
             effects: Vec::new(),
             expired: Vec::new(),
+            publishing: None,
             cluster,
             cfg,
             shared,
@@ -681,9 +684,22 @@ impl Worker {
 
     /// Parses what a publish connection sent and carries out what its requests ask.
     fn process_publish(&mut self, slot: u32) {
+        // An answer counted here while the effects are carried out may lift backpressure:
+        // the requests after the pause are read by this loop, after every earlier request's
+        // effects, never from inside them (publishes keep their order).
+        self.publishing = Some(slot);
+        while self.process_publish_once(slot) {}
+        self.publishing = None;
+        if self.conns.get(slot).state == State::Publisher {
+            self.rearm_recv(slot);
+        }
+    }
+
+    /// One pass of [`Worker::process_publish`]; true when backpressure was lifted meanwhile.
+    fn process_publish_once(&mut self, slot: u32) -> bool {
         let unsent = self.conns.queued(slot).0;
         let Some(p) = self.pubs.get_mut(slot) else {
-            return;
+            return false;
         };
         let mut effects = std::mem::take(&mut self.effects);
         let (requests, rejected) = p.process(&self.cfg, unsent, &mut effects);
@@ -693,7 +709,7 @@ impl Worker {
         let stats = &self.shared.stats[self.index];
         Stats::add(&stats.requests, requests);
         Stats::add(&stats.bad_requests, rejected);
-        let cref = self.conns.conn_ref(slot);
+        let conn = self.conns.conn_ref(slot);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Publish { id, msg, reply } => {
@@ -702,22 +718,11 @@ impl Worker {
                     if let Some(p) = self.pubs.get_mut(slot) {
                         p.cluster(reply, sent);
                     }
-                    self.publish(
-                        id,
-                        msg,
-                        ReplyTo {
-                            conn: cref,
-                            seq: reply,
-                        },
-                    );
+                    self.publish(id, msg, ReplyTo { conn, seq: reply });
                 }
-                Effect::Disconnect { id, reply } => self.disconnect(
-                    id,
-                    ReplyTo {
-                        conn: cref,
-                        seq: reply,
-                    },
-                ),
+                Effect::Disconnect { id, reply } => {
+                    self.disconnect(id, ReplyTo { conn, seq: reply })
+                }
                 Effect::Metrics { reply, head_only } => {
                     let mut body = Vec::new();
                     self.shared.render_metrics(&mut body);
@@ -729,6 +734,10 @@ impl Worker {
         }
         self.effects = effects;
         self.flush_replies(slot);
+        let unsent = self.conns.queued(slot).0;
+        self.pubs
+            .get_mut(slot)
+            .is_some_and(|p| p.resume(unsent, &self.cfg))
     }
 
     /// Publishes `msg` to `id` (local connections; the cluster copy is the caller's); the
@@ -780,15 +789,15 @@ impl Worker {
 
     /// Reads again from a publisher paused by backpressure once its answers went out.
     fn resume_publisher(&mut self, slot: u32) {
+        if self.publishing == Some(slot) {
+            return; // process_publish reads on once the effects are carried out
+        }
         let unsent = self.conns.queued(slot).0;
         let Some(p) = self.pubs.get_mut(slot) else {
             return;
         };
         if p.resume(unsent, &self.cfg) {
             self.process_publish(slot);
-            if self.conns.get(slot).state == State::Publisher {
-                self.rearm_recv(slot);
-            }
         }
     }
 
