@@ -40,15 +40,22 @@ impl Server {
     /// `comet serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 <args>`, once it has
     /// printed its ready line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_comet"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--publish-listen",
-                "127.0.0.1:0",
-            ])
+        Server::start_env(args, &[])
+    }
+
+    /// The same with environment variables (`COMET_*`) set for the server.
+    /// A listener given in `args` replaces the default one (a flag may be given once).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comet"));
+        command.arg("serve");
+        for flag in ["--listen", "--publish-listen"] {
+            if !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = command
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
