@@ -739,3 +739,19 @@ impl Client {
         &self.buf
     }
 }
+
+/// The path of `program`, which a test needs (it is `#[ignore = "needs <program>"]`, so it runs
+/// only when asked to, as `tools/test.sh` does). Missing, the test fails saying how to install
+/// it: a test that cannot run must not pass.
+pub fn require(program: &str, package: &str) -> std::path::PathBuf {
+    // Daemons (nginx, haproxy) live in /usr/sbin, which a user's PATH may leave out.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]);
+    let found = dirs.map(|dir| dir.join(program)).find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{program} is not installed, and this test needs it: run `bash tools/test.sh` \
+             (it installs what the tests need), or `sudo apt-get install {package}`"
+        )
+    })
+}
