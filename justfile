@@ -4,9 +4,10 @@
 serve *ARGS:
     cargo run --release -p comet -- serve {{ARGS}}
 
-# The whole test suite (what CI runs, with fmt and clippy).
-test:
-    cargo test --workspace
+# The whole test suite, every test included (installs nats-server, chromium and the proxies
+# if missing); arguments go to the test harness. What CI runs, with fmt and clippy.
+test *ARGS:
+    bash tools/test.sh {{ARGS}}
 
 # fmt + clippy + tests, exactly as CI.
 ci:
@@ -44,7 +45,8 @@ bench-features *ARGS:
 plot DIR:
     bash tools/plot/plot.sh {{DIR}}
 
-# Install what the benchmarks need (gnuplot-nox, just) if missing.
+# Install what the tests and benchmarks need (nats-server, chromium, nginx, haproxy, caddy,
+# openssl, gnuplot-nox, jq, just) if missing.
 setup:
     bash tools/setup.sh
 

@@ -127,10 +127,17 @@ pub fn poll_body(out: &mut Vec<u8>, pos: Pos<'_>, gap: &[u64], items: &[u8]) {
     out.extend_from_slice(b"]}");
 }
 
+/// The seq a position from another epoch (another node, an earlier run) is read as: one the
+/// history cannot place, always answered with a gap (`comet_router::History::since`). A
+/// position of this epoch is never read as it: its numbers are at least 1.
+pub const SEQ_UNKNOWN: u64 = 0;
+
 /// Parses a client's position for a connection with `ids` ids: `<epoch>:` (optional), then one
 /// number, or one per id, comma-separated; one number applies to every id. A position from
-/// another epoch (another node, an earlier run) comes back as all zeros: before any history,
-/// so the client is told of a gap. `None` when malformed.
+/// another epoch comes back as all [`SEQ_UNKNOWN`], so the client is told of a gap. A number of
+/// this epoch below 1 (`since=0`: "from the start") comes back as 1, which means the same to the
+/// history (before this epoch's first message) and stays apart from `SEQ_UNKNOWN`. `None` when
+/// malformed.
 pub fn parse_position(text: &[u8], ids: usize, epoch: u32) -> Option<Vec<u64>> {
     let text = match memchr::memchr(b':', text) {
         Some(colon) => {
@@ -144,7 +151,7 @@ pub fn parse_position(text: &[u8], ids: usize, epoch: u32) -> Option<Vec<u64>> {
             let rest = &text[colon + 1..];
             if u32::from_str_radix(theirs, 16).ok()? != epoch {
                 parse_position(rest, ids, epoch)?;
-                return Some(vec![0; ids]);
+                return Some(vec![SEQ_UNKNOWN; ids]);
             }
             rest
         }
@@ -155,7 +162,8 @@ pub fn parse_position(text: &[u8], ids: usize, epoch: u32) -> Option<Vec<u64>> {
         if part.is_empty() || part.len() > 20 || !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        pos.push(std::str::from_utf8(part).ok()?.parse::<u64>().ok()?);
+        let seq = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        pos.push(seq.max(SEQ_UNKNOWN + 1));
     }
     match pos.len() {
         1 => Some(vec![pos[0]; ids]),
@@ -424,8 +432,14 @@ mod tests {
     fn positions_carry_the_epoch() {
         assert_eq!(parse_position(b"000000ab:17", 1, 0xab), Some(vec![17]));
         assert_eq!(parse_position(b"ab:17,18", 2, 0xab), Some(vec![17, 18]));
-        // Another node's or an earlier run's: before anything, so a gap.
-        assert_eq!(parse_position(b"000000ac:17,18", 2, 0xab), Some(vec![0, 0]));
+        // Another node's or an earlier run's: unknown, so a gap.
+        assert_eq!(
+            parse_position(b"000000ac:17,18", 2, 0xab),
+            Some(vec![SEQ_UNKNOWN, SEQ_UNKNOWN])
+        );
+        // This epoch's "from the start" is not unknown.
+        assert_eq!(parse_position(b"ab:0,5", 2, 0xab), Some(vec![1, 5]));
+        assert_eq!(parse_position(b"0", 2, 0xab), Some(vec![1, 1]));
         for bad in [
             &b":17"[..],
             b"xyz:17",

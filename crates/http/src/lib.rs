@@ -32,6 +32,7 @@ pub use batch::{batch_lines, BatchLines};
 pub use chunked::ChunkedDecoder;
 pub use events::{
     frame_event, frame_gap, frame_position, heartbeat, parse_position, poll_body, poll_item, Pos,
+    SEQ_UNKNOWN,
 };
 pub use request::{
     parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,

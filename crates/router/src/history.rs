@@ -21,17 +21,22 @@
 //!   newest seq the entry forgot (by count, age or the bytes cap); a new entry starts at
 //!   `horizon`, which covers whatever the id forgot before the entry existed.
 //! - `horizon`, per shard: every forgotten message of an id that has no entry has
-//!   `seq <= horizon`. It starts at the `now_us` given to [`History::new`] (anything from
-//!   before the server started is unknown) and, when an entry is removed, rises to that
-//!   entry's `floor`.
+//!   `seq <= horizon`. It starts at `start`, the `now_us` given to [`History::new`], and, when
+//!   an entry is removed, rises to that entry's `floor`.
 //!
-//! So `since(id, s)` answers gap = `s < floor` if `id` has an entry, else `s < horizon`.
+//! Positions belong to one epoch (one server process, `start` onwards): every seq of it is
+//! above `start`, so a `since` below `start` ("from the beginning", `since=0`) is the same as
+//! `start` and misses nothing as long as nothing of the id was forgotten. A position the server
+//! cannot place (another epoch's: [`SEQ_UNKNOWN`]) is always a gap.
+//!
+//! So `since(id, s)` answers gap = `s == SEQ_UNKNOWN`, else, with `s' = max(s, start)`,
+//! `s' < floor` if `id` has an entry, else `s' < horizon`.
 //! Forgetting always takes an id's oldest message (count eviction takes the id's oldest; age
 //! expiry and the bytes cap take the shard's oldest, seqs being shard-wide), which is what
 //! makes "everything above `floor` is retained" hold.
 //!
 //! With history off (`messages_max == 0`) nothing is stored, and `since(id, s)` answers
-//! gap = `s < position()`: a message may have gone to `id` after `s` whenever any push
+//! gap = `s' < position()`: a message may have gone to `id` after `s` whenever any push
 //! happened after `s`.
 //!
 //! # Cost
@@ -48,6 +53,10 @@ use std::mem::size_of;
 use std::sync::Arc;
 
 use crate::Id;
+
+/// The `since` of a position the history cannot place (from another epoch: another node or an
+/// earlier run): always answered with a gap. Every seq is above it.
+pub const SEQ_UNKNOWN: u64 = 0;
 
 /// Limits of one shard's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +128,8 @@ pub struct History {
     age: VecDeque<(u64, Id)>,
     /// Items of `age` that no longer stand for a retained message.
     stale: usize,
+    /// The `now_us` given to [`History::new`]: every seq is above it.
+    start: u64,
     /// The last seq assigned: [`History::position`].
     last_seq: u64,
     /// Every forgotten message of an id without an entry has `seq <= horizon`.
@@ -130,13 +141,15 @@ pub struct History {
 
 impl History {
     /// An empty history. `now_us` is the wall clock in microseconds since the Unix epoch: the
-    /// first position, and the horizon before which nothing is known. Allocates nothing.
+    /// first position (at least 1, above [`SEQ_UNKNOWN`]). Allocates nothing.
     pub fn new(cfg: HistoryConfig, now_us: u64) -> History {
+        let now_us = now_us.max(SEQ_UNKNOWN + 1);
         History {
             cfg,
             entries: HashMap::default(),
             age: VecDeque::new(),
             stale: 0,
+            start: now_us,
             last_seq: now_us,
             horizon: now_us,
             messages: 0,
@@ -203,8 +216,18 @@ impl History {
 
     /// What a client that has seen everything of `id` up to `since` missed: appends the
     /// retained messages of `id` with `seq > since` to `out`, oldest first, and returns true if
-    /// there is a gap: messages with `seq > since` may have existed that are not retained.
+    /// there is a gap: messages with `seq > since` may have existed that are not retained, or
+    /// `since` is [`SEQ_UNKNOWN`].
     pub fn since(&self, id: Id, since: u64, out: &mut Vec<(u64, Arc<[u8]>)>) -> bool {
+        if since == SEQ_UNKNOWN {
+            // Nothing to compare with: hand back what is retained, and say so.
+            if let Some(entry) = self.entries.get(&id) {
+                out.extend(entry.messages.iter().cloned());
+            }
+            return true;
+        }
+        // No seq of this epoch is below its start: "before the start" is "at the start".
+        let since = since.max(self.start);
         if self.cfg.messages_max == 0 {
             return since < self.last_seq;
         }
@@ -320,7 +343,10 @@ impl History {
             self.messages >= self.entries.len(),
             "an entry without messages"
         );
-        assert!(self.horizon <= self.last_seq, "horizon past the position");
+        assert!(
+            self.start <= self.horizon && self.horizon <= self.last_seq,
+            "horizon outside start..=position"
+        );
         if self.messages == 0 {
             assert_eq!(self.bytes, 0, "bytes left with no message");
         }
@@ -393,12 +419,29 @@ mod tests {
         // At or past the last seq: nothing, and no gap.
         assert_eq!(since(&h, 1, 400), (vec![], false));
         assert_eq!(since(&h, 1, 10_000), (vec![], false));
-        // From before the start: unknown.
-        assert_eq!(since(&h, 1, 99), (vec![200, 300, 400], true));
+        // From the start, or before it (nothing of this epoch came before it): everything,
+        // no gap.
         assert_eq!(since(&h, 1, 100), (vec![200, 300, 400], false));
-        // An id with no messages: no gap from the start on.
+        assert_eq!(since(&h, 1, 99), (vec![200, 300, 400], false));
+        assert_eq!(since(&h, 1, 1), (vec![200, 300, 400], false));
+        // Another epoch's position: everything, and a gap.
+        assert_eq!(since(&h, 1, SEQ_UNKNOWN), (vec![200, 300, 400], true));
+        // An id with no messages: no gap, except from another epoch.
         assert_eq!(since(&h, 2, 100), (vec![], false));
-        assert_eq!(since(&h, 2, 99), (vec![], true));
+        assert_eq!(since(&h, 2, 1), (vec![], false));
+        assert_eq!(since(&h, 2, SEQ_UNKNOWN), (vec![], true));
+    }
+
+    /// `/poll/5?since=0` once 5 has had its only message: that message and no gap (it was
+    /// answered with a gap when the start of the history meant "unknown before this").
+    #[test]
+    fn since_zero_is_the_beginning_not_a_gap() {
+        let mut h = History::new(cfg(32, 120_000_000, usize::MAX), 1_700_000_000_000_000);
+        let seq = h.push(5, &msg("only"), 1_700_000_000_000_500);
+        assert_eq!(since(&h, 5, 1), (vec![seq], false));
+        // Once something of the id is forgotten, "from the beginning" has a gap.
+        h.expire(seq + 120_000_001);
+        assert_eq!(since(&h, 5, 1), (vec![], true));
     }
 
     #[test]
@@ -411,7 +454,7 @@ mod tests {
         assert_eq!(h.messages(), 3);
         h.expire(1_101);
         assert_eq!((h.ids(), h.messages(), h.evicted()), (2, 2, 0));
-        assert_eq!(since(&h, 1, 0), (vec![1_080], true));
+        assert_eq!(since(&h, 1, 1), (vec![1_080], true));
         assert_eq!(since(&h, 1, 1_000), (vec![1_080], false));
         h.expire(10_000);
         assert_eq!(
@@ -452,9 +495,9 @@ mod tests {
         assert_eq!(h.evicted(), 0);
         h.push(2, &ten, 40); // Over by one message: 10 (id 1) goes.
         assert_eq!((h.ids(), h.messages(), h.evicted()), (2, 3, 1));
-        assert_eq!(since(&h, 1, 0), (vec![30], true));
+        assert_eq!(since(&h, 1, 1), (vec![30], true));
         assert_eq!(since(&h, 1, 10), (vec![30], false));
-        assert_eq!(since(&h, 2, 0), (vec![20, 40], false));
+        assert_eq!(since(&h, 2, 1), (vec![20, 40], false));
         // Two more for id 2: 20 (id 2) and then 30 (id 1, its last: entry removed) go.
         h.push(2, &ten, 50);
         h.push(2, &ten, 60);
@@ -499,7 +542,8 @@ mod tests {
     fn history_off_assigns_seqs_and_answers_conservatively() {
         let mut h = History::new(cfg(0, 1_000, usize::MAX), 100);
         assert_eq!(since(&h, 1, 100), (vec![], false));
-        assert_eq!(since(&h, 1, 99), (vec![], true));
+        assert_eq!(since(&h, 1, 99), (vec![], false));
+        assert_eq!(since(&h, 1, SEQ_UNKNOWN), (vec![], true));
         assert_eq!(h.push(1, &msg("a"), 200), 200);
         assert_eq!(h.push(1, &msg("b"), 150), 201);
         assert_eq!(
@@ -665,7 +709,7 @@ mod tests {
                         model.expire(now as u64);
                     }
                     Op::Since { id, at, delta } => {
-                        let mut points = vec![model.start, h.position()];
+                        let mut points = vec![SEQ_UNKNOWN, model.start, h.position()];
                         points.extend(model.pushed.iter().map(|m| m.1));
                         let s = at.get(&points).saturating_add_signed(delta);
                         let mut out = Vec::new();
@@ -677,13 +721,20 @@ mod tests {
                             .collect();
                         prop_assert_eq!(&out, &expected);
                         let missed = model.pushed.iter().any(|m| m.0 == id && m.1 > s && !m.3);
-                        if missed || s < model.start {
+                        if missed || s == SEQ_UNKNOWN {
                             prop_assert!(gap, "gap missed for id {} since {}", id, s);
                         }
-                        if cfg.messages_max == 0 {
-                            prop_assert_eq!(gap, s < h.position());
+                        let forgotten = model.pushed.iter().any(|m| !m.3);
+                        if s == SEQ_UNKNOWN {
+                            // Checked above.
+                        } else if cfg.messages_max == 0 {
+                            prop_assert_eq!(gap, s.max(model.start) < h.position());
                         } else if s >= h.position() {
                             prop_assert!(!gap, "gap at the position for id {}", id);
+                        } else if !forgotten {
+                            // Every message of this epoch is retained: no position of it,
+                            // however early (since=0), has missed anything.
+                            prop_assert!(!gap, "false gap for id {} since {}", id, s);
                         }
                     }
                 }

@@ -1,17 +1,30 @@
 //! `comet serve` flags and the limits derived from them.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Args;
 
+/// Every flag also reads `COMET_<FLAG>` and the config file (settings.rs); a flag wins over its
+/// variable, a variable over the file.
 #[derive(Args, Clone, Debug)]
 pub struct ServeArgs {
+    /// A TOML file with settings of this command: keys are the long flag names
+    /// (`history-messages = 32`). A flag or a COMET_* variable wins over the file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Subscriber (public) listener.
     #[arg(long, default_value = "0.0.0.0:8000")]
     pub listen: SocketAddr,
     /// Publish API and /metrics listener; loopback by default so the public port cannot publish.
+    /// Another address needs --publish-secret (or --insecure-publish).
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub publish_listen: SocketAddr,
+    /// Allow a --publish-listen address other than loopback without --publish-secret: for a
+    /// network where something else (a firewall, a private container network) keeps the
+    /// publish port away from everyone who must not publish.
+    #[arg(long)]
+    pub insecure_publish: bool,
     /// Worker threads, each with its own io_uring ring, listeners and shard of the id table.
     /// Default: one per CPU. Where RLIMIT_NOFILE is low, more workers hold more connections
     /// (each ring's fixed-file table is bounded by it): see kernel-tuning.md.
@@ -82,10 +95,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 30_000)]
     pub poll_timeout_ms: u64,
     /// Subscribers need a JWT (HS256) signed with this secret; off when not set.
-    #[arg(long, env = "COMET_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long)]
     pub auth_secret: Option<String>,
     /// Publish-API requests need `Authorization: Bearer <secret>`; off when not set.
-    #[arg(long, env = "COMET_PUBLISH_SECRET", hide_env_values = true)]
+    #[arg(long)]
     pub publish_secret: Option<String>,
     /// Web origins whose pages may subscribe: `*` or a comma-separated list
     /// (`https://app.example,https://www.example`). Requests without Origin are allowed.
@@ -97,8 +110,18 @@ pub struct ServeArgs {
     /// On SIGINT/SIGTERM, how long open streams get to receive their final chunk.
     #[arg(long, default_value_t = 2_000)]
     pub shutdown_timeout_ms: u64,
+    /// Log lines on stderr: `text` (coloured only when stderr is a terminal) or `json` (one
+    /// object per line). RUST_LOG filters them (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,6 +251,11 @@ impl Config {
         };
         let auth_secret = secret("--auth-secret", &args.auth_secret)?;
         let publish_secret = secret("--publish-secret", &args.publish_secret)?;
+        check_publish_listen(
+            args.publish_listen,
+            publish_secret.is_some(),
+            args.insecure_publish,
+        )?;
         Ok(Config {
             workers,
             files_per_worker: files,
@@ -284,6 +312,22 @@ impl Config {
     }
 }
 
+/// A publish listener others can reach, without a secret, lets anyone who reaches it publish
+/// to every subscriber and disconnect them: refused unless `--insecure-publish` says something
+/// else keeps it private.
+fn check_publish_listen(addr: SocketAddr, secret: bool, insecure: bool) -> Result<(), String> {
+    if addr.ip().is_loopback() || secret || insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "--publish-listen {addr} is not a loopback address and no --publish-secret is set: \
+         anyone who can reach it could publish to every subscriber. Set a secret \
+         (--publish-secret or COMET_PUBLISH_SECRET; publishers send Authorization: Bearer \
+         <secret>), or listen on 127.0.0.1, or pass --insecure-publish if a firewall or a \
+         private network already keeps the port from everyone else"
+    ))
+}
+
 /// A random number without a dependency: std's per-process random hash keys, over the clock.
 fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -299,6 +343,23 @@ fn random_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_listen_beyond_loopback_needs_a_secret() {
+        let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
+        for loopback in ["127.0.0.1:8001", "127.0.0.2:8001", "[::1]:8001"] {
+            assert_eq!(check_publish_listen(addr(loopback), false, false), Ok(()));
+        }
+        for open in ["0.0.0.0:8001", "10.0.0.5:8001", "[::]:8001"] {
+            let e = check_publish_listen(addr(open), false, false).unwrap_err();
+            assert!(
+                e.contains("--publish-secret") && e.contains("--insecure-publish"),
+                "{e}"
+            );
+            assert_eq!(check_publish_listen(addr(open), true, false), Ok(()));
+            assert_eq!(check_publish_listen(addr(open), false, true), Ok(()));
+        }
+    }
 
     #[test]
     fn origins() {

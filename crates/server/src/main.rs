@@ -8,7 +8,8 @@
 //! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
 //! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
 //! pure), `memstats` (the allocator's and the kernel's memory for /metrics), `demo` (the
-//! `--demo` page), `mint` (`comet token`).
+//! `--demo` page), `mint` (`comet token`), `settings` (flags from `COMET_*` variables and the
+//! config file).
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -19,6 +20,7 @@ mod memstats;
 mod mint;
 mod public;
 mod send;
+mod settings;
 mod shared;
 mod user_data;
 mod worker;
@@ -28,10 +30,10 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::{mpsc, Arc, Barrier};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use config::{Config, ServeArgs};
+use config::{Config, LogFormat, ServeArgs};
 use shared::{Shared, Stats};
 use worker::post::Boxes;
 
@@ -59,13 +61,17 @@ enum Command {
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+    let cli = settings::matches(
+        settings::with_env(Cli::command()),
+        std::env::args_os().collect(),
+    )
+    .and_then(|matches| Cli::from_arg_matches(&matches))
+    .unwrap_or_else(|e| e.exit());
+    let log_format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        Command::Send(_) | Command::Token(_) => LogFormat::Text,
+    };
+    init_logging(log_format);
     let code = match cli.command {
         Command::Serve(args) => match serve(&args) {
             Ok(()) => 0,
@@ -78,6 +84,21 @@ fn main() {
         Command::Token(args) => mint::run(&args),
     };
     std::process::exit(code);
+}
+
+/// Log lines to stderr, filtered by RUST_LOG (default `info`). Colour only on a terminal: in a
+/// file or a journal the escape codes are noise.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 /// Resident set size of this process, from /proc/self/statm.

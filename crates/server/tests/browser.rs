@@ -10,8 +10,9 @@
 //! that state: no sleeps. A failing step panics with the page's state, its console and errors;
 //! `common::Server` then prints comet's log and `Chromium` the browser's.
 //!
-//! Without `chromium` in PATH the tests print a skip line and pass, except where `CI` is set
-//! (`CI=true`; not "", "0" or "false"), where they fail: the browser test must run in CI.
+//! Every test is `#[ignore = "needs chromium"]`: a plain `cargo test` lists them as ignored;
+//! `bash tools/test.sh` installs chromium and runs them (`-- --include-ignored`), and without
+//! chromium in PATH they fail saying how to install it.
 
 mod common;
 
@@ -162,27 +163,9 @@ if (!comet || !id) {
 </html>
 "#;
 
-/// Path to `chromium`, or None when the test should be skipped (not installed, outside CI).
-fn chromium_or_skip(test: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromium"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        // CI sets CI (to "true"); the other tests of the workspace check it is set at all.
-        let ci = std::env::var("CI").unwrap_or_default();
-        if !matches!(ci.as_str(), "" | "0" | "false") {
-            panic!(
-                "chromium is not installed and CI={ci:?}: the browser test must run in CI \
-                 (.ci/run and tools/setup.sh install Debian's chromium)"
-            );
-        }
-        eprintln!(
-            "skipping {test}: chromium is not in PATH (tools/setup.sh installs Debian's chromium)"
-        );
-    }
-    found
+/// Path to `chromium`; fails the test when it is not installed.
+fn chromium() -> PathBuf {
+    common::require("chromium", "chromium")
 }
 
 /// A headless Chromium in its own process group, with a fresh profile; on drop the whole
@@ -650,10 +633,9 @@ fn strings(value: &Value) -> Vec<String> {
 /// The harness alone, without comet: Chromium starts, DevTools answers, the page loads from the
 /// page server, evaluation works, and a wait that cannot succeed rejects with the page's state.
 #[test]
+#[ignore = "needs chromium"]
 fn harness_drives_a_page() {
-    let Some(binary) = chromium_or_skip("harness_drives_a_page") else {
-        return;
-    };
+    let binary = chromium();
     let origin = serve_page(PAGE);
     let mut browser = Browser::launch(&binary);
     // No comet parameters: the page reports that as fatal, and waits reject at once.
@@ -696,11 +678,9 @@ fn harness_drives_a_page() {
 /// message once and in order, also across `POST /disconnect` with messages published while
 /// they reconnect (EventSource resumes with Last-Event-ID, the page's WebSocket with `?since=`).
 #[test]
+#[ignore = "needs chromium"]
 fn cross_origin_page_receives_and_resumes_over_eventsource_and_websocket() {
-    let test = "cross_origin_page_receives_and_resumes_over_eventsource_and_websocket";
-    let Some(binary) = chromium_or_skip(test) else {
-        return;
-    };
+    let binary = chromium();
     let server = Server::start(&["--demo", "--heartbeat-ms", "1000"]);
     let origin = serve_page(PAGE);
     assert_ne!(origin, server.public);
@@ -824,10 +804,9 @@ fn cross_origin_page_receives_and_resumes_over_eventsource_and_websocket() {
 
 /// The `--demo` page, opened in the browser, subscribes and lists a published message.
 #[test]
+#[ignore = "needs chromium"]
 fn demo_page_lists_a_published_message() {
-    let Some(binary) = chromium_or_skip("demo_page_lists_a_published_message") else {
-        return;
-    };
+    let binary = chromium();
     let server = Server::start(&["--demo", "--heartbeat-ms", "1000"]);
     let mut browser = Browser::launch(&binary);
     let page = browser.open(&format!("http://{}/?id={DEMO_ID}", server.public));

@@ -1,7 +1,10 @@
-//! Nodes joined through a real `nats-server` (started here on free ports; installed by
-//! `.ci/run`; these tests say so and pass when it is missing): routing between nodes, exactly
-//! one copy per connection, publishes straight to NATS, a NATS restart, a dead node, and a
-//! three-server NATS cluster.
+//! Nodes joined through a real `nats-server` (started here on free ports): routing between
+//! nodes, exactly one copy per connection, publishes straight to NATS, a NATS restart, a dead
+//! node, and a three-server NATS cluster.
+//!
+//! Every test is `#[ignore = "needs nats-server"]`: a plain `cargo test` lists them as ignored;
+//! `bash tools/test.sh` installs nats-server and runs them (`-- --include-ignored`), and without
+//! nats-server they fail saying how to install it.
 
 mod common;
 
@@ -23,13 +26,14 @@ struct Nats {
 }
 
 impl Nats {
-    /// `nats-server -p <free port> -a 127.0.0.1 <extra>`, once its port accepts. `None` (with
-    /// a note) when nats-server is not installed.
-    fn start(extra: &[String]) -> Option<Nats> {
+    /// `nats-server -p <free port> -a 127.0.0.1 <extra>`, once its port accepts. Fails when
+    /// nats-server is not installed.
+    fn start(extra: &[String]) -> Nats {
         Nats::start_on(free_port(), extra)
     }
 
-    fn start_on(port: u16, extra: &[String]) -> Option<Nats> {
+    fn start_on(port: u16, extra: &[String]) -> Nats {
+        let program = common::require("nats-server", "nats-server");
         let mut args = vec![
             "-p".to_string(),
             port.to_string(),
@@ -37,27 +41,16 @@ impl Nats {
             "127.0.0.1".to_string(),
         ];
         args.extend_from_slice(extra);
-        let child = match Command::new("nats-server")
+        let child = Command::new(program)
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-        {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must install nats-server"
-                );
-                eprintln!("nats-server is not installed (.ci/run installs it): test skipped");
-                return None;
-            }
-            Err(e) => panic!("spawn nats-server: {e}"),
-        };
+            .unwrap_or_else(|e| panic!("spawn nats-server: {e}"));
         let nats = Nats { child, port, args };
         nats.wait_ready();
-        Some(nats)
+        nats
     }
 
     fn wait_ready(&self) {
@@ -170,8 +163,9 @@ fn send(server: &Server, id: u64, msg: &str) -> (u64, bool) {
 }
 
 #[test]
+#[ignore = "needs nats-server"]
 fn a_subscriber_on_one_node_gets_a_publish_on_another() {
-    let Some(nats) = Nats::start(&[]) else { return };
+    let nats = Nats::start(&[]);
     let a = node(&nats.url());
     let b = node(&nats.url());
     let mut stream = subscribe(a.public, "/test/5");
@@ -190,8 +184,9 @@ fn a_subscriber_on_one_node_gets_a_publish_on_another() {
 /// in between; a last marker straight from NATS shows none came after. (Messages from
 /// different publishers have no order between them, so each is awaited before the next.)
 #[test]
+#[ignore = "needs nats-server"]
 fn the_same_id_on_two_nodes_gets_one_copy_each() {
-    let Some(nats) = Nats::start(&[]) else { return };
+    let nats = Nats::start(&[]);
     let a = node(&nats.url());
     let b = node(&nats.url());
     let mut on_a = subscribe(a.public, "/test/7");
@@ -214,8 +209,9 @@ fn the_same_id_on_two_nodes_gets_one_copy_each() {
 }
 
 #[test]
+#[ignore = "needs nats-server"]
 fn a_publish_straight_to_nats_reaches_every_node() {
-    let Some(nats) = Nats::start(&[]) else { return };
+    let nats = Nats::start(&[]);
     let a = node(&nats.url());
     let b = node(&nats.url());
     let mut on_a = subscribe(a.public, "/test/5,6");
@@ -241,8 +237,9 @@ fn a_publish_straight_to_nats_reaches_every_node() {
 }
 
 #[test]
+#[ignore = "needs nats-server"]
 fn the_prefix_separates_deployments() {
-    let Some(nats) = Nats::start(&[]) else { return };
+    let nats = Nats::start(&[]);
     let url = nats.url();
     let blue = Server::start(&[
         "--workers",
@@ -272,10 +269,9 @@ fn the_prefix_separates_deployments() {
 /// 3. NATS comes back on the same port: both reconnect (counted) and routing resumes; the
 ///    test retries at most every 100 ms and reports how long it took.
 #[test]
+#[ignore = "needs nats-server"]
 fn routing_resumes_after_a_nats_restart() {
-    let Some(mut nats) = Nats::start(&[]) else {
-        return;
-    };
+    let mut nats = Nats::start(&[]);
     let a = node(&nats.url());
     let b = node(&nats.url());
     let mut on_a = subscribe(a.public, "/test/9");
@@ -337,8 +333,9 @@ fn routing_resumes_after_a_nats_restart() {
 /// A node dies: the others keep serving, through NATS too, and its clients can subscribe on
 /// another node.
 #[test]
+#[ignore = "needs nats-server"]
 fn a_dead_node_leaves_the_others_serving() {
-    let Some(nats) = Nats::start(&[]) else { return };
+    let nats = Nats::start(&[]);
     let mut a = node(&nats.url());
     let b = node(&nats.url());
     let c = node(&nats.url());
@@ -365,19 +362,8 @@ fn a_dead_node_leaves_the_others_serving() {
 /// Three NATS servers joined by routes, a node on each (each knowing only its own server):
 /// a message published on any node or server reaches the subscribers on all three, once.
 #[test]
+#[ignore = "needs nats-server"]
 fn three_nats_servers_with_a_node_on_each() {
-    if Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install nats-server"
-        );
-        eprintln!("nats-server is not installed (.ci/run installs it): test skipped");
-        return;
-    }
     let cluster_ports = [free_port(), free_port(), free_port()];
     let routes = cluster_ports
         .iter()
@@ -395,7 +381,6 @@ fn three_nats_servers_with_a_node_on_each() {
                 "--routes".into(),
                 routes.clone(),
             ])
-            .expect("nats-server")
         })
         .collect();
     let nodes: Vec<Server> = servers.iter().map(|s| node(&s.url())).collect();

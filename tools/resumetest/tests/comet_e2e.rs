@@ -11,9 +11,7 @@ use comet::{comet_bin, start_comet};
 
 #[test]
 fn real_comet_resumes_without_loss() {
-    let Some(bin) = comet_bin() else {
-        return;
-    };
+    let bin = comet_bin();
     let server = start_comet(&bin);
     let s = harness::run_json(
         env!("CARGO_BIN_EXE_resumetest"),

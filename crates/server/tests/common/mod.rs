@@ -40,15 +40,22 @@ impl Server {
     /// `comet serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 <args>`, once it has
     /// printed its ready line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_comet"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--publish-listen",
-                "127.0.0.1:0",
-            ])
+        Server::start_env(args, &[])
+    }
+
+    /// The same with environment variables (`COMET_*`) set for the server.
+    /// A listener given in `args` replaces the default one (a flag may be given once).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comet"));
+        command.arg("serve");
+        for flag in ["--listen", "--publish-listen"] {
+            if !args.contains(&flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let mut child = command
             .args(args)
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -731,4 +738,20 @@ impl Client {
         );
         &self.buf
     }
+}
+
+/// The path of `program`, which a test needs (it is `#[ignore = "needs <program>"]`, so it runs
+/// only when asked to, as `tools/test.sh` does). Missing, the test fails saying how to install
+/// it: a test that cannot run must not pass.
+pub fn require(program: &str, package: &str) -> std::path::PathBuf {
+    // Daemons (nginx, haproxy) live in /usr/sbin, which a user's PATH may leave out.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(["/usr/sbin".into(), "/sbin".into()]);
+    let found = dirs.map(|dir| dir.join(program)).find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{program} is not installed, and this test needs it: run `bash tools/test.sh` \
+             (it installs what the tests need), or `sudo apt-get install {package}`"
+        )
+    })
 }
