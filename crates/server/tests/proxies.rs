@@ -161,6 +161,14 @@ fn deploy_file(name: &str, swaps: &[(&str, String)]) -> String {
             "{name} proxies the publish port: {line}"
         );
     }
+    // The README shows the file without its comments: the tested file is the documented one.
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(readme).expect("read README.md");
+    assert!(
+        readme.contains(&without_comments(&text)),
+        "README.md (\"Deploying\") does not show deploy/{name} as it is:\n{}",
+        without_comments(&text)
+    );
     for (placeholder, value) in swaps {
         assert!(
             text.contains(placeholder),
@@ -169,6 +177,19 @@ fn deploy_file(name: &str, swaps: &[(&str, String)]) -> String {
         text = text.replace(placeholder, value);
     }
     text
+}
+
+/// A config file's lines without its comment lines, runs of blank lines made one.
+fn without_comments(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if line.trim().is_empty() && (out.is_empty() || out.ends_with("\n\n")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.trim_end().to_owned()
 }
 
 /// A proxy child process, killed by its pid on drop; its output goes to `log`.
