@@ -23,6 +23,7 @@
 
 mod accept;
 mod conns;
+mod holder;
 mod long_poll;
 mod owner;
 pub mod post;
@@ -35,60 +36,34 @@ mod ws;
 use std::os::fd::RawFd;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
 
-use comet_http::{self as http, Listener};
+use comet_http::Listener;
 use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
 use crate::config::Config;
-use crate::public::{Action, Subscribe};
 use crate::shared::{Shared, Stats};
 use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
-use conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, RECV};
-use long_poll::{Answer, LongPolls};
+use conns::State;
+use holder::Holder;
 use owner::Owner;
-use post::{Ack, Boxes, Mail, Post, ReplyTo};
-use publish::{Effect, Publishers};
-use request::Requests;
+use post::{Boxes, Mail, Post, ReplyTo};
+use publish::Effect;
 use shard::Shard;
-use stream::{Logins, Streams};
-use ws::{Input, WsInput};
 
 /// Completions copied out of the queue per batch.
 const CQE_BATCH: usize = 256;
 /// Period of the timer that expires requests and idle connections.
 const TICK_MS: u64 = 250;
 
-/// The worker's clocks, read once per loop iteration.
-struct Clock {
-    start: Instant,
-    /// The wall clock at `start`.
-    start_unix_us: u64,
-    now_ms: u64,
-    /// Wall clock, microseconds since the Unix epoch: sequence numbers and token expiry. It
-    /// follows the monotonic clock from `start`.
-    unix_us: u64,
-}
-
 pub struct Worker {
     index: usize,
     cfg: Arc<Config>,
     shared: Arc<Shared>,
-    conns: Conns,
+    holder: Holder,
     accept: Accept,
     owner: Owner,
-    requests: Requests,
-    streams: Streams,
-    ws: WsInput,
-    polls: LongPolls,
-    pubs: Publishers,
-    clock: Clock,
-    /// Connections logged in as their ids (streams and long-polls).
-    subscribers: usize,
-    /// When the next heartbeat round is due.
-    next_beat_ms: u64,
     /// Set on SIGINT/SIGTERM: the time after which every connection is closed at once.
     shutdown_deadline: Option<u64>,
     cqes: Vec<Completion>,
@@ -115,30 +90,13 @@ impl Worker {
         listeners: [RawFd; 2],
         cluster: Option<comet_cluster::Publisher>,
     ) -> Worker {
-        let unix_us = unix_us();
+        let holder = Holder::new(index, cfg.clone(), shared.clone(), ring);
+        let shard = Shard::new(cfg.history, holder.unix_us());
         Worker {
             index,
-            conns: Conns::new(index, ring),
+            holder,
             accept: Accept::new(listeners),
-            owner: Owner::new(
-                index,
-                cfg.workers,
-                Shard::new(cfg.history, unix_us),
-                Post::new(index, boxes, inbox),
-            ),
-            requests: Requests::default(),
-            streams: Streams::new(&cfg),
-            ws: WsInput::default(),
-            polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
-            pubs: Publishers::default(),
-            clock: Clock {
-                start: Instant::now(),
-                start_unix_us: unix_us,
-                now_ms: 0,
-                unix_us,
-            },
-            subscribers: 0,
-            next_beat_ms: cfg.heartbeat_ms,
+            owner: Owner::new(index, cfg.workers, shard, Post::new(index, boxes, inbox)),
             shutdown_deadline: None,
             cqes: Vec::with_capacity(CQE_BATCH),
             targets: Vec::new(),
@@ -158,21 +116,19 @@ impl Worker {
     /// Runs until shutdown completes. `done` keeps every ring open until all workers have left
     /// their loops, so that no MSG_RING targets a closed ring descriptor.
     pub fn run(mut self, shutdown_fd: RawFd, done: &Barrier) {
-        let ring = self.conns.ring();
+        let ring = self.holder.conns.ring();
         ring.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
         ring.poll_fd(shutdown_fd, pack(Op::Shutdown, 0, 0));
         self.flush();
         loop {
-            if let Err(e) = self.conns.ring().submit_and_wait(1) {
+            if let Err(e) = self.holder.conns.ring().submit_and_wait(1) {
                 tracing::error!(worker = self.index, "io_uring_enter failed: {e}");
                 std::process::exit(1);
             }
-            let elapsed = self.clock.start.elapsed();
-            self.clock.now_ms = elapsed.as_millis() as u64;
-            self.clock.unix_us = self.clock.start_unix_us + elapsed.as_micros() as u64;
+            self.holder.advance_clock();
             loop {
                 let mut cqes = std::mem::take(&mut self.cqes);
-                self.conns.ring().drain(&mut cqes, CQE_BATCH);
+                self.holder.conns.ring().drain(&mut cqes, CQE_BATCH);
                 let empty = cqes.is_empty();
                 for c in &cqes {
                     self.complete(*c);
@@ -184,7 +140,8 @@ impl Worker {
             }
             self.drain_mail();
             self.flush();
-            if self.shutdown_deadline.is_some() && self.conns.live() == 0 && self.accept.idle() {
+            let live = self.holder.conns.live();
+            if self.shutdown_deadline.is_some() && live == 0 && self.accept.idle() {
                 break;
             }
         }
@@ -196,10 +153,18 @@ impl Worker {
         let (op, slot, gen) = unpack(c.user_data);
         match op {
             Op::Accept => self.on_accept(Accept::listener(slot), c),
-            Op::Recv => self.on_recv(slot, gen, c),
-            Op::Watch => self.on_watch(slot, gen, c),
-            Op::Send => self.on_send(slot, gen, c),
-            Op::Cancel => self.conns.on_cancel(slot, gen),
+            Op::Recv => {
+                if self.holder.on_recv(&mut self.owner, slot, gen, c) {
+                    self.process_publish(slot);
+                }
+            }
+            Op::Watch => self.holder.on_watch(&mut self.owner, slot, gen, c),
+            Op::Send => {
+                if self.holder.on_send(&mut self.owner, slot, gen, c) {
+                    self.resume_publisher(slot);
+                }
+            }
+            Op::Cancel => self.holder.conns.on_cancel(slot, gen),
             Op::Close => {
                 // Only failures post a completion (skip-success).
                 let errno = -c.result;
@@ -217,7 +182,10 @@ impl Worker {
             }
             Op::Tick => {
                 if !c.more() {
-                    self.conns.ring().tick_every(TICK_MS, pack(Op::Tick, 0, 0));
+                    self.holder
+                        .conns
+                        .ring()
+                        .tick_every(TICK_MS, pack(Op::Tick, 0, 0));
                 }
                 self.on_tick();
             }
@@ -226,383 +194,19 @@ impl Worker {
         }
     }
 
-    // ---- connections --------------------------------------------------------------------
-
     fn on_accept(&mut self, listener: Listener, c: Completion) {
-        let slot = match self.accept.on_complete(listener, c) {
-            Accepted::Slot(slot) => slot,
-            Accepted::Cancelled => return,
+        match self.accept.on_complete(listener, c) {
+            Accepted::Slot(slot) => {
+                Stats::add(&self.stats().accepted, 1);
+                self.holder.accepted(&mut self.owner, listener, slot);
+            }
+            Accepted::Cancelled => {}
             Accepted::Failed(errno) => {
                 Stats::add(&self.stats().accept_errors, 1);
                 let worker = self.index;
                 tracing::warn!(worker, ?listener, "accept failed: errno {errno}");
-                return;
-            }
-        };
-        Stats::add(&self.stats().accepted, 1);
-        let now = self.clock.now_ms;
-        match listener {
-            Listener::Public => {
-                self.conns.accepted(slot, State::Request);
-                self.conns.deadline(slot, now + self.cfg.request_timeout_ms);
-            }
-            Listener::Publish => {
-                self.conns.accepted(slot, State::Publisher);
-                self.pubs.accepted(slot, now);
             }
         }
-        if self.shutdown_deadline.is_some() {
-            self.close(slot);
-        }
-    }
-
-    fn on_recv(&mut self, slot: u32, gen: u32, c: Completion) {
-        let ws = self.conns.get(slot).format == http::Format::Ws;
-        match self.conns.on_recv(slot, gen, c) {
-            Received::Bytes { bid, len, state } => {
-                let data = self.conns.read(bid, len);
-                match state {
-                    State::Request => {
-                        let now_s = self.clock.unix_us / 1_000_000;
-                        let action = self.requests.feed(slot, data, &self.cfg, now_s);
-                        self.conns.recycle(bid);
-                        self.on_request(slot, action);
-                    }
-                    State::Publisher => {
-                        let p = self.pubs.get_mut(slot).expect("publisher state");
-                        p.received(data, self.clock.now_ms);
-                        self.conns.recycle(bid);
-                        self.process_publish(slot);
-                    }
-                    State::Subscribing | State::Streaming if ws => {
-                        self.ws.feed(slot, data);
-                        self.conns.recycle(bid);
-                        self.on_ws_input(slot);
-                    }
-                    State::Subscribing | State::Streaming => {
-                        // A stream is one-way: bytes after the subscribe request end it.
-                        self.conns.recycle(bid);
-                        self.close(slot);
-                    }
-                    State::Draining | State::Closing => self.conns.recycle(bid),
-                    State::Free => unreachable!("recv on a free slot"),
-                }
-            }
-            Received::Eof(State::Publisher) => {
-                // What was received is still answered; then the connection closes.
-                if let Some(p) = self.pubs.get_mut(slot) {
-                    p.eof();
-                }
-                self.flush_replies(slot);
-            }
-            // The peer may half-close and still read our last response.
-            Received::Eof(State::Draining | State::Closing) => {}
-            Received::Eof(_) | Received::Failed => self.close(slot),
-            // A WebSocket's request recv was cancelled, or no read buffer was free: it waits
-            // for readability (again). Others are re-armed below if still reading.
-            Received::Stopped(state) => {
-                if ws && state.subscribed() {
-                    self.conns.watch(slot);
-                }
-            }
-        }
-        self.rearm_recv(slot);
-        self.conns.finish_if_done(slot);
-    }
-
-    /// Re-arms the multishot recv of a connection that still reads.
-    fn rearm_recv(&mut self, slot: u32) {
-        let reading = match self.conns.get(slot).state {
-            State::Request => true,
-            State::Publisher => self.pubs.get_mut(slot).is_some_and(|p| p.wants_input()),
-            _ => false,
-        };
-        if reading {
-            self.conns.read_on(slot);
-        }
-    }
-
-    fn on_watch(&mut self, slot: u32, gen: u32, c: Completion) {
-        let watched = self.conns.on_watch(slot, gen, c);
-        let conn = self.conns.get(slot);
-        let ws = conn.format == http::Format::Ws && conn.state.subscribed();
-        match watched {
-            Watched::Cancelled => {}
-            // The request's recv is still being cancelled: its end re-arms the watch.
-            Watched::Readable if ws && conn.inflight & RECV != 0 => {}
-            // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
-            Watched::Readable if ws => self.conns.read_once(slot),
-            // Readable or hung up: either way any other subscriber stream ends here.
-            Watched::Readable | Watched::Closed => self.close(slot),
-        }
-        self.conns.finish_if_done(slot);
-    }
-
-    fn on_send(&mut self, slot: u32, gen: u32, c: Completion) {
-        match self.conns.on_send(slot, gen, c) {
-            Sent::Busy => {}
-            Sent::Failed | Sent::Idle(State::Draining) => self.close(slot),
-            Sent::Idle(State::Publisher) => self.resume_publisher(slot),
-            Sent::Idle(_) => {}
-        }
-        self.conns.finish_if_done(slot);
-    }
-
-    fn on_ws_input(&mut self, slot: u32) {
-        match self.ws.process(&mut self.conns, slot) {
-            Input::Open => self.conns.watch(slot),
-            Input::Closed => self.finish_stream(slot),
-            Input::ProtocolError => {
-                Stats::add(&self.stats().ws_close_errors, 1);
-                self.finish_stream(slot);
-            }
-        }
-    }
-
-    /// Writes a last response with `write` and closes the connection once it is sent.
-    fn respond_and_close(&mut self, slot: u32, write: impl FnOnce(&mut Vec<u8>)) {
-        self.conns.write(slot, write);
-        self.drain(slot);
-    }
-
-    /// Closes once what is queued is sent; input is ignored from now on.
-    fn drain(&mut self, slot: u32) {
-        self.requests.forget(slot);
-        self.ws.forget(slot);
-        self.pubs.forget(slot);
-        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
-        if self.conns.drain(slot, deadline) {
-            self.close(slot);
-        }
-    }
-
-    /// The one way to close: the slot is closed once nothing is in flight, and every component
-    /// forgets the connection.
-    fn close(&mut self, slot: u32) {
-        let Some(closed) = self.conns.close(slot) else {
-            return;
-        };
-        if closed.state.subscribed() {
-            self.log_out(slot, closed);
-        }
-        self.requests.forget(slot);
-        self.ws.forget(slot);
-        self.pubs.forget(slot);
-        Stats::add(&self.stats().closed, 1);
-    }
-
-    // ---- subscribers --------------------------------------------------------------------
-
-    fn on_request(&mut self, slot: u32, action: Action) {
-        if !matches!(action, Action::NeedMore) {
-            Stats::add(&self.stats().requests, 1);
-        }
-        match action {
-            Action::NeedMore => {}
-            Action::Subscribe(sub) => self.subscribe(slot, *sub),
-            Action::Head {
-                format,
-                allow_origin,
-            } => self.respond_and_close(slot, |out| {
-                http::stream_head(out, format, &allow_origin);
-            }),
-            Action::Preflight { allow_origin } => {
-                self.respond_and_close(slot, |out| http::preflight_response(out, &allow_origin));
-            }
-            Action::Demo { head_only } => self.respond_and_close(slot, |out| {
-                let page = crate::demo::PAGE.as_bytes();
-                let html = "text/html; charset=utf-8";
-                http::response(out, http::Status::OK, html, page, true, head_only)
-            }),
-            Action::Reject {
-                error,
-                head_only,
-                allow_origin,
-            } => {
-                Stats::add(&self.stats().bad_requests, 1);
-                if matches!(error.status.0, 401 | 403) {
-                    Stats::add(&self.stats().auth_failures, 1);
-                }
-                self.respond_and_close(slot, |out| {
-                    http::error_response_for(out, &error, head_only, &allow_origin)
-                });
-            }
-        }
-    }
-
-    fn subscribe(&mut self, slot: u32, sub: Subscribe) {
-        let Subscribe {
-            ids,
-            format,
-            since,
-            allow_origin,
-            ws_key,
-            keep_alive,
-        } = sub;
-        let cref = self.conns.conn_ref(slot);
-        let conn = self.conns.get_mut(slot);
-        conn.state = State::Subscribing;
-        conn.format = format;
-        // Until its owner answers, an id's position is the client's, or a second ago (the
-        // owner's clock may lag ours a little: a resume from there may repeat messages from
-        // before the login, but misses none after it).
-        let start = self.clock.unix_us.saturating_sub(1_000_000);
-        let since = since.as_deref();
-        if format == http::Format::Poll {
-            // A long-poll keeps its recv (the answer may be followed by the next poll): bytes
-            // before the answer end it, as for a stream.
-            let now = self.clock.now_ms;
-            let (gen, origin) = (cref.gen(), allow_origin);
-            self.polls
-                .begin(slot, gen, &ids, since, start, keep_alive, origin, now);
-        } else {
-            self.conns.write(slot, |out| match &ws_key {
-                Some(key) => {
-                    http::ws::handshake_response(out, key, &allow_origin, &*allow_origin != b"*")
-                }
-                None => http::stream_head(out, format, &allow_origin),
-            });
-            self.conns.watch_instead(slot);
-            self.streams
-                .begin(&mut self.conns, slot, &ids, since, start);
-        }
-        self.subscribers += 1;
-        let acks = self.owner.login_elsewhere(&ids, since, cref);
-        self.conns.get_mut(slot).acks = acks;
-        for (i, &id) in ids.iter().enumerate() {
-            if self.conns.get(slot).state != State::Subscribing {
-                break; // cut as a slow consumer by an earlier id's replay: logged out already
-            }
-            if let Some(ack) = self.owner.login_here(id, cref, since.map(|s| s[i])) {
-                self.on_login_ack(slot, id, ack);
-            }
-        }
-        if acks == 0 && self.conns.get(slot).state == State::Subscribing {
-            self.start_streaming(slot);
-        }
-    }
-
-    /// Every owner answered: the stream's head and what queued up go out; a long-poll with
-    /// something to answer is answered.
-    fn start_streaming(&mut self, slot: u32) {
-        self.conns.streaming(slot);
-        if self.conns.get(slot).format == http::Format::Poll {
-            self.polls.maybe_ready(slot, self.clock.now_ms, true);
-        }
-    }
-
-    /// The owner of `id` logged the connection in: its gap, replay and position.
-    fn on_login_ack(&mut self, slot: u32, id: Id, ack: Ack) {
-        let stats = &self.shared.stats[self.index];
-        let conn = self.conns.get(slot);
-        if conn.format == http::Format::Poll {
-            Stats::add(&stats.resume_gaps, u64::from(ack.gap));
-            let added = self
-                .polls
-                .login_ack(slot, id, ack.gap, &ack.replay, ack.pos);
-            Stats::add(&stats.delivered, added);
-            let streaming = conn.state == State::Streaming;
-            self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
-        } else if !self
-            .streams
-            .login_ack(&mut self.conns, slot, id, ack, stats)
-        {
-            self.close(slot);
-        }
-    }
-
-    /// Logs a subscriber out of every id it holds.
-    fn log_out(&mut self, slot: u32, conn: Closed) {
-        self.subscribers -= 1;
-        let logins = if conn.format == http::Format::Poll {
-            match self.polls.forget(slot) {
-                Some(ids) => Logins::Many(ids),
-                None => return, // answered: logged out then
-            }
-        } else {
-            self.conns.get_mut(slot).flags &= !IDS;
-            self.streams.end(slot, conn.flags, conn.id)
-        };
-        for id in logins.ids() {
-            self.owner.logout(id, conn.conn);
-        }
-    }
-
-    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close with `ws_code`),
-    /// then closes once it is sent.
-    fn end_stream(&mut self, slot: u32, ws_code: u16) {
-        if self.conns.get(slot).format == http::Format::Poll {
-            self.close(slot);
-            return;
-        }
-        Streams::write_end(&mut self.conns, slot, ws_code);
-        self.finish_stream(slot);
-    }
-
-    /// Logs a stream out and closes it once what is queued is sent.
-    fn finish_stream(&mut self, slot: u32) {
-        let conn = self.conns.describe(slot);
-        self.log_out(slot, conn);
-        self.drain(slot);
-    }
-
-    /// A message for `conn`, which this worker holds.
-    fn deliver(&mut self, conn: ConnRef, id: Id, seq: u64, msg: &Arc<[u8]>) {
-        let slot = conn.slot();
-        let stats = &self.shared.stats[self.index];
-        let Some(c) = self.conns.current(conn).filter(|c| c.state.subscribed()) else {
-            // Closed while the message was on its way (or cut during a replay).
-            Stats::add(&stats.stale, 1);
-            return;
-        };
-        if c.format == http::Format::Poll {
-            let streaming = c.state == State::Streaming;
-            match self.polls.deliver(slot, id, seq, msg) {
-                long_poll::Delivery::Added => {
-                    Stats::add(&stats.delivered, 1);
-                    self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
-                }
-                long_poll::Delivery::Stale => Stats::add(&stats.stale, 1),
-                long_poll::Delivery::Full => {}
-            }
-        } else if !self
-            .streams
-            .deliver(&mut self.conns, slot, id, seq, msg, stats)
-        {
-            self.close(slot);
-        }
-    }
-
-    /// Answers a long-poll (maybe with nothing, at its timeout), then waits for the next
-    /// request on the connection or closes it.
-    fn answer_poll(&mut self, slot: u32, answer: Answer) {
-        Stats::add(&self.stats().polls_answered, 1);
-        let cref = self.conns.conn_ref(slot);
-        self.subscribers -= 1;
-        for &(id, _) in answer.ids.iter() {
-            self.owner.logout(id, cref);
-        }
-        let Answer {
-            body,
-            keep_alive,
-            allow_origin,
-            ..
-        } = answer;
-        self.conns.get_mut(slot).flags = 0;
-        self.conns.write(slot, |out| {
-            let json = "application/json";
-            let ok = http::Status::OK;
-            http::response_for(out, ok, json, &body, !keep_alive, false, &allow_origin)
-        });
-        let conn = self.conns.get_mut(slot);
-        if !keep_alive || conn.inflight & RECV == 0 {
-            self.drain(slot);
-            return;
-        }
-        conn.state = State::Request;
-        conn.flags |= KEPT;
-        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
-        self.conns.deadline(slot, deadline);
     }
 
     // ---- routing ------------------------------------------------------------------------
@@ -614,9 +218,9 @@ impl Worker {
         // Copied out: a delivery may close a connection, which logs it out of the table.
         let mut here = std::mem::take(&mut self.targets);
         here.clear();
-        let (seq, n) = self.owner.route(id, msg, self.clock.unix_us, &mut here);
+        let (seq, n) = self.owner.route(id, msg, self.holder.unix_us(), &mut here);
         for &conn in &here {
-            self.deliver(conn, id, seq, msg);
+            self.holder.deliver(&mut self.owner, conn, id, seq, msg);
         }
         self.targets = here;
         n
@@ -628,38 +232,17 @@ impl Worker {
         here.clear();
         let n = self.owner.disconnect(id, &mut here);
         for &conn in &here {
-            self.disconnect_conn(conn);
+            self.holder.disconnect_conn(&mut self.owner, conn);
         }
         self.targets = here;
         n
-    }
-
-    fn disconnect_conn(&mut self, conn: ConnRef) {
-        if self
-            .conns
-            .current(conn)
-            .is_some_and(|c| c.state.subscribed())
-        {
-            self.end_stream(conn.slot(), http::ws::code::NORMAL);
-        }
     }
 
     fn drain_mail(&mut self) {
         while let Some(mail) = self.owner.next_mail() {
             match mail {
                 Mail::LoginAck { conn, id, ack } => {
-                    let slot = conn.slot();
-                    let current = self.conns.current(conn);
-                    if current.is_some_and(|c| c.state == State::Subscribing) {
-                        self.on_login_ack(slot, id, ack);
-                        let c = self.conns.get_mut(slot);
-                        if c.state == State::Subscribing {
-                            c.acks -= 1;
-                            if c.acks == 0 {
-                                self.start_streaming(slot);
-                            }
-                        }
-                    }
+                    self.holder.login_acked(&mut self.owner, conn, id, ack)
                 }
                 Mail::Publish { id, msg, reply } => {
                     let n = self.route(id, &msg);
@@ -670,8 +253,10 @@ impl Worker {
                     self.owner.reply(reply, n);
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
-                Mail::Deliver { conn, id, seq, msg } => self.deliver(conn, id, seq, &msg),
-                Mail::DisconnectConn { conn } => self.disconnect_conn(conn),
+                Mail::Deliver { conn, id, seq, msg } => {
+                    self.holder.deliver(&mut self.owner, conn, id, seq, &msg)
+                }
+                Mail::DisconnectConn { conn } => self.holder.disconnect_conn(&mut self.owner, conn),
                 Mail::Remote { id, msg } => {
                     self.route(id, &msg);
                 }
@@ -690,32 +275,32 @@ impl Worker {
         self.publishing = Some(slot);
         while self.process_publish_once(slot) {}
         self.publishing = None;
-        if self.conns.get(slot).state == State::Publisher {
-            self.rearm_recv(slot);
+        if self.holder.conns.get(slot).state == State::Publisher {
+            self.holder.rearm_recv(slot);
         }
     }
 
     /// One pass of [`Worker::process_publish`]; true when backpressure was lifted meanwhile.
     fn process_publish_once(&mut self, slot: u32) -> bool {
-        let unsent = self.conns.queued(slot).0;
-        let Some(p) = self.pubs.get_mut(slot) else {
+        let unsent = self.holder.conns.queued(slot).0;
+        let Some(p) = self.holder.pubs.get_mut(slot) else {
             return false;
         };
         let mut effects = std::mem::take(&mut self.effects);
         let (requests, rejected) = p.process(&self.cfg, unsent, &mut effects);
         if p.paused() {
-            self.conns.read_off(slot);
+            self.holder.conns.read_off(slot);
         }
         let stats = &self.shared.stats[self.index];
         Stats::add(&stats.requests, requests);
         Stats::add(&stats.bad_requests, rejected);
-        let conn = self.conns.conn_ref(slot);
+        let conn = self.holder.conns.conn_ref(slot);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Publish { id, msg, reply } => {
                     // The copy for the other nodes is offered first, without waiting.
                     let sent = self.cluster.as_ref().map(|c| c.offer(id, &msg));
-                    if let Some(p) = self.pubs.get_mut(slot) {
+                    if let Some(p) = self.holder.pubs.get_mut(slot) {
                         p.cluster(reply, sent);
                     }
                     self.publish(id, msg, ReplyTo { conn, seq: reply });
@@ -726,7 +311,7 @@ impl Worker {
                 Effect::Metrics { reply, head_only } => {
                     let mut body = Vec::new();
                     self.shared.render_metrics(&mut body);
-                    if let Some(p) = self.pubs.get_mut(slot) {
+                    if let Some(p) = self.holder.pubs.get_mut(slot) {
                         p.metrics(reply, &body, head_only);
                     }
                 }
@@ -734,8 +319,9 @@ impl Worker {
         }
         self.effects = effects;
         self.flush_replies(slot);
-        let unsent = self.conns.queued(slot).0;
-        self.pubs
+        let unsent = self.holder.conns.queued(slot).0;
+        self.holder
+            .pubs
             .get_mut(slot)
             .is_some_and(|p| p.resume(unsent, &self.cfg))
     }
@@ -758,11 +344,11 @@ impl Worker {
 
     /// An owner counted the connections a publish reached.
     fn on_reply(&mut self, to: ReplyTo, connections: u32) {
-        if self.conns.current(to.conn).is_none() {
+        if self.holder.conns.current(to.conn).is_none() {
             return; // the publisher left
         }
         let slot = to.conn.slot();
-        if let Some(p) = self.pubs.get_mut(slot) {
+        if let Some(p) = self.holder.pubs.get_mut(slot) {
             if p.answered(to.seq, connections) {
                 self.flush_replies(slot);
                 self.resume_publisher(slot);
@@ -773,17 +359,17 @@ impl Worker {
     /// Writes every complete reply at the front of the queue; closes the connection after a
     /// closing reply, or once nothing more is to be read or answered.
     fn flush_replies(&mut self, slot: u32) {
-        let Some(p) = self.pubs.get_mut(slot) else {
+        let now = self.holder.now_ms();
+        let Some(p) = self.holder.pubs.get_mut(slot) else {
             return;
         };
         let mut close = false;
         if p.ready() {
-            let now = self.clock.now_ms;
-            self.conns
-                .write(slot, |out| close = p.write_ready(out, now));
+            let conns = &mut self.holder.conns;
+            conns.write(slot, |out| close = p.write_ready(out, now));
         }
         if close || p.done() {
-            self.drain(slot);
+            self.holder.drain(&mut self.owner, slot);
         }
     }
 
@@ -792,8 +378,8 @@ impl Worker {
         if self.publishing == Some(slot) {
             return; // process_publish reads on once the effects are carried out
         }
-        let unsent = self.conns.queued(slot).0;
-        let Some(p) = self.pubs.get_mut(slot) else {
+        let unsent = self.holder.conns.queued(slot).0;
+        let Some(p) = self.holder.pubs.get_mut(slot) else {
             return;
         };
         if p.resume(unsent, &self.cfg) {
@@ -806,34 +392,22 @@ impl Worker {
     /// End of an iteration: answer long-polls, ring the workers we mailed, manage accepts,
     /// publish gauges.
     fn flush(&mut self) {
-        let ready = self.polls.take_ready();
-        for &slot in &ready {
-            let conn = self.conns.get(slot);
-            if conn.state == State::Streaming && conn.format == http::Format::Poll {
-                if let Some(answer) = self.polls.answer(slot, self.cfg.epoch) {
-                    self.answer_poll(slot, answer);
-                }
-            }
-        }
-        self.polls.put_back(ready);
-        let ring = self.conns.ring();
+        self.holder.answer_polls(&mut self.owner);
+        let ring = self.holder.conns.ring();
         self.owner.post().flush(|fd, target| {
             let failed = pack(Op::DoorbellFailed, target as u32, 0);
             ring.msg_ring(fd, 0, pack(Op::Doorbell, 0, 0), failed);
             true
         });
-        let open = self.shutdown_deadline.is_none() && self.conns.live() < self.cfg.admission_cap;
-        if self.accept.manage(self.conns.ring(), open) && self.shutdown_deadline.is_none() {
+        let live = self.holder.conns.live();
+        let open = self.shutdown_deadline.is_none() && live < self.cfg.admission_cap;
+        if self.accept.manage(self.holder.conns.ring(), open) && self.shutdown_deadline.is_none() {
             Stats::add(&self.stats().accept_paused, 1);
         }
+        self.holder.gauges();
         let stats = &self.shared.stats[self.index];
-        let ring = self.conns.ring_ref();
         let (ids, history) = (self.owner.shard().ids(), self.owner.shard().history());
-        Stats::set(&stats.connections, self.conns.live() as u64);
-        Stats::set(&stats.subscribers, self.subscribers as u64);
         Stats::set(&stats.ids, ids as u64);
-        Stats::set(&stats.write_buffers, ring.writes.used() as u64);
-        Stats::set(&stats.sq_full_flushes, ring.stats.sq_full_flushes);
         Stats::set(&stats.history_ids, history.ids() as u64);
         Stats::set(&stats.history_messages, history.messages() as u64);
         Stats::set(&stats.history_bytes, history.bytes() as u64);
@@ -841,51 +415,15 @@ impl Worker {
     }
 
     fn on_tick(&mut self) {
-        let now = self.clock.now_ms;
-        while let Some(slot) = self.conns.expired(now) {
-            let conn = self.conns.get(slot);
-            match conn.state {
-                // A kept-alive connection with no next request: closed quietly (an answer
-                // nobody asked for could be read as the answer to a request in flight).
-                State::Request if conn.flags & KEPT != 0 && !self.requests.started(slot) => {
-                    self.close(slot)
-                }
-                State::Request => {
-                    Stats::add(&self.stats().timeouts, 1);
-                    let error = http::Error::new(
-                        http::Status::REQUEST_TIMEOUT,
-                        "request not complete in time",
-                    );
-                    self.respond_and_close(slot, |out| http::error_response(out, &error, false));
-                }
-                State::Draining => self.close(slot),
-                _ => {}
-            }
-        }
-        while let Some(slot) = self.polls.expired(now) {
-            // Answered with what it has (nothing) once every owner has answered.
-            let streaming = self.conns.get(slot).state == State::Streaming;
-            self.polls.maybe_ready(slot, now, streaming);
-        }
-        if self.cfg.heartbeat_ms > 0 && now >= self.next_beat_ms {
-            self.next_beat_ms = now + self.cfg.heartbeat_ms;
-            let test_heartbeats = self.cfg.test_heartbeats;
-            let sent = self.conns.heartbeats(|format| match format {
-                http::Format::Sse | http::Format::SseRaw | http::Format::Ws => true,
-                http::Format::Chunked | http::Format::Raw => test_heartbeats,
-                http::Format::Poll => false,
-            });
-            Stats::add(&self.stats().heartbeats, sent);
-        }
-        self.owner.expire(self.clock.unix_us);
+        self.holder.tick(&mut self.owner);
+        self.owner.expire(self.holder.unix_us());
         self.expire_publishers();
+        let now = self.holder.now_ms();
         if self
             .shutdown_deadline
             .is_some_and(|deadline| now >= deadline)
         {
-            for slot in 0..self.conns.len() {
-                self.close(slot);
-            }
+            self.holder.close_all(&mut self.owner);
         }
     }
 
@@ -893,22 +431,20 @@ impl Worker {
     /// past the idle timeout.
     fn expire_publishers(&mut self) {
         let mut expired = std::mem::take(&mut self.expired);
-        self.pubs
-            .expired(self.clock.now_ms, &self.cfg, &mut expired);
+        let now = self.holder.now_ms();
+        self.holder.pubs.expired(now, &self.cfg, &mut expired);
         for (slot, in_request) in expired.drain(..) {
-            if self.conns.get(slot).state != State::Publisher {
+            if self.holder.conns.get(slot).state != State::Publisher {
                 continue;
             }
             Stats::add(&self.stats().timeouts, 1);
             if in_request {
-                let error = http::Error::new(
-                    http::Status::REQUEST_TIMEOUT,
-                    "request not complete in time",
-                );
-                self.pubs.forget(slot);
-                self.respond_and_close(slot, |out| http::error_response(out, &error, false));
+                self.holder.pubs.forget(slot);
+                let timeout = holder::request_timeout;
+                self.holder
+                    .respond_and_close(&mut self.owner, slot, timeout);
             } else {
-                self.close(slot);
+                self.holder.close(&mut self.owner, slot);
             }
         }
         self.expired = expired;
@@ -918,21 +454,7 @@ impl Worker {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(self.clock.now_ms + self.cfg.shutdown_timeout_ms);
-        for slot in 0..self.conns.len() {
-            match self.conns.get(slot).state {
-                // End the stream properly so clients see a complete response.
-                State::Streaming => self.end_stream(slot, http::ws::code::GOING_AWAY),
-                State::Free | State::Closing | State::Draining => {}
-                _ => self.close(slot),
-            }
-        }
+        self.shutdown_deadline = Some(self.holder.now_ms() + self.cfg.shutdown_timeout_ms);
+        self.holder.begin_shutdown(&mut self.owner);
     }
-}
-
-/// Microseconds since the Unix epoch (0 if the clock is before it).
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

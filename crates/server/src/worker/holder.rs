@@ -1,0 +1,605 @@
+//! The worker as holder of sockets: the connections accepted on its ring and what each is
+//! doing (a request, a stream, a WebSocket, a long-poll, a publish connection), with the
+//! clock they run on. Logins and logouts go to the [`Owner`] it is handed; the publish API's
+//! requests are carried out by the loop (`mod.rs`), which is told when a publish connection's
+//! input moved or its output drained.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use comet_http::{self as http, Listener};
+use comet_ring::{Completion, Ring};
+use comet_router::{ConnRef, Id};
+
+use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, RECV};
+use super::long_poll::{self, Answer, LongPolls};
+use super::owner::Owner;
+use super::post::Ack;
+use super::publish::Publishers;
+use super::request::Requests;
+use super::stream::{Logins, Streams};
+use super::ws::{Input, WsInput};
+use crate::config::Config;
+use crate::public::{Action, Subscribe};
+use crate::shared::{Shared, Stats};
+
+/// The worker's clocks, read once per loop iteration.
+struct Clock {
+    start: Instant,
+    /// The wall clock at `start`.
+    start_unix_us: u64,
+    now_ms: u64,
+    /// Wall clock, microseconds since the Unix epoch: sequence numbers and token expiry. It
+    /// follows the monotonic clock from `start`.
+    unix_us: u64,
+}
+
+pub struct Holder {
+    index: usize,
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    pub(super) conns: Conns,
+    requests: Requests,
+    streams: Streams,
+    ws: WsInput,
+    polls: LongPolls,
+    pub(super) pubs: Publishers,
+    clock: Clock,
+    /// Connections logged in as their ids (streams and long-polls).
+    subscribers: usize,
+    /// When the next heartbeat round is due.
+    next_beat_ms: u64,
+    /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once.
+    shutting_down: bool,
+}
+
+impl Holder {
+    pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, ring: Ring) -> Holder {
+        let unix_us = unix_us();
+        Holder {
+            index,
+            conns: Conns::new(index, ring),
+            requests: Requests::default(),
+            streams: Streams::new(&cfg),
+            ws: WsInput::default(),
+            polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
+            pubs: Publishers::default(),
+            clock: Clock {
+                start: Instant::now(),
+                start_unix_us: unix_us,
+                now_ms: 0,
+                unix_us,
+            },
+            subscribers: 0,
+            next_beat_ms: cfg.heartbeat_ms,
+            shutting_down: false,
+            cfg,
+            shared,
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.shared.stats[self.index]
+    }
+
+    /// Reads the clocks, once per loop iteration.
+    pub fn advance_clock(&mut self) {
+        let elapsed = self.clock.start.elapsed();
+        self.clock.now_ms = elapsed.as_millis() as u64;
+        self.clock.unix_us = self.clock.start_unix_us + elapsed.as_micros() as u64;
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms
+    }
+
+    /// Microseconds since the Unix epoch, as of this iteration.
+    pub fn unix_us(&self) -> u64 {
+        self.clock.unix_us
+    }
+
+    /// A connection accepted into `slot` on `listener`.
+    pub fn accepted(&mut self, owner: &mut Owner, listener: Listener, slot: u32) {
+        let now = self.clock.now_ms;
+        match listener {
+            Listener::Public => {
+                self.conns.accepted(slot, State::Request);
+                self.conns.deadline(slot, now + self.cfg.request_timeout_ms);
+            }
+            Listener::Publish => {
+                self.conns.accepted(slot, State::Publisher);
+                self.pubs.accepted(slot, now);
+            }
+        }
+        if self.shutting_down {
+            self.close(owner, slot);
+        }
+    }
+
+    /// A recv completed; true when a publish connection's input moved (the loop processes
+    /// it).
+    pub fn on_recv(&mut self, owner: &mut Owner, slot: u32, gen: u32, c: Completion) -> bool {
+        let ws = self.conns.get(slot).format == http::Format::Ws;
+        let mut publisher = false;
+        match self.conns.on_recv(slot, gen, c) {
+            Received::Bytes { bid, len, state } => {
+                let data = self.conns.read(bid, len);
+                match state {
+                    State::Request => {
+                        let now_s = self.clock.unix_us / 1_000_000;
+                        let action = self.requests.feed(slot, data, &self.cfg, now_s);
+                        self.conns.recycle(bid);
+                        self.on_request(owner, slot, action);
+                    }
+                    State::Publisher => {
+                        let p = self.pubs.get_mut(slot).expect("publisher state");
+                        p.received(data, self.clock.now_ms);
+                        self.conns.recycle(bid);
+                        publisher = true;
+                    }
+                    State::Subscribing | State::Streaming if ws => {
+                        self.ws.feed(slot, data);
+                        self.conns.recycle(bid);
+                        self.on_ws_input(owner, slot);
+                    }
+                    State::Subscribing | State::Streaming => {
+                        // A stream is one-way: bytes after the subscribe request end it.
+                        self.conns.recycle(bid);
+                        self.close(owner, slot);
+                    }
+                    State::Draining | State::Closing => self.conns.recycle(bid),
+                    State::Free => unreachable!("recv on a free slot"),
+                }
+            }
+            Received::Eof(State::Publisher) => {
+                // What was received is still answered; then the connection closes.
+                if let Some(p) = self.pubs.get_mut(slot) {
+                    p.eof();
+                }
+                publisher = true;
+            }
+            // The peer may half-close and still read our last response.
+            Received::Eof(State::Draining | State::Closing) => {}
+            Received::Eof(_) | Received::Failed => self.close(owner, slot),
+            // A WebSocket's request recv was cancelled, or no read buffer was free: it waits
+            // for readability (again). Others are re-armed below if still reading.
+            Received::Stopped(state) => {
+                if ws && state.subscribed() {
+                    self.conns.watch(slot);
+                }
+            }
+        }
+        self.rearm_recv(slot);
+        self.conns.finish_if_done(slot);
+        publisher
+    }
+
+    /// Re-arms the multishot recv of a connection that still reads.
+    pub fn rearm_recv(&mut self, slot: u32) {
+        let reading = match self.conns.get(slot).state {
+            State::Request => true,
+            State::Publisher => self.pubs.get_mut(slot).is_some_and(|p| p.wants_input()),
+            _ => false,
+        };
+        if reading {
+            self.conns.read_on(slot);
+        }
+    }
+
+    pub fn on_watch(&mut self, owner: &mut Owner, slot: u32, gen: u32, c: Completion) {
+        let watched = self.conns.on_watch(slot, gen, c);
+        let conn = self.conns.get(slot);
+        let ws = conn.format == http::Format::Ws && conn.state.subscribed();
+        match watched {
+            Watched::Cancelled => {}
+            // The request's recv is still being cancelled: its end re-arms the watch.
+            Watched::Readable if ws && conn.inflight & RECV != 0 => {}
+            // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
+            Watched::Readable if ws => self.conns.read_once(slot),
+            // Readable or hung up: either way any other subscriber stream ends here.
+            Watched::Readable | Watched::Closed => self.close(owner, slot),
+        }
+        self.conns.finish_if_done(slot);
+    }
+
+    /// A send completed; true when a publish connection sent all it had (the loop may
+    /// resume reading it).
+    pub fn on_send(&mut self, owner: &mut Owner, slot: u32, gen: u32, c: Completion) -> bool {
+        let mut publisher = false;
+        match self.conns.on_send(slot, gen, c) {
+            Sent::Busy => {}
+            Sent::Failed | Sent::Idle(State::Draining) => self.close(owner, slot),
+            Sent::Idle(State::Publisher) => publisher = true,
+            Sent::Idle(_) => {}
+        }
+        self.conns.finish_if_done(slot);
+        publisher
+    }
+
+    fn on_ws_input(&mut self, owner: &mut Owner, slot: u32) {
+        match self.ws.process(&mut self.conns, slot) {
+            Input::Open => self.conns.watch(slot),
+            Input::Closed => self.finish_stream(owner, slot),
+            Input::ProtocolError => {
+                Stats::add(&self.stats().ws_close_errors, 1);
+                self.finish_stream(owner, slot);
+            }
+        }
+    }
+
+    /// Writes a last response with `write` and closes the connection once it is sent.
+    pub fn respond_and_close(
+        &mut self,
+        owner: &mut Owner,
+        slot: u32,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
+        self.conns.write(slot, write);
+        self.drain(owner, slot);
+    }
+
+    /// Closes once what is queued is sent; input is ignored from now on.
+    pub fn drain(&mut self, owner: &mut Owner, slot: u32) {
+        self.requests.forget(slot);
+        self.ws.forget(slot);
+        self.pubs.forget(slot);
+        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
+        if self.conns.drain(slot, deadline) {
+            self.close(owner, slot);
+        }
+    }
+
+    /// The one way to close: the slot is closed once nothing is in flight, and every component
+    /// forgets the connection.
+    pub fn close(&mut self, owner: &mut Owner, slot: u32) {
+        let Some(closed) = self.conns.close(slot) else {
+            return;
+        };
+        if closed.state.subscribed() {
+            self.log_out(owner, slot, closed);
+        }
+        self.requests.forget(slot);
+        self.ws.forget(slot);
+        self.pubs.forget(slot);
+        Stats::add(&self.stats().closed, 1);
+    }
+
+    // ---- subscribers --------------------------------------------------------------------
+
+    fn on_request(&mut self, owner: &mut Owner, slot: u32, action: Action) {
+        if !matches!(action, Action::NeedMore) {
+            Stats::add(&self.stats().requests, 1);
+        }
+        match action {
+            Action::NeedMore => {}
+            Action::Subscribe(sub) => self.subscribe(owner, slot, *sub),
+            Action::Head {
+                format,
+                allow_origin,
+            } => self.respond_and_close(owner, slot, |out| {
+                http::stream_head(out, format, &allow_origin);
+            }),
+            Action::Preflight { allow_origin } => {
+                self.respond_and_close(owner, slot, |out| {
+                    http::preflight_response(out, &allow_origin)
+                });
+            }
+            Action::Demo { head_only } => self.respond_and_close(owner, slot, |out| {
+                let page = crate::demo::PAGE.as_bytes();
+                let html = "text/html; charset=utf-8";
+                http::response(out, http::Status::OK, html, page, true, head_only)
+            }),
+            Action::Reject {
+                error,
+                head_only,
+                allow_origin,
+            } => {
+                Stats::add(&self.stats().bad_requests, 1);
+                if matches!(error.status.0, 401 | 403) {
+                    Stats::add(&self.stats().auth_failures, 1);
+                }
+                self.respond_and_close(owner, slot, |out| {
+                    http::error_response_for(out, &error, head_only, &allow_origin)
+                });
+            }
+        }
+    }
+
+    fn subscribe(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
+        let Subscribe {
+            ids,
+            format,
+            since,
+            allow_origin,
+            ws_key,
+            keep_alive,
+        } = sub;
+        let cref = self.conns.conn_ref(slot);
+        let conn = self.conns.get_mut(slot);
+        conn.state = State::Subscribing;
+        conn.format = format;
+        // Until its owner answers, an id's position is the client's, or a second ago (the
+        // owner's clock may lag ours a little: a resume from there may repeat messages from
+        // before the login, but misses none after it).
+        let start = self.clock.unix_us.saturating_sub(1_000_000);
+        let since = since.as_deref();
+        if format == http::Format::Poll {
+            // A long-poll keeps its recv (the answer may be followed by the next poll): bytes
+            // before the answer end it, as for a stream.
+            let now = self.clock.now_ms;
+            let (gen, origin) = (cref.gen(), allow_origin);
+            self.polls
+                .begin(slot, gen, &ids, since, start, keep_alive, origin, now);
+        } else {
+            self.conns.write(slot, |out| match &ws_key {
+                Some(key) => {
+                    http::ws::handshake_response(out, key, &allow_origin, &*allow_origin != b"*")
+                }
+                None => http::stream_head(out, format, &allow_origin),
+            });
+            self.conns.watch_instead(slot);
+            self.streams
+                .begin(&mut self.conns, slot, &ids, since, start);
+        }
+        self.subscribers += 1;
+        let acks = owner.login_elsewhere(&ids, since, cref);
+        self.conns.get_mut(slot).acks = acks;
+        for (i, &id) in ids.iter().enumerate() {
+            if self.conns.get(slot).state != State::Subscribing {
+                break; // cut as a slow consumer by an earlier id's replay: logged out already
+            }
+            if let Some(ack) = owner.login_here(id, cref, since.map(|s| s[i])) {
+                self.on_login_ack(owner, slot, id, ack);
+            }
+        }
+        if acks == 0 && self.conns.get(slot).state == State::Subscribing {
+            self.start_streaming(slot);
+        }
+    }
+
+    /// Every owner answered: the stream's head and what queued up go out; a long-poll with
+    /// something to answer is answered.
+    pub fn start_streaming(&mut self, slot: u32) {
+        self.conns.streaming(slot);
+        if self.conns.get(slot).format == http::Format::Poll {
+            self.polls.maybe_ready(slot, self.clock.now_ms, true);
+        }
+    }
+
+    /// The owner of `id` logged the connection in: its gap, replay and position.
+    fn on_login_ack(&mut self, owner: &mut Owner, slot: u32, id: Id, ack: Ack) {
+        let stats = &self.shared.stats[self.index];
+        let conn = self.conns.get(slot);
+        if conn.format == http::Format::Poll {
+            Stats::add(&stats.resume_gaps, u64::from(ack.gap));
+            let added = self
+                .polls
+                .login_ack(slot, id, ack.gap, &ack.replay, ack.pos);
+            Stats::add(&stats.delivered, added);
+            let streaming = conn.state == State::Streaming;
+            self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
+        } else if !self
+            .streams
+            .login_ack(&mut self.conns, slot, id, ack, stats)
+        {
+            self.close(owner, slot);
+        }
+    }
+
+    /// Logs a subscriber out of every id it holds.
+    fn log_out(&mut self, owner: &mut Owner, slot: u32, conn: Closed) {
+        self.subscribers -= 1;
+        let logins = if conn.format == http::Format::Poll {
+            match self.polls.forget(slot) {
+                Some(ids) => Logins::Many(ids),
+                None => return, // answered: logged out then
+            }
+        } else {
+            self.conns.get_mut(slot).flags &= !IDS;
+            self.streams.end(slot, conn.flags, conn.id)
+        };
+        for id in logins.ids() {
+            owner.logout(id, conn.conn);
+        }
+    }
+
+    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close with `ws_code`),
+    /// then closes once it is sent.
+    pub fn end_stream(&mut self, owner: &mut Owner, slot: u32, ws_code: u16) {
+        if self.conns.get(slot).format == http::Format::Poll {
+            self.close(owner, slot);
+            return;
+        }
+        Streams::write_end(&mut self.conns, slot, ws_code);
+        self.finish_stream(owner, slot);
+    }
+
+    /// Logs a stream out and closes it once what is queued is sent.
+    fn finish_stream(&mut self, owner: &mut Owner, slot: u32) {
+        let conn = self.conns.describe(slot);
+        self.log_out(owner, slot, conn);
+        self.drain(owner, slot);
+    }
+
+    /// A message for `conn`, which this worker holds.
+    pub fn deliver(&mut self, owner: &mut Owner, conn: ConnRef, id: Id, seq: u64, msg: &Arc<[u8]>) {
+        let slot = conn.slot();
+        let stats = &self.shared.stats[self.index];
+        let Some(c) = self.conns.current(conn).filter(|c| c.state.subscribed()) else {
+            // Closed while the message was on its way (or cut during a replay).
+            Stats::add(&stats.stale, 1);
+            return;
+        };
+        if c.format == http::Format::Poll {
+            let streaming = c.state == State::Streaming;
+            match self.polls.deliver(slot, id, seq, msg) {
+                long_poll::Delivery::Added => {
+                    Stats::add(&stats.delivered, 1);
+                    self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
+                }
+                long_poll::Delivery::Stale => Stats::add(&stats.stale, 1),
+                long_poll::Delivery::Full => {}
+            }
+        } else if !self
+            .streams
+            .deliver(&mut self.conns, slot, id, seq, msg, stats)
+        {
+            self.close(owner, slot);
+        }
+    }
+
+    /// Answers a long-poll (maybe with nothing, at its timeout), then waits for the next
+    /// request on the connection or closes it.
+    pub fn answer_poll(&mut self, owner: &mut Owner, slot: u32, answer: Answer) {
+        Stats::add(&self.stats().polls_answered, 1);
+        let cref = self.conns.conn_ref(slot);
+        self.subscribers -= 1;
+        for &(id, _) in answer.ids.iter() {
+            owner.logout(id, cref);
+        }
+        let Answer {
+            body,
+            keep_alive,
+            allow_origin,
+            ..
+        } = answer;
+        self.conns.get_mut(slot).flags = 0;
+        self.conns.write(slot, |out| {
+            let json = "application/json";
+            let ok = http::Status::OK;
+            http::response_for(out, ok, json, &body, !keep_alive, false, &allow_origin)
+        });
+        let conn = self.conns.get_mut(slot);
+        if !keep_alive || conn.inflight & RECV == 0 {
+            self.drain(owner, slot);
+            return;
+        }
+        conn.state = State::Request;
+        conn.flags |= KEPT;
+        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
+        self.conns.deadline(slot, deadline);
+    }
+
+    pub fn disconnect_conn(&mut self, owner: &mut Owner, conn: ConnRef) {
+        if self
+            .conns
+            .current(conn)
+            .is_some_and(|c| c.state.subscribed())
+        {
+            self.end_stream(owner, conn.slot(), http::ws::code::NORMAL);
+        }
+    }
+
+    /// The owner of `id` answered a login by mail.
+    pub fn login_acked(&mut self, owner: &mut Owner, conn: ConnRef, id: Id, ack: Ack) {
+        let slot = conn.slot();
+        let current = self.conns.current(conn);
+        if !current.is_some_and(|c| c.state == State::Subscribing) {
+            return; // closed, or cut meanwhile
+        }
+        self.on_login_ack(owner, slot, id, ack);
+        let c = self.conns.get_mut(slot);
+        if c.state == State::Subscribing {
+            c.acks -= 1;
+            if c.acks == 0 {
+                self.start_streaming(slot);
+            }
+        }
+    }
+
+    /// End of an iteration: answers the long-polls that have their answer.
+    pub fn answer_polls(&mut self, owner: &mut Owner) {
+        let ready = self.polls.take_ready();
+        for &slot in &ready {
+            let conn = self.conns.get(slot);
+            if conn.state == State::Streaming && conn.format == http::Format::Poll {
+                if let Some(answer) = self.polls.answer(slot, self.cfg.epoch) {
+                    self.answer_poll(owner, slot, answer);
+                }
+            }
+        }
+        self.polls.put_back(ready);
+    }
+
+    /// The timer: requests past their deadline, long-polls past their timeout, heartbeats.
+    pub fn tick(&mut self, owner: &mut Owner) {
+        let now = self.clock.now_ms;
+        while let Some(slot) = self.conns.expired(now) {
+            let conn = self.conns.get(slot);
+            match conn.state {
+                // A kept-alive connection with no next request: closed quietly (an answer
+                // nobody asked for could be read as the answer to a request in flight).
+                State::Request if conn.flags & KEPT != 0 && !self.requests.started(slot) => {
+                    self.close(owner, slot)
+                }
+                State::Request => {
+                    Stats::add(&self.stats().timeouts, 1);
+                    self.respond_and_close(owner, slot, request_timeout);
+                }
+                State::Draining => self.close(owner, slot),
+                _ => {}
+            }
+        }
+        while let Some(slot) = self.polls.expired(now) {
+            // Answered with what it has (nothing) once every owner has answered.
+            let streaming = self.conns.get(slot).state == State::Streaming;
+            self.polls.maybe_ready(slot, now, streaming);
+        }
+        if self.cfg.heartbeat_ms > 0 && now >= self.next_beat_ms {
+            self.next_beat_ms = now + self.cfg.heartbeat_ms;
+            let test_heartbeats = self.cfg.test_heartbeats;
+            let sent = self.conns.heartbeats(|format| match format {
+                http::Format::Sse | http::Format::SseRaw | http::Format::Ws => true,
+                http::Format::Chunked | http::Format::Raw => test_heartbeats,
+                http::Format::Poll => false,
+            });
+            Stats::add(&self.stats().heartbeats, sent);
+        }
+    }
+
+    /// SIGINT/SIGTERM: every stream ends properly, other connections close.
+    pub fn begin_shutdown(&mut self, owner: &mut Owner) {
+        self.shutting_down = true;
+        for slot in 0..self.conns.len() {
+            match self.conns.get(slot).state {
+                // End the stream properly so clients see a complete response.
+                State::Streaming => self.end_stream(owner, slot, http::ws::code::GOING_AWAY),
+                State::Free | State::Closing | State::Draining => {}
+                _ => self.close(owner, slot),
+            }
+        }
+    }
+
+    /// The shutdown timeout passed: everything still open is cut.
+    pub fn close_all(&mut self, owner: &mut Owner) {
+        for slot in 0..self.conns.len() {
+            self.close(owner, slot);
+        }
+    }
+
+    /// This worker's connection gauges for /metrics.
+    pub fn gauges(&self) {
+        let stats = self.stats();
+        let ring = self.conns.ring_ref();
+        Stats::set(&stats.connections, self.conns.live() as u64);
+        Stats::set(&stats.subscribers, self.subscribers as u64);
+        Stats::set(&stats.write_buffers, ring.writes.used() as u64);
+        Stats::set(&stats.sq_full_flushes, ring.stats.sq_full_flushes);
+    }
+}
+
+/// A 408 answer: the request was not complete in time.
+pub fn request_timeout(out: &mut Vec<u8>) {
+    let error = http::Error::new(
+        http::Status::REQUEST_TIMEOUT,
+        "request not complete in time",
+    );
+    http::error_response(out, &error, false);
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
