@@ -89,22 +89,26 @@ fn send(args: &SendArgs) -> std::io::Result<(u16, String)> {
     }
 }
 
+/// The server's JSON answer to a publish: `{"id":..,"connections":N[,"cluster":bool]}`.
+#[derive(serde::Deserialize)]
+struct Answer {
+    connections: u64,
+    /// Absent when the node runs alone.
+    cluster: Option<bool>,
+}
+
+fn answer(body: &str) -> Option<Answer> {
+    serde_json::from_str(body.trim()).ok()
+}
+
 /// The `"connections":N` of the server's JSON answer.
 fn connections(body: &str) -> Option<u64> {
-    let rest = &body[body.find("\"connections\":")? + "\"connections\":".len()..];
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse().ok()
+    answer(body).map(|a| a.connections)
 }
 
 /// The `"cluster":true|false` of the server's JSON answer (absent when the node runs alone).
 fn cluster(body: &str) -> Option<bool> {
-    if body.contains("\"cluster\":true") {
-        Some(true)
-    } else if body.contains("\"cluster\":false") {
-        Some(false)
-    } else {
-        None
-    }
+    answer(body).and_then(|a| a.cluster)
 }
 
 #[cfg(test)]
