@@ -39,6 +39,6 @@ pub use request::{
 };
 pub use response::{
     error_response, error_response_for, frame_message, preflight_response, response, response_for,
-    stream_end, stream_head, Format,
+    stream_end, stream_head, Format, NO_CORS,
 };
 pub use route::{query_param, route, Endpoint, Listener};

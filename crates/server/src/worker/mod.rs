@@ -897,7 +897,9 @@ impl Worker {
                     "request not complete in time",
                 );
                 self.pubs.forget(slot);
-                self.respond_and_close(slot, |out| http::error_response(out, &error, false));
+                self.respond_and_close(slot, |out| {
+                    http::error_response_for(out, &error, false, http::NO_CORS)
+                });
             } else {
                 self.close(slot);
             }

@@ -18,7 +18,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed};
+use comet_http::{
+    self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed, NO_CORS,
+};
 use comet_router::{parse_id, Id};
 use serde::Serialize;
 
@@ -211,7 +213,7 @@ impl PubConn {
     fn reject(&mut self, error: &http::Error, head_only: bool) {
         self.stopped = true;
         let mut out = Vec::new();
-        http::error_response(&mut out, error, head_only);
+        http::error_response_for(&mut out, error, head_only, NO_CORS);
         self.push_reply(0, ReplyWhat::Bytes(out), true);
     }
 
@@ -293,11 +295,25 @@ impl PubConn {
             Ok(id) => make(id),
             Err(e) => Target::Reject(http::Error::new(http::Status::BAD_REQUEST, e.to_string())),
         };
-        let authorized = cfg
-            .publish_secret
-            .as_deref()
-            .is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
-        let target = match http::route(Listener::Publish, head.method, head.path) {
+        let endpoint = http::route(Listener::Publish, head.method, head.path);
+        // /metrics has its own secret when one is set, so that a scraper cannot publish and a
+        // publisher cannot scrape.
+        let secret = match endpoint {
+            Ok(Endpoint::Metrics) => cfg.metrics_secret.as_ref().or(cfg.publish_secret.as_ref()),
+            _ => cfg.publish_secret.as_ref(),
+        };
+        let authorized =
+            secret.is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
+        let forbidden = |reason| Target::Reject(http::Error::new(http::Status::FORBIDDEN, reason));
+        let target = match endpoint {
+            // A page that resolved its own name to this host (DNS rebinding) sends that name.
+            _ if !host_allowed(head.host, &cfg.publish_hosts) => forbidden(
+                "Host not allowed: use localhost, an IP address, or a name of --publish-hosts",
+            ),
+            // A browser sends Origin with every cross-origin request that could publish.
+            _ if !origin_allowed(head.origin, &cfg.publish_origins) => forbidden(
+                "requests from web pages are refused (Origin not in --publish-allowed-origins)",
+            ),
             _ if !authorized => Target::Reject(
                 http::Error::new(
                     http::Status::UNAUTHORIZED,
@@ -400,14 +416,8 @@ impl PubConn {
     pub fn metrics(&mut self, reply: u32, body: &[u8], head_only: bool) {
         let r = self.reply_mut(reply);
         let mut out = Vec::new();
-        http::response(
-            &mut out,
-            http::Status::OK,
-            "text/plain; version=0.0.4",
-            body,
-            r.close,
-            head_only,
-        );
+        let text = "text/plain; version=0.0.4";
+        http::response_for(&mut out, http::Status::OK, text, body, r.close, head_only, NO_CORS);
         r.what = ReplyWhat::Bytes(out);
         r.waiting = 0;
     }
@@ -465,14 +475,54 @@ impl PubConn {
 fn json(out: &mut Vec<u8>, answer: &Answer, close: bool) {
     let mut body = serde_json::to_vec(answer).expect("a JSON answer");
     body.push(b'\n');
-    http::response(
-        out,
-        http::Status::OK,
-        "application/json",
-        &body,
-        close,
-        false,
-    );
+    let json = "application/json";
+    http::response_for(out, http::Status::OK, json, &body, close, false, NO_CORS);
+}
+
+/// Whether the publish API answers a request with this `Host`: `localhost`, an IP address, or a
+/// name of `--publish-hosts` (`name` matches it on any port, `name:port` on that port only),
+/// case-insensitive. A page that rebinds its own DNS name to this host sends that name, never
+/// an IP address. A request without Host (HTTP/1.0: never from a browser) is answered.
+fn host_allowed(host: Option<&[u8]>, hosts: &[Vec<u8>]) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Some((name, _port)) = split_host(host) else {
+        return false;
+    };
+    let text = std::str::from_utf8(name).unwrap_or("");
+    let ip = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => text.parse::<std::net::Ipv4Addr>().is_ok(),
+    };
+    ip || name.eq_ignore_ascii_case(b"localhost")
+        || hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(name))
+}
+
+/// `name[:port]` or `[v6][:port]` as (name, port); `None` when malformed (a port that is not
+/// digits, an IPv6 address without brackets).
+fn split_host(host: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (name, rest) = if host.first() == Some(&b'[') {
+        let end = host.iter().position(|&b| b == b']')?;
+        host.split_at(end + 1)
+    } else {
+        let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+        host.split_at(colon)
+    };
+    let port = match rest {
+        [] => None,
+        [b':', port @ ..] if !port.is_empty() && port.iter().all(u8::is_ascii_digit) => Some(port),
+        _ => return None,
+    };
+    (!name.is_empty()).then_some((name, port))
+}
+
+/// A request without `Origin` is not from a web page; one with it must come from an origin of
+/// `--publish-allowed-origins`.
+fn origin_allowed(origin: Option<&[u8]>, origins: &[Vec<u8>]) -> bool {
+    origin.is_none_or(|origin| origins.iter().any(|o| o.eq_ignore_ascii_case(origin)))
 }
 
 #[cfg(test)]
@@ -498,8 +548,8 @@ mod tests {
         let mut p = PubConn::new(0);
         let effects = run(
             &mut p,
-            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
-              POST /send/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nyou",
+            b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi\
+              POST /send/2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nyou",
         );
         let replies: Vec<(Id, u32, Vec<u8>)> = effects
             .into_iter()
@@ -524,7 +574,7 @@ mod tests {
     #[test]
     fn a_body_split_over_reads_is_one_publish() {
         let mut p = PubConn::new(0);
-        let req = b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        let req = b"POST /send/9 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
         for split in 1..req.len() {
             let mut p2 = PubConn::new(0);
             let mut effects = run(&mut p2, &req[..split]);
@@ -543,7 +593,7 @@ mod tests {
         let mut p = PubConn::new(0);
         let body = "1 a\nx b\n";
         let req = format!(
-            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         assert!(run(&mut p, req.as_bytes()).is_empty(), "nothing is sent");
@@ -559,7 +609,7 @@ mod tests {
         let mut p = PubConn::new(0);
         let body = "1 a\n2 b\n3 c\n";
         let req = format!(
-            "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let effects = run(&mut p, req.as_bytes());
@@ -580,7 +630,7 @@ mod tests {
     fn a_publisher_that_floods_is_paused_then_resumed() {
         let cfg = Config::for_tests();
         let mut p = PubConn::new(0);
-        let one = b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx";
+        let one = b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx";
         let mut effects = Vec::new();
         for _ in 0..PIPELINE_MAX + 10 {
             p.received(one, 0);
@@ -605,8 +655,8 @@ mod tests {
         let mut p = PubConn::new(0);
         let effects = run(
             &mut p,
-            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx\
-              GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx\
+              GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         );
         let Effect::Metrics { reply, .. } = effects[1] else {
             panic!("{effects:?}");
@@ -628,7 +678,7 @@ mod tests {
         let mut p = PubConn::new(0);
         let mut effects = Vec::new();
         p.received(
-            b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer no\r\nContent-Length: 1\r\n\r\nx",
+            b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer no\r\nContent-Length: 1\r\n\r\nx",
             0,
         );
         assert_eq!(p.process(&cfg, 0, &mut effects), (1, 1));
@@ -652,5 +702,152 @@ mod tests {
         pubs.expired(cfg.idle_timeout_ms, &cfg, &mut out);
         out.sort();
         assert_eq!(out, [(1, false), (2, true)]);
+    }
+
+    /// The status of the one answer to `req` under `flags`, and the answer.
+    fn answer(flags: &[&str], req: &str) -> (u16, String) {
+        let cfg = Config::for_tests_with(flags);
+        let mut p = PubConn::new(0);
+        let mut effects = Vec::new();
+        p.received(req.as_bytes(), 0);
+        p.process(&cfg, 0, &mut effects);
+        for effect in effects {
+            match effect {
+                Effect::Publish { reply, .. } | Effect::Disconnect { reply, .. } => {
+                    p.answered(reply, 0);
+                }
+                Effect::Metrics { reply, head_only } => p.metrics(reply, b"m 1\n", head_only),
+            }
+        }
+        let out = written(&mut p);
+        (out[9..12].parse().unwrap(), out)
+    }
+
+    fn get(path: &str, headers: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n")
+    }
+
+    #[test]
+    fn hosts_other_than_loopback_addresses_and_listed_names_are_refused() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8001",
+            "127.0.0.1",
+            "127.1.2.3:8001",
+            "[::1]",
+            "[::1]:8001",
+            "10.0.0.5:8001",
+            "[fd00::5]:80",
+        ] {
+            let req = get("/metrics", &format!("Host: {host}\r\n"));
+            assert_eq!(answer(&[], &req).0, 200, "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8001",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "::1",
+            "[::1",
+            "localhost:x",
+            "localhost:",
+            "",
+        ] {
+            let req = get("/metrics", &format!("Host: {host}\r\n"));
+            let (status, out) = answer(&[], &req);
+            assert_eq!(status, 403, "{host}: {out}");
+            assert!(out.contains("Host not allowed"), "{out}");
+        }
+        let listed = ["--publish-hosts", "comet.internal, push.example:8001"];
+        for (host, status) in [
+            ("comet.internal", 200),
+            ("Comet.Internal:9000", 200),
+            ("push.example:8001", 200),
+            ("push.example:8002", 403),
+            ("push.example", 403),
+            ("evil.example", 403),
+        ] {
+            let req = get("/metrics", &format!("Host: {host}\r\n"));
+            assert_eq!(answer(&listed, &req).0, status, "{host}");
+        }
+        // HTTP/1.0 without Host: not a browser.
+        assert_eq!(answer(&[], "GET /metrics HTTP/1.0\r\n\r\n").0, 200);
+    }
+
+    #[test]
+    fn requests_with_an_origin_are_refused_unless_it_is_listed() {
+        let publish = |origin: &str| {
+            format!(
+                "POST /send/1 HTTP/1.1\r\nHost: localhost\r\n{origin}\
+                 Content-Length: 1\r\nConnection: close\r\n\r\nx"
+            )
+        };
+        assert_eq!(answer(&[], &publish("")).0, 200);
+        let (status, out) = answer(&[], &publish("Origin: https://evil.example\r\n"));
+        assert_eq!(status, 403, "{out}");
+        assert!(out.contains("Origin"), "{out}");
+        assert_eq!(answer(&[], &publish("Origin: null\r\n")).0, 403);
+        let listed = ["--publish-allowed-origins", "https://admin.example/"];
+        let origin = "Origin: https://admin.example\r\n";
+        assert_eq!(answer(&listed, &publish(origin)).0, 200);
+        let other = "Origin: https://evil.example\r\n";
+        assert_eq!(answer(&listed, &publish(other)).0, 403);
+        assert!(Config::for_tests_with(&[]).publish_origins.is_empty());
+    }
+
+    #[test]
+    fn publish_answers_carry_no_cors_header() {
+        let send = "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\
+                    Connection: close\r\n\r\nx";
+        for req in [
+            send.to_owned(),
+            get("/metrics", "Host: localhost\r\n"),
+            get("/nope", "Host: localhost\r\n"),
+            get("/metrics", "Host: evil.example\r\n"),
+            get("/metrics", "Host: localhost\r\nOrigin: https://evil.example\r\n"),
+        ] {
+            let (_, out) = answer(&[], &req);
+            assert!(!out.contains("Access-Control"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_metrics_secret_opens_metrics_only_and_the_publish_secret_no_longer_does() {
+        let both = ["--publish-secret", "pub", "--metrics-secret", "met"];
+        let send = |secret: &str| {
+            format!(
+                "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n\
+                 Content-Length: 1\r\nConnection: close\r\n\r\nx"
+            )
+        };
+        let metrics = |secret: &str| {
+            get(
+                "/metrics",
+                &format!("Host: localhost\r\nAuthorization: Bearer {secret}\r\n"),
+            )
+        };
+        assert_eq!(answer(&both, &send("pub")).0, 200);
+        assert_eq!(answer(&both, &send("met")).0, 401);
+        assert_eq!(answer(&both, &metrics("met")).0, 200);
+        assert_eq!(answer(&both, &metrics("pub")).0, 401);
+        // Without a metrics secret, /metrics takes the publish secret.
+        let publish_only = ["--publish-secret", "pub"];
+        assert_eq!(answer(&publish_only, &metrics("pub")).0, 200);
+        assert_eq!(answer(&publish_only, &metrics("met")).0, 401);
+        // A metrics secret alone leaves publishing open.
+        let metrics_only = ["--metrics-secret", "met"];
+        assert_eq!(answer(&metrics_only, &send("x")).0, 200);
+        assert_eq!(answer(&metrics_only, &metrics("x")).0, 401);
+        assert_eq!(answer(&metrics_only, &metrics("met")).0, 200);
+    }
+
+    #[test]
+    fn hosts_split_into_name_and_port() {
+        assert_eq!(split_host(b"a:1"), Some((&b"a"[..], Some(&b"1"[..]))));
+        assert_eq!(split_host(b"[::1]:80"), Some((&b"[::1]"[..], Some(&b"80"[..]))));
+        assert_eq!(split_host(b"[::1]"), Some((&b"[::1]"[..], None)));
+        for bad in [&b""[..], b":80", b"a:", b"a:b", b"::1", b"[::1]x", b"[::1"] {
+            assert_eq!(split_host(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }
