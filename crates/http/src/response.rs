@@ -501,7 +501,15 @@ mod tests {
     #[test]
     fn no_cors_answers_carry_no_cors_header() {
         let mut out = Vec::new();
-        response_for(&mut out, Status::OK, "text/plain", b"ok\n", true, false, NO_CORS);
+        response_for(
+            &mut out,
+            Status::OK,
+            "text/plain",
+            b"ok\n",
+            true,
+            false,
+            NO_CORS,
+        );
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
@@ -513,7 +521,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
         assert!(text.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{text}");
-        assert!(!text.contains("Access-Control") && !text.contains("Vary"), "{text}");
+        assert!(
+            !text.contains("Access-Control") && !text.contains("Vary"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// publish secret.
     #[arg(long, env = "COMET_METRICS_SECRET", hide_env_values = true)]
     pub metrics_secret: Option<String>,
+    /// Serve `/healthz` and `/readyz` on the subscriber port too (always on the publish port).
+    #[arg(long)]
+    pub public_health: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,6 +197,7 @@ pub struct Config {
     /// `--publish-hosts`.
     pub publish_hosts: Vec<Vec<u8>>,
     pub metrics_secret: Option<Vec<u8>>,
+    pub public_health: bool,
 }
 
 /// The kernel's bound on a fixed-file table.
@@ -294,6 +298,7 @@ impl Config {
             publish_origins,
             publish_hosts,
             metrics_secret,
+            public_health: args.public_health,
         })
     }
 }

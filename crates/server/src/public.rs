@@ -35,6 +35,10 @@ pub enum Action {
     Preflight { allow_origin: Box<[u8]> },
     /// `GET /` with `--demo`.
     Demo { head_only: bool },
+    /// `/healthz` with `--public-health`: `200 ok`, then close.
+    Health { head_only: bool },
+    /// `/readyz` with `--public-health`: the worker's readiness, then close.
+    Ready { head_only: bool },
     /// Answer the error and close.
     Reject {
         error: http::Error,
@@ -84,7 +88,16 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
                 "no such endpoint: / (the demo page is served with --demo)",
             ))
         }
-        Ok(_) => unreachable!("the public listener routes only stream endpoints"),
+        Ok(Endpoint::Health) if cfg.public_health => return Action::Health { head_only },
+        Ok(Endpoint::Ready) if cfg.public_health => return Action::Ready { head_only },
+        Ok(Endpoint::Health | Endpoint::Ready) => return reject(http::Error::new(
+            http::Status::NOT_FOUND,
+            format!(
+                "no such endpoint: {} (served here with --public-health, and on the publish port)",
+                String::from_utf8_lossy(req.path)
+            ),
+        )),
+        Ok(_) => unreachable!("the public listener routes no publish endpoints"),
         Err(error) => return reject(error),
     };
     let ids = match parse_id_list(ids, cfg.ids_per_connection_max) {
@@ -372,6 +385,31 @@ mod tests {
             decide(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &demo, NOW),
             Action::Demo { head_only: false }
         );
+    }
+
+    #[test]
+    fn health_checks_only_with_public_health() {
+        let req = |path: &str, extra: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+        };
+        assert_eq!(status(decide(&req("/healthz", ""), &cfg(), NOW)), 404);
+        assert_eq!(status(decide(&req("/readyz", ""), &cfg(), NOW)), 404);
+        let cfg = cfg_with(&[
+            "--public-health",
+            "--auth-secret",
+            "s",
+            "--allowed-origins",
+            "https://app.example",
+        ]);
+        // No token needed; the origin check still applies.
+        assert_eq!(
+            decide(&req("/healthz", ""), &cfg, NOW),
+            Action::Health { head_only: false }
+        );
+        let head = b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(decide(head, &cfg, NOW), Action::Ready { head_only: true });
+        let evil = req("/readyz", "Origin: https://evil.example\r\n");
+        assert_eq!(status(decide(&evil, &cfg, NOW)), 403);
     }
 
     #[test]

@@ -82,8 +82,9 @@ fn oversized_headers_get_431() {
     let pad = "p".repeat(2000);
     let public = format!("GET /test/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\n\r\n");
     error_for(server.public, public.as_bytes(), 431);
-    let publish =
-        format!("POST /send/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\nhi");
+    let publish = format!(
+        "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\nhi"
+    );
     error_for(server.publish, publish.as_bytes(), 431);
     // A head that never ends is rejected once it passes the limit, not at the timeout.
     let endless = format!("GET /test/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}");
@@ -217,8 +218,9 @@ fn noisy_neighbours_do_not_disturb_a_subscriber() {
     let mut stalled_subscribe = Client::connect(server.public);
     stalled_subscribe.write(b"GET /test/1 HTTP/1.1\r\nHost: localhost\r\n");
     let mut stalled_publish = Client::connect(server.publish);
-    stalled_publish
-        .write(b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    stalled_publish.write(
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    );
     let silent: Vec<Client> = (0..8).map(|_| Client::connect(server.public)).collect();
 
     let mut garbage = Client::connect(server.public);

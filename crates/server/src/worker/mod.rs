@@ -46,7 +46,7 @@ use crate::public::{Action, Subscribe};
 use crate::shared::{Shared, Stats};
 use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
-use conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, RECV};
+use conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
 use long_poll::{Answer, LongPolls};
 use owner::Owner;
 use post::{Ack, Boxes, Mail, Post, ReplyTo};
@@ -60,6 +60,8 @@ use ws::{Input, WsInput};
 const CQE_BATCH: usize = 256;
 /// Period of the timer that expires requests and idle connections.
 const TICK_MS: u64 = 250;
+/// The content type of health checks.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 /// The worker's clocks, read once per loop iteration.
 struct Clock {
@@ -91,6 +93,9 @@ pub struct Worker {
     next_beat_ms: u64,
     /// Set on SIGINT/SIGTERM: the time after which every connection is closed at once.
     shutdown_deadline: Option<u64>,
+    /// Open connections accepted during shutdown (`LATE`): health checks on the publish port,
+    /// which must not hold the worker's exit.
+    late: usize,
     cqes: Vec<Completion>,
     /// Scratch: the connections a message goes to; the effects of publish requests.
     targets: Vec<ConnRef>,
@@ -138,6 +143,7 @@ impl Worker {
             subscribers: 0,
             next_beat_ms: cfg.heartbeat_ms,
             shutdown_deadline: None,
+            late: 0,
             cqes: Vec::with_capacity(CQE_BATCH),
             targets: Vec::new(),
             effects: Vec::new(),
@@ -249,7 +255,13 @@ impl Worker {
             }
         }
         if self.shutdown_deadline.is_some() {
-            self.close(slot);
+            match listener {
+                Listener::Public => self.close(slot),
+                Listener::Publish => {
+                    self.conns.get_mut(slot).flags |= LATE;
+                    self.late += 1;
+                }
+            }
         }
     }
 
@@ -382,6 +394,9 @@ impl Worker {
         if closed.state.subscribed() {
             self.log_out(slot, closed);
         }
+        if closed.flags & LATE != 0 {
+            self.late -= 1;
+        }
         self.requests.forget(slot);
         self.ws.forget(slot);
         self.pubs.forget(slot);
@@ -411,6 +426,15 @@ impl Worker {
                 let html = "text/html; charset=utf-8";
                 http::response(out, http::Status::OK, html, page, true, head_only)
             }),
+            Action::Health { head_only } => self.respond_and_close(slot, |out| {
+                http::response(out, http::Status::OK, TEXT, b"ok\n", true, head_only)
+            }),
+            Action::Ready { head_only } => {
+                let (status, body) = self.readiness();
+                self.respond_and_close(slot, |out| {
+                    http::response(out, status, TEXT, body, true, head_only)
+                });
+            }
             Action::Reject {
                 error,
                 head_only,
@@ -725,6 +749,12 @@ impl Worker {
                         p.metrics(reply, &body, head_only);
                     }
                 }
+                Effect::Ready { reply, head_only } => {
+                    let (status, body) = self.readiness();
+                    if let Some(p) = self.pubs.get_mut(slot) {
+                        p.text(reply, status, body, head_only);
+                    }
+                }
             }
         }
         self.effects = effects;
@@ -792,6 +822,22 @@ impl Worker {
         }
     }
 
+    /// The answer to `/readyz`: `200 ready` while the workers run and, in a cluster, the link
+    /// to NATS is up (subscribed); `503` with the reason otherwise. The workers run: this one
+    /// answers, the others started before any request was accepted (every ring exists before
+    /// a worker serves), and a worker that stops either aborts the process or is shutting
+    /// down, as this one then is too.
+    fn readiness(&self) -> (http::Status, &'static [u8]) {
+        let unavailable = http::Status::SERVICE_UNAVAILABLE;
+        if self.shutdown_deadline.is_some() {
+            return (unavailable, b"shutting down\n");
+        }
+        if self.shared.cluster.as_ref().is_some_and(|c| !c.connected()) {
+            return (unavailable, b"not linked to the cluster (NATS)\n");
+        }
+        (http::Status::OK, b"ready\n")
+    }
+
     // ---- end of iteration, time, shutdown -----------------------------------------------
 
     /// End of an iteration: answer long-polls, ring the workers we mailed, manage accepts,
@@ -813,7 +859,16 @@ impl Worker {
             ring.msg_ring(fd, 0, pack(Op::Doorbell, 0, 0), failed);
             true
         });
-        let open = self.shutdown_deadline.is_none() && self.conns.live() < self.cfg.admission_cap;
+        let admit = self.conns.live() < self.cfg.admission_cap;
+        let open = match self.shutdown_deadline {
+            None => [admit, admit],
+            // While streams are still being ended, the publish port answers health checks
+            // (`/readyz`: 503); what it accepts now does not hold the exit.
+            Some(deadline) => {
+                let ending = self.conns.live() > self.late;
+                [false, admit && ending && self.clock.now_ms < deadline]
+            }
+        };
         if self.accept.manage(self.conns.ring(), open) && self.shutdown_deadline.is_none() {
             Stats::add(&self.stats().accept_paused, 1);
         }
@@ -912,6 +967,7 @@ impl Worker {
             return;
         }
         self.shutdown_deadline = Some(self.clock.now_ms + self.cfg.shutdown_timeout_ms);
+        self.pubs.shut_down();
         for slot in 0..self.conns.len() {
             match self.conns.get(slot).state {
                 // End the stream properly so clients see a complete response.

@@ -1,5 +1,5 @@
 //! Publish-API connections: keep-alive, pipelined `POST /send/<id>`, `POST /send` (batch),
-//! `POST /disconnect/<id>` and `GET /metrics`. No I/O here: a [`PubConn`] is fed the bytes
+//! `POST /disconnect/<id>`, `GET /metrics`, `GET /healthz` and `GET /readyz`. No I/O here: a [`PubConn`] is fed the bytes
 //! received ([`PubConn::received`], [`PubConn::process`]) and returns [`Effect`]s for the loop
 //! to carry out; the owners' counts come back through [`PubConn::answered`], and the answers
 //! go out through [`PubConn::write_ready`].
@@ -18,9 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use comet_http::{
-    self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed, NO_CORS,
-};
+use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed, NO_CORS};
 use comet_router::{parse_id, Id};
 use serde::Serialize;
 
@@ -39,17 +37,28 @@ pub enum Effect {
     Disconnect { id: Id, reply: u32 },
     /// Render /metrics into the reply ([`PubConn::metrics`]).
     Metrics { reply: u32, head_only: bool },
+    /// Answer /readyz with the worker's readiness ([`PubConn::text`]).
+    Ready { reply: u32, head_only: bool },
 }
 
 /// Every publish connection of the worker, by slot.
 #[derive(Default)]
 pub struct Publishers {
     conns: AHashMap<u32, PubConn>,
+    /// Set at shutdown: connections accepted from now on answer health checks and /metrics,
+    /// refuse the rest (503), and close after each answer.
+    shutting_down: bool,
 }
 
 impl Publishers {
     pub fn accepted(&mut self, slot: u32, now_ms: u64) {
-        self.conns.insert(slot, PubConn::new(now_ms));
+        let mut p = PubConn::new(now_ms);
+        p.shutting_down = self.shutting_down;
+        self.conns.insert(slot, p);
+    }
+
+    pub fn shut_down(&mut self) {
+        self.shutting_down = true;
     }
 
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut PubConn> {
@@ -93,6 +102,8 @@ pub struct PubConn {
     stopped: bool,
     /// Last time this connection made progress (bytes in, a reply out).
     since_ms: u64,
+    /// Accepted during shutdown (see [`Publishers::shut_down`]).
+    shutting_down: bool,
 }
 
 struct PendingReq {
@@ -108,6 +119,8 @@ enum Target {
     Disconnect(Id),
     Batch,
     Metrics,
+    Health,
+    Ready,
     Reject(http::Error),
 }
 
@@ -158,6 +171,7 @@ impl PubConn {
             paused: false,
             stopped: false,
             since_ms: now_ms,
+            shutting_down: false,
         }
     }
 
@@ -299,6 +313,8 @@ impl PubConn {
         // /metrics has its own secret when one is set, so that a scraper cannot publish and a
         // publisher cannot scrape.
         let secret = match endpoint {
+            // Health checks need no secret: they tell nothing but up or not.
+            Ok(Endpoint::Health | Endpoint::Ready) => None,
             Ok(Endpoint::Metrics) => cfg.metrics_secret.as_ref().or(cfg.publish_secret.as_ref()),
             _ => cfg.publish_secret.as_ref(),
         };
@@ -321,10 +337,20 @@ impl PubConn {
                 )
                 .with_header("WWW-Authenticate", "Bearer"),
             ),
+            Ok(Endpoint::Health) => Target::Health,
+            Ok(Endpoint::Ready) => Target::Ready,
+            Ok(Endpoint::Metrics) => Target::Metrics,
+            Ok(Endpoint::Send(_) | Endpoint::SendBatch | Endpoint::Disconnect(_))
+                if self.shutting_down =>
+            {
+                Target::Reject(http::Error::new(
+                    http::Status::SERVICE_UNAVAILABLE,
+                    "shutting down",
+                ))
+            }
             Ok(Endpoint::Send(id)) => id_target(id, Target::Send),
             Ok(Endpoint::Disconnect(id)) => id_target(id, Target::Disconnect),
             Ok(Endpoint::SendBatch) => Target::Batch,
-            Ok(Endpoint::Metrics) => Target::Metrics,
             Ok(_) => unreachable!("the publish listener routes no streams"),
             Err(error) => Target::Reject(error),
         };
@@ -333,7 +359,9 @@ impl PubConn {
             Body::Length(n) => BodyState::Length(n),
             Body::Chunked => BodyState::Chunked(ChunkedDecoder::new(cfg.limits.body_bytes_max)),
         };
-        let (keep_alive, head_only) = (head.keep_alive, head.method == Method::Head);
+        // At shutdown a connection answers one request and closes: it must not hold the exit.
+        let keep_alive = head.keep_alive && !self.shutting_down;
+        let head_only = head.method == Method::Head;
         self.cursor += head.head_len;
         if head.expect_continue {
             // The client waits for this before sending the body. It takes a place in the
@@ -366,6 +394,15 @@ impl PubConn {
                 let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
                 let head_only = req.head_only;
                 effects.push(Effect::Metrics { reply, head_only });
+            }
+            Target::Health => {
+                let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
+                self.text(reply, http::Status::OK, b"ok\n", req.head_only);
+            }
+            Target::Ready => {
+                let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
+                let head_only = req.head_only;
+                effects.push(Effect::Ready { reply, head_only });
             }
             Target::Send(id) => {
                 let reply = self.push_reply(1, ReplyWhat::Id(id), close);
@@ -417,7 +454,25 @@ impl PubConn {
         let r = self.reply_mut(reply);
         let mut out = Vec::new();
         let text = "text/plain; version=0.0.4";
-        http::response_for(&mut out, http::Status::OK, text, body, r.close, head_only, NO_CORS);
+        http::response_for(
+            &mut out,
+            http::Status::OK,
+            text,
+            body,
+            r.close,
+            head_only,
+            NO_CORS,
+        );
+        r.what = ReplyWhat::Bytes(out);
+        r.waiting = 0;
+    }
+
+    /// The answer of reply `reply`: `body` as text/plain with `status`.
+    pub fn text(&mut self, reply: u32, status: http::Status, body: &[u8], head_only: bool) {
+        let r = self.reply_mut(reply);
+        let mut out = Vec::new();
+        let text = "text/plain; charset=utf-8";
+        http::response_for(&mut out, status, text, body, r.close, head_only, NO_CORS);
         r.what = ReplyWhat::Bytes(out);
         r.waiting = 0;
     }
@@ -717,6 +772,9 @@ mod tests {
                     p.answered(reply, 0);
                 }
                 Effect::Metrics { reply, head_only } => p.metrics(reply, b"m 1\n", head_only),
+                Effect::Ready { reply, head_only } => {
+                    p.text(reply, http::Status::OK, b"ready\n", head_only)
+                }
             }
         }
         let out = written(&mut p);
@@ -804,7 +862,10 @@ mod tests {
             get("/metrics", "Host: localhost\r\n"),
             get("/nope", "Host: localhost\r\n"),
             get("/metrics", "Host: evil.example\r\n"),
-            get("/metrics", "Host: localhost\r\nOrigin: https://evil.example\r\n"),
+            get(
+                "/metrics",
+                "Host: localhost\r\nOrigin: https://evil.example\r\n",
+            ),
         ] {
             let (_, out) = answer(&[], &req);
             assert!(!out.contains("Access-Control"), "{out}");
@@ -844,10 +905,56 @@ mod tests {
     #[test]
     fn hosts_split_into_name_and_port() {
         assert_eq!(split_host(b"a:1"), Some((&b"a"[..], Some(&b"1"[..]))));
-        assert_eq!(split_host(b"[::1]:80"), Some((&b"[::1]"[..], Some(&b"80"[..]))));
+        assert_eq!(
+            split_host(b"[::1]:80"),
+            Some((&b"[::1]"[..], Some(&b"80"[..])))
+        );
         assert_eq!(split_host(b"[::1]"), Some((&b"[::1]"[..], None)));
         for bad in [&b""[..], b":80", b"a:", b"a:b", b"::1", b"[::1]x", b"[::1"] {
             assert_eq!(split_host(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn health_checks_need_no_secret_but_obey_host_and_origin() {
+        let flags = ["--publish-secret", "pub", "--metrics-secret", "met"];
+        let (status, out) = answer(&flags, &get("/healthz", "Host: localhost\r\n"));
+        assert_eq!(status, 200);
+        assert!(out.ends_with("\r\n\r\nok\n"), "{out}");
+        assert!(!out.contains("Access-Control"), "{out}");
+        let (status, out) = answer(&flags, &get("/readyz", "Host: localhost\r\n"));
+        assert_eq!(status, 200);
+        assert!(out.ends_with("\r\n\r\nready\n"), "{out}");
+        assert_eq!(
+            answer(&flags, &get("/readyz", "Host: evil.example\r\n")).0,
+            403
+        );
+        let page = "Host: localhost\r\nOrigin: https://evil.example\r\n";
+        assert_eq!(answer(&flags, &get("/healthz", page)).0, 403);
+    }
+
+    #[test]
+    fn at_shutdown_a_connection_answers_health_and_metrics_refuses_publishing_and_closes() {
+        let cfg = Config::for_tests();
+        let mut pubs = Publishers::default();
+        pubs.shut_down();
+        pubs.accepted(1, 0);
+        let p = pubs.get_mut(1).unwrap();
+        let mut effects = Vec::new();
+        p.received(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 0);
+        p.process(&cfg, 0, &mut effects);
+        let out = written(p);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(p.done(), "one answer, then close");
+        pubs.accepted(2, 0);
+        let p = pubs.get_mut(2).unwrap();
+        p.received(
+            b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx",
+            0,
+        );
+        p.process(&cfg, 0, &mut effects);
+        assert!(effects.is_empty(), "nothing is published");
+        assert!(written(p).starts_with("HTTP/1.1 503 "));
     }
 }
