@@ -31,7 +31,8 @@ pub mod ws;
 pub use batch::{batch_lines, BatchLines};
 pub use chunked::ChunkedDecoder;
 pub use events::{
-    frame_event, frame_gap, frame_position, heartbeat, parse_position, poll_body, poll_item, Pos,
+    frame_event, frame_expired, frame_gap, frame_position, heartbeat, parse_position, poll_body,
+    poll_item, Pos,
 };
 pub use request::{
     parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,

@@ -14,6 +14,7 @@
 //! - `stream`: subscriber streams: positions, framing, the slow-consumer policy.
 //! - `ws`: a WebSocket client's control frames.
 //! - `long_poll`: long-polls collecting their answer. No I/O.
+//! - `expiry`: when subscribers' tokens expire (a heap of slots); checked on the tick.
 //! - `publish`: publish-API connections. No I/O.
 //!
 //! The loop: wait for completions, copy a bounded batch out and dispatch each, repeat until the
@@ -23,6 +24,7 @@
 
 mod accept;
 mod conns;
+mod expiry;
 mod long_poll;
 mod owner;
 pub mod post;
@@ -47,13 +49,14 @@ use crate::shared::{Shared, Stats};
 use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
 use conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
+use expiry::Expiry;
 use long_poll::{Answer, LongPolls};
 use owner::Owner;
 use post::{Ack, Boxes, Mail, Post, ReplyTo};
 use publish::{Effect, Publishers};
 use request::Requests;
 use shard::Shard;
-use stream::{Logins, Streams};
+use stream::{End, Logins, Streams};
 use ws::{Input, WsInput};
 
 /// Completions copied out of the queue per batch.
@@ -86,6 +89,7 @@ pub struct Worker {
     ws: WsInput,
     polls: LongPolls,
     pubs: Publishers,
+    expiry: Expiry,
     clock: Clock,
     /// Connections logged in as their ids (streams and long-polls).
     subscribers: usize,
@@ -134,6 +138,7 @@ impl Worker {
             ws: WsInput::default(),
             polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
             pubs: Publishers::default(),
+            expiry: Expiry::default(),
             clock: Clock {
                 start: Instant::now(),
                 start_unix_us: unix_us,
@@ -459,6 +464,7 @@ impl Worker {
             allow_origin,
             ws_key,
             keep_alive,
+            exp_s,
         } = sub;
         let cref = self.conns.conn_ref(slot);
         let conn = self.conns.get_mut(slot);
@@ -476,6 +482,15 @@ impl Worker {
             let (gen, origin) = (cref.gen(), allow_origin);
             self.polls
                 .begin(slot, gen, &ids, since, start, keep_alive, origin, now);
+            // A poll answers by its timeout: only a token expiring before that ends it (the
+            // next poll brings its token again).
+            let timeout_us = self.cfg.poll_timeout_ms.saturating_mul(1000);
+            let before_timeout =
+                |e: &u64| e.saturating_mul(1_000_000) < self.clock.unix_us + timeout_us;
+            if let Some(exp_s) = exp_s.filter(before_timeout) {
+                self.polls.set_expiry(slot, exp_s);
+                self.expiry.add(slot, gen, exp_s);
+            }
         } else {
             self.conns.write(slot, |out| match &ws_key {
                 Some(key) => {
@@ -486,6 +501,9 @@ impl Worker {
             self.conns.watch_instead(slot);
             self.streams
                 .begin(&mut self.conns, slot, &ids, since, start);
+            if let Some(exp_s) = exp_s {
+                self.expiry.add(slot, cref.gen(), exp_s);
+            }
         }
         self.subscribers += 1;
         let acks = self.owner.login_elsewhere(&ids, since, cref);
@@ -549,15 +567,44 @@ impl Worker {
         }
     }
 
-    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close with `ws_code`),
+    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close, see [`End`]),
     /// then closes once it is sent.
-    fn end_stream(&mut self, slot: u32, ws_code: u16) {
+    fn end_stream(&mut self, slot: u32, why: End) {
         if self.conns.get(slot).format == http::Format::Poll {
             self.close(slot);
             return;
         }
-        Streams::write_end(&mut self.conns, slot, ws_code);
+        Streams::write_end(&mut self.conns, slot, why);
         self.finish_stream(slot);
+    }
+
+    /// A token's `exp` came for the connection in `slot`, generation `gen`, if it is still
+    /// subscribed with that token: a stream ends (SSE `event: expired`, WebSocket close 4001),
+    /// a long-poll is answered `401`. The client resumes from its position with a new token.
+    fn expire_token(&mut self, slot: u32, gen: u32, exp_s: u64) {
+        let cref = ConnRef::new(self.index, slot, gen);
+        let Some(conn) = self.conns.current(cref).filter(|c| c.state.subscribed()) else {
+            return; // gone, or a kept-alive long-poll between polls
+        };
+        if conn.format != http::Format::Poll {
+            Streams::write_end(&mut self.conns, slot, End::Expired);
+            self.finish_stream(slot);
+            return;
+        }
+        if self.polls.expiry(slot) != Some(exp_s) {
+            return; // a later poll on the connection, with its own token
+        }
+        let allow_origin: Box<[u8]> = self.polls.allow_origin(slot).unwrap_or(b"*").into();
+        let expired = crate::auth::AuthError::Expired;
+        let mut error = http::Error::new(http::Status::UNAUTHORIZED, expired.reason());
+        if let Some(challenge) = expired.www_authenticate() {
+            error = error.with_header("WWW-Authenticate", challenge);
+        }
+        let conn = self.conns.describe(slot);
+        self.log_out(slot, conn);
+        self.respond_and_close(slot, |out| {
+            http::error_response_for(out, &error, false, &allow_origin)
+        });
     }
 
     /// Logs a stream out and closes it once what is queued is sent.
@@ -661,7 +708,7 @@ impl Worker {
             .current(conn)
             .is_some_and(|c| c.state.subscribed())
         {
-            self.end_stream(conn.slot(), http::ws::code::NORMAL);
+            self.end_stream(conn.slot(), End::Disconnected);
         }
     }
 
@@ -925,6 +972,7 @@ impl Worker {
         }
         self.owner.expire(self.clock.unix_us);
         self.expire_publishers();
+        self.expire_tokens();
         if self
             .shutdown_deadline
             .is_some_and(|deadline| now >= deadline)
@@ -932,6 +980,23 @@ impl Worker {
             for slot in 0..self.conns.len() {
                 self.close(slot);
             }
+        }
+    }
+
+    /// Ends the subscribers whose token expired; forgets the entries of connections gone.
+    fn expire_tokens(&mut self) {
+        let now_s = self.clock.unix_us / 1_000_000;
+        while let Some((slot, gen, exp_s)) = self.expiry.due(now_s) {
+            self.expire_token(slot, gen, exp_s);
+        }
+        if self.expiry.wants_compaction() {
+            let (conns, polls) = (&self.conns, &self.polls);
+            self.expiry.compact(|slot, gen, exp_s| {
+                let conn = conns.get(slot);
+                conn.gen == gen
+                    && conn.state.subscribed()
+                    && (conn.format != http::Format::Poll || polls.expiry(slot) == Some(exp_s))
+            });
         }
     }
 
@@ -971,7 +1036,7 @@ impl Worker {
         for slot in 0..self.conns.len() {
             match self.conns.get(slot).state {
                 // End the stream properly so clients see a complete response.
-                State::Streaming => self.end_stream(slot, http::ws::code::GOING_AWAY),
+                State::Streaming => self.end_stream(slot, End::Shutdown),
                 State::Free | State::Closing | State::Draining => {}
                 _ => self.close(slot),
             }
