@@ -76,6 +76,23 @@ pub fn frame_gap(out: &mut Vec<u8>, format: Format, ids: &[u64]) {
     });
 }
 
+/// The subscriber's token expired: the last thing on its stream, which then ends. The client
+/// gets a new token and reconnects from its position. SSE: `event: expired` with
+/// `data: {"reason":"token expired"}` (the caller ends the stream after it); WebSocket: a close
+/// frame with code 4001 and reason `token expired`.
+pub fn frame_expired(out: &mut Vec<u8>, format: Format) {
+    const REASON: &str = "token expired";
+    if format == Format::Ws {
+        ws::close(out, ws::code::TOKEN_EXPIRED, REASON);
+        return;
+    }
+    framed(out, format, |out| {
+        out.extend_from_slice(b"event: expired\ndata: {\"reason\":\"");
+        out.extend_from_slice(REASON.as_bytes());
+        out.extend_from_slice(b"\"}\n\n");
+    });
+}
+
 /// The bytes of a heartbeat, which keeps an idle stream open through proxies. SSE: a comment
 /// line `:` (one chunk over HTTP/1.1); WebSocket: an empty ping; the seed's formats: one
 /// newline (HTML ignores it). Static, so that a heartbeat to an idle connection needs no
@@ -318,6 +335,22 @@ mod tests {
         assert_eq!(heartbeat(Format::SseRaw), b":\n\n");
         assert_eq!(heartbeat(Format::Chunked), b"1\r\n\n\r\n");
         assert_eq!(heartbeat(Format::Raw), b"\n");
+    }
+
+    #[test]
+    fn expired() {
+        let sse = "event: expired\ndata: {\"reason\":\"token expired\"}\n\n";
+        assert_eq!(text(|o| frame_expired(o, Format::SseRaw)), sse);
+        assert_eq!(
+            text(|o| frame_expired(o, Format::Sse)),
+            format!("{:x}\r\n{sse}\r\n", sse.len())
+        );
+        let mut out = Vec::new();
+        frame_expired(&mut out, Format::Ws);
+        assert_eq!(out[0], 0x88, "FIN + close");
+        assert_eq!(usize::from(out[1]), 2 + "token expired".len());
+        assert_eq!(u16::from_be_bytes([out[2], out[3]]), 4001);
+        assert_eq!(&out[4..], b"token expired");
     }
 
     /// The payload of one unmasked server frame, checked against its header.

@@ -31,8 +31,8 @@ pub mod ws;
 pub use batch::{batch_lines, BatchLines};
 pub use chunked::ChunkedDecoder;
 pub use events::{
-    frame_event, frame_gap, frame_position, heartbeat, parse_position, poll_body, poll_item, Pos,
-    SEQ_UNKNOWN,
+    frame_event, frame_expired, frame_gap, frame_position, heartbeat, parse_position, poll_body,
+    poll_item, Pos, SEQ_UNKNOWN,
 };
 pub use request::{
     parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,
@@ -40,6 +40,6 @@ pub use request::{
 };
 pub use response::{
     error_response, error_response_for, frame_message, preflight_response, response, response_for,
-    stream_end, stream_head, Format,
+    stream_end, stream_head, Format, NO_CORS,
 };
 pub use route::{query_param, route, Endpoint, Listener};

@@ -177,6 +177,8 @@ pub struct Request<'a> {
     /// Bytes of the head, including leading empty lines and the final CRLF CRLF:
     /// the body (or the next pipelined request) starts at `buf[head_len..]`.
     pub head_len: usize,
+    /// The `Host` header's value, trimmed (required in HTTP/1.1, optional in HTTP/1.0).
+    pub host: Option<&'a [u8]>,
     pub origin: Option<&'a [u8]>,
     pub last_event_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
@@ -303,6 +305,7 @@ fn build<'a>(
     };
 
     let mut host_count = 0usize;
+    let mut host = None;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut content_length: Option<usize> = None;
@@ -323,6 +326,7 @@ fn build<'a>(
         let value = trim(header.value);
         if name.eq_ignore_ascii_case("host") {
             host_count += 1;
+            host = Some(value);
         } else if name.eq_ignore_ascii_case("connection") {
             for token in list(value) {
                 close |= token.eq_ignore_ascii_case(b"close");
@@ -422,6 +426,7 @@ fn build<'a>(
         keep_alive,
         body,
         head_len,
+        host,
         origin,
         last_event_id,
         authorization,
@@ -624,6 +629,9 @@ mod tests {
         );
         let err = invalid(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
         assert_eq!(err.reason, "duplicate host header");
+        let request = complete(b"GET / HTTP/1.1\r\nhost:  127.0.0.1:8001 \r\n\r\n");
+        assert_eq!(request.host, Some(&b"127.0.0.1:8001"[..]));
+        assert_eq!(complete(b"GET / HTTP/1.0\r\n\r\n").host, None);
     }
 
     #[test]

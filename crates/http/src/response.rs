@@ -77,9 +77,12 @@ pub fn stream_head(out: &mut Vec<u8>, format: Format, allow_origin: &[u8]) {
 }
 
 /// `Access-Control-Allow-Origin: <origin>\r\n`, and `Vary: Origin\r\n` when the value
-/// depends on the request's origin (anything but `*`).
+/// depends on the request's origin (anything but `*`). Nothing for [`NO_CORS`].
 pub(crate) fn push_allow_origin(out: &mut Vec<u8>, allow_origin: &[u8]) {
     assert!(!allow_origin.contains(&b'\r') && !allow_origin.contains(&b'\n'));
+    if allow_origin == NO_CORS {
+        return;
+    }
     out.extend_from_slice(b"Access-Control-Allow-Origin: ");
     out.extend_from_slice(allow_origin);
     out.extend_from_slice(b"\r\n");
@@ -87,6 +90,10 @@ pub(crate) fn push_allow_origin(out: &mut Vec<u8>, allow_origin: &[u8]) {
         out.extend_from_slice(b"Vary: Origin\r\n");
     }
 }
+
+/// The `allow_origin` of an answer that carries no CORS header at all: the publish listener's,
+/// which no web page may read.
+pub const NO_CORS: &[u8] = b"";
 
 const HTML_PREFIX: &[u8] = b"Recvd msg #";
 const HTML_MIDDLE: &[u8] = b": '";
@@ -146,7 +153,7 @@ pub fn response(
 }
 
 /// [`response`] with `Access-Control-Allow-Origin: allow_origin` (and `Vary: Origin`
-/// unless it is `*`).
+/// unless it is `*`; no CORS header for [`NO_CORS`]).
 pub fn response_for(
     out: &mut Vec<u8>,
     status: Status,
@@ -178,7 +185,7 @@ pub fn error_response(out: &mut Vec<u8>, err: &Error, head_only: bool) {
 }
 
 /// [`error_response`] with `Access-Control-Allow-Origin: allow_origin`, so that a page
-/// on another origin can read the status.
+/// on another origin can read the status (no CORS header for [`NO_CORS`]).
 pub fn error_response_for(out: &mut Vec<u8>, err: &Error, head_only: bool, allow_origin: &[u8]) {
     let body_len = err.reason.len() + 1;
     let allow = err.allow.map(|value| ("Allow", value));
@@ -488,6 +495,35 @@ mod tests {
             b"HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n\
               Content-Length: 36\r\nConnection: close\r\nAllow: GET, HEAD\r\n\
               Access-Control-Allow-Origin: *\r\nX-Content-Type-Options: nosniff\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_cors_answers_carry_no_cors_header() {
+        let mut out = Vec::new();
+        response_for(
+            &mut out,
+            Status::OK,
+            "text/plain",
+            b"ok\n",
+            true,
+            false,
+            NO_CORS,
+        );
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\
+              Connection: close\r\nX-Content-Type-Options: nosniff\r\n\r\nok\n"
+        );
+        let mut out = Vec::new();
+        let err = Error::new(Status::FORBIDDEN, "no").with_header("WWW-Authenticate", "Bearer");
+        error_response_for(&mut out, &err, false, NO_CORS);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{text}");
+        assert!(text.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{text}");
+        assert!(
+            !text.contains("Access-Control") && !text.contains("Vary"),
+            "{text}"
         );
     }
 

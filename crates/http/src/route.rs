@@ -37,6 +37,11 @@ pub enum Endpoint<'a> {
     Disconnect(&'a [u8]),
     /// `GET|HEAD /metrics` on Publish.
     Metrics,
+    /// `GET|HEAD /healthz` on either listener (Public: the server decides whether to serve it):
+    /// the process is alive.
+    Health,
+    /// `GET|HEAD /readyz` on either listener: the server should get traffic.
+    Ready,
 }
 
 type MakeEndpoint<'a> = fn(&'a [u8]) -> Endpoint<'a>;
@@ -44,7 +49,7 @@ type MakeEndpoint<'a> = fn(&'a [u8]) -> Endpoint<'a>;
 /// Bytes of an unknown path echoed in a 404 reason.
 const PATH_SHOWN_BYTES_MAX: usize = 64;
 
-/// Route by listener + method + path.
+/// Route by listener + method + path. `/healthz` and `/readyz` are on both listeners.
 ///
 /// - Unknown path: 404 `no such endpoint: /x` (path truncated to 64 bytes with
 ///   `...`, lossy UTF-8, control characters escaped as `\xNN` / `\u{NN}`).
@@ -59,6 +64,12 @@ pub fn route<'a>(
     method: Method,
     path: &'a [u8],
 ) -> Result<Endpoint<'a>, Error> {
+    if path == b"/healthz" {
+        return get_or_head(method).map(|()| Endpoint::Health);
+    }
+    if path == b"/readyz" {
+        return get_or_head(method).map(|()| Endpoint::Ready);
+    }
     match listener {
         Listener::Public => {
             let streams: [(&[u8], MakeEndpoint<'a>); 4] = [
@@ -282,6 +293,22 @@ mod tests {
         assert_eq!(route(Publish, Post, b"/send"), Ok(Endpoint::SendBatch));
         assert_eq!(route(Publish, Get, b"/metrics"), Ok(Endpoint::Metrics));
         assert_eq!(route(Publish, Head, b"/metrics"), Ok(Endpoint::Metrics));
+    }
+
+    #[test]
+    fn health_endpoints_on_both_listeners() {
+        for listener in [Public, Publish] {
+            for method in [Get, Head] {
+                assert_eq!(route(listener, method, b"/healthz"), Ok(Endpoint::Health));
+                assert_eq!(route(listener, method, b"/readyz"), Ok(Endpoint::Ready));
+            }
+            let err = route(listener, Post, b"/readyz").unwrap_err();
+            assert_eq!(err.allow, Some("GET, HEAD"));
+            for path in [&b"/healthz/"[..], b"/readyz/x", b"/health"] {
+                let err = route(listener, Get, path).unwrap_err();
+                assert_eq!(err.status, Status::NOT_FOUND);
+            }
+        }
     }
 
     #[test]

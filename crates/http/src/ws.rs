@@ -55,6 +55,8 @@ pub mod code {
     pub const INVALID_DATA: u16 = 1007;
     /// 1009: message too big.
     pub const TOO_BIG: u16 = 1009;
+    /// 4001 (private use): the subscriber's token expired; it reconnects with a new one.
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (surrounding ASCII

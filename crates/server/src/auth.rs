@@ -159,8 +159,9 @@ impl Auth {
 
     /// Checks `token` for subscribing to `ids` at `now_s` (seconds since the epoch). In order:
     /// missing, invalid (shape, header, algorithm, signature, claims), expired (`now_s >= exp`),
-    /// then the first id of `ids` that neither `sub` nor `ids` allows.
-    pub fn check(&self, token: Option<&[u8]>, ids: &[u64], now_s: u64) -> Result<(), AuthError> {
+    /// then the first id of `ids` that neither `sub` nor `ids` allows. A valid token gives its
+    /// `exp`: the subscription ends then.
+    pub fn check(&self, token: Option<&[u8]>, ids: &[u64], now_s: u64) -> Result<u64, AuthError> {
         let token = match token {
             Some(t) if !t.is_empty() => t,
             _ => return Err(AuthError::Missing),
@@ -193,7 +194,7 @@ impl Auth {
             .find(|&&id| sub != Some(id) && !allowed.iter().any(|a| a.0 == id))
         {
             Some(&id) => Err(AuthError::Forbidden(id)),
-            None => Ok(()),
+            None => Ok(exp),
         }
     }
 }
@@ -287,7 +288,9 @@ mod tests {
     }
 
     fn check(token: &str, ids: &[u64]) -> Result<(), AuthError> {
-        Auth::new(SECRET).check(Some(token.as_bytes()), ids, NOW)
+        Auth::new(SECRET)
+            .check(Some(token.as_bytes()), ids, NOW)
+            .map(drop)
     }
 
     fn invalid(r: Result<(), AuthError>) -> String {
@@ -369,11 +372,11 @@ mod tests {
         assert_eq!(check(&t, &[2]), Err(AuthError::Expired));
         let t = token(json!({"exp": NOW + 1, "sub": "1"}));
         assert_eq!(check(&t, &[1]), Ok(()));
-        // The caller's time is what counts, not the clock.
+        // The caller's time is what counts, not the clock; a valid token gives its `exp`.
         let t = token(json!({"exp": 1000, "sub": "1"}));
         assert_eq!(
             Auth::new(SECRET).check(Some(t.as_bytes()), &[1], 999),
-            Ok(())
+            Ok(1000)
         );
     }
 
@@ -528,7 +531,7 @@ mod tests {
         let t = token(json!({"exp": NOW + 60, "sub": "3"}));
         let h = format!("bearer {t} ");
         let picked = token_from(Some(h.as_bytes()), Some(b"junk"));
-        assert_eq!(Auth::new(SECRET).check(picked, &[3], NOW), Ok(()));
+        assert_eq!(Auth::new(SECRET).check(picked, &[3], NOW), Ok(NOW + 60));
     }
 
     #[test]

@@ -116,6 +116,22 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterArgs,
+    /// Web origins allowed to call the publish API (comma-separated); a publish request that
+    /// carries any other `Origin` gets 403. Default: none (no web page may publish).
+    #[arg(long)]
+    pub publish_allowed_origins: Option<String>,
+    /// Host names the publish API answers to besides localhost and IP addresses
+    /// (comma-separated, `name` or `name:port`); any other `Host` gets 403 (DNS rebinding).
+    #[arg(long)]
+    pub publish_hosts: Option<String>,
+    /// `/metrics` needs `Authorization: Bearer <secret>` with this secret, and the publish
+    /// secret no longer opens it (a scraper cannot publish). Unset: `/metrics` takes the
+    /// publish secret.
+    #[arg(long, env = "COMET_METRICS_SECRET", hide_env_values = true)]
+    pub metrics_secret: Option<String>,
+    /// Serve `/healthz` and `/readyz` on the subscriber port too (always on the publish port).
+    #[arg(long)]
+    pub public_health: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,6 +215,12 @@ pub struct Config {
     /// Drawn at start: written in every position, so that a position from another node or an
     /// earlier run is recognised (and answered with a gap) rather than compared.
     pub epoch: u32,
+    /// `--publish-allowed-origins`, without trailing `/`.
+    pub publish_origins: Vec<Vec<u8>>,
+    /// `--publish-hosts`.
+    pub publish_hosts: Vec<Vec<u8>>,
+    pub metrics_secret: Option<Vec<u8>>,
+    pub public_health: bool,
 }
 
 /// The kernel's bound on a fixed-file table.
@@ -256,6 +278,19 @@ impl Config {
             publish_secret.is_some(),
             args.insecure_publish,
         )?;
+        let metrics_secret = secret("--metrics-secret", &args.metrics_secret)?;
+        let publish_origins = match &args.publish_allowed_origins {
+            None => Vec::new(),
+            Some(text) => match Origins::parse(text).map_err(|e| e.replace("--", "--publish-"))? {
+                Origins::Only(list) => list,
+                Origins::Any => return Err("--publish-allowed-origins takes no *".into()),
+            },
+        };
+        let publish_hosts = (args.publish_hosts.as_deref().unwrap_or(""))
+            .split(',')
+            .map(|h| h.trim().as_bytes().to_vec())
+            .filter(|h| !h.is_empty())
+            .collect();
         Ok(Config {
             workers,
             files_per_worker: files,
@@ -288,6 +323,10 @@ impl Config {
             origins: Origins::parse(&args.allowed_origins)?,
             demo: args.demo,
             epoch: random_u32(),
+            publish_origins,
+            publish_hosts,
+            metrics_secret,
+            public_health: args.public_health,
         })
     }
 }

@@ -18,6 +18,9 @@ pub struct Subscribe {
     pub ws_key: Option<Box<[u8]>>,
     /// Long-poll: the connection stays open for the next poll.
     pub keep_alive: bool,
+    /// The token's `exp` (seconds since the epoch) with `--auth-secret`: the subscription ends
+    /// then.
+    pub exp_s: Option<u64>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,6 +38,10 @@ pub enum Action {
     Preflight { allow_origin: Box<[u8]> },
     /// `GET /` with `--demo`.
     Demo { head_only: bool },
+    /// `/healthz` with `--public-health`: `200 ok`, then close.
+    Health { head_only: bool },
+    /// `/readyz` with `--public-health`: the worker's readiness, then close.
+    Ready { head_only: bool },
     /// Answer the error and close.
     Reject {
         error: http::Error,
@@ -84,7 +91,18 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
                 "no such endpoint: / (the demo page is served with --demo)",
             ))
         }
-        Ok(_) => unreachable!("the public listener routes only stream endpoints"),
+        Ok(Endpoint::Health) if cfg.public_health => return Action::Health { head_only },
+        Ok(Endpoint::Ready) if cfg.public_health => return Action::Ready { head_only },
+        Ok(Endpoint::Health | Endpoint::Ready) => {
+            return reject(http::Error::new(
+                http::Status::NOT_FOUND,
+                format!(
+                "no such endpoint: {} (served here with --public-health, and on the publish port)",
+                String::from_utf8_lossy(req.path)
+            ),
+            ))
+        }
+        Ok(_) => unreachable!("the public listener routes no publish endpoints"),
         Err(error) => return reject(error),
     };
     let ids = match parse_id_list(ids, cfg.ids_per_connection_max) {
@@ -118,15 +136,19 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
     } else {
         None
     };
+    let mut exp_s = None;
     if let Some(auth) = &cfg.auth {
         let query_token = http::query_param(req.query, b"token");
         let token = crate::auth::token_from(req.authorization, query_token.as_deref());
-        if let Err(e) = auth.check(token, &ids, now_s) {
-            let mut error = http::Error::new(http::Status(e.status()), e.reason());
-            if let Some(challenge) = e.www_authenticate() {
-                error = error.with_header("WWW-Authenticate", challenge);
+        match auth.check(token, &ids, now_s) {
+            Ok(exp) => exp_s = Some(exp),
+            Err(e) => {
+                let mut error = http::Error::new(http::Status(e.status()), e.reason());
+                if let Some(challenge) = e.www_authenticate() {
+                    error = error.with_header("WWW-Authenticate", challenge);
+                }
+                return reject(error);
             }
-            return reject(error);
         }
     }
     // The seed's format carries no positions.
@@ -167,6 +189,7 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
         allow_origin,
         ws_key,
         keep_alive: req.keep_alive,
+        exp_s,
     }))
 }
 
@@ -314,10 +337,14 @@ mod tests {
             decide(req.as_bytes(), &cfg, NOW)
         };
         let good = token("s3cret", serde_json::json!({"sub": "5", "exp": NOW + 60}));
-        assert!(matches!(
-            get(&format!("/events/5?token={good}"), ""),
-            Action::Subscribe(_)
-        ));
+        let sub = subscribe(get(&format!("/events/5?token={good}"), ""));
+        assert_eq!(sub.exp_s, Some(NOW + 60), "the stream ends at exp");
+        let open = decide(
+            b"GET /events/5 HTTP/1.1\r\nHost: x\r\n\r\n",
+            &self::cfg(),
+            NOW,
+        );
+        assert_eq!(subscribe(open).exp_s, None, "without auth, no end");
         assert!(matches!(
             get("/poll/5", &format!("Authorization: Bearer {good}\r\n")),
             Action::Subscribe(_)
@@ -372,6 +399,31 @@ mod tests {
             decide(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &demo, NOW),
             Action::Demo { head_only: false }
         );
+    }
+
+    #[test]
+    fn health_checks_only_with_public_health() {
+        let req = |path: &str, extra: &str| {
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+        };
+        assert_eq!(status(decide(&req("/healthz", ""), &cfg(), NOW)), 404);
+        assert_eq!(status(decide(&req("/readyz", ""), &cfg(), NOW)), 404);
+        let cfg = cfg_with(&[
+            "--public-health",
+            "--auth-secret",
+            "s",
+            "--allowed-origins",
+            "https://app.example",
+        ]);
+        // No token needed; the origin check still applies.
+        assert_eq!(
+            decide(&req("/healthz", ""), &cfg, NOW),
+            Action::Health { head_only: false }
+        );
+        let head = b"HEAD /readyz HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(decide(head, &cfg, NOW), Action::Ready { head_only: true });
+        let evil = req("/readyz", "Origin: https://evil.example\r\n");
+        assert_eq!(status(decide(&evil, &cfg, NOW)), 403);
     }
 
     #[test]

@@ -58,7 +58,7 @@ fn wrong_methods_get_405_with_allow() {
         (server.public, post("/test/1", b""), "GET, HEAD"),
         (
             server.public,
-            b"DELETE /events/1 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"DELETE /events/1 HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
             "GET, HEAD",
         ),
         (server.publish, get("/send/1"), "POST"),
@@ -80,17 +80,18 @@ fn wrong_methods_get_405_with_allow() {
 fn oversized_headers_get_431() {
     let server = Server::start(&["--header-bytes-max", "1024"]);
     let pad = "p".repeat(2000);
-    let public = format!("GET /test/1 HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n");
+    let public = format!("GET /test/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\n\r\n");
     error_for(server.public, public.as_bytes(), 431);
-    let publish =
-        format!("POST /send/1 HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\nhi");
+    let publish = format!(
+        "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}\r\nContent-Length: 2\r\n\r\nhi"
+    );
     error_for(server.publish, publish.as_bytes(), 431);
     // A head that never ends is rejected once it passes the limit, not at the timeout.
-    let endless = format!("GET /test/1 HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}");
+    let endless = format!("GET /test/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {pad}");
     error_for(server.public, endless.as_bytes(), 431);
     // Under the limit is fine.
     let small = format!(
-        "GET /test/1 HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "GET /test/1 HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
         "p".repeat(500)
     );
     let mut client = Client::connect(server.public);
@@ -104,13 +105,13 @@ fn oversized_bodies_get_413() {
     // Known from Content-Length alone: the body need not be sent.
     error_for(
         server.publish,
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 101\r\n\r\n",
         413,
     );
     error_for(server.publish, &post("/send", &[b'x'; 101]), 413);
     // Chunked: found out while decoding.
     let mut chunked =
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(b"32\r\n");
         chunked.extend_from_slice(&[b'y'; 50]);
@@ -136,7 +137,7 @@ fn malformed_http_gets_400_and_close() {
         b"\x00\x01\x02\x03\r\n\r\n",
         // A TLS ClientHello: rejected from its first bytes, not at the timeout.
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
-        b"GET /test/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", // a body
+        b"GET /test/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nabc", // a body
     ];
     for bytes in garbage {
         error_for(server.public, bytes, 400);
@@ -144,8 +145,8 @@ fn malformed_http_gets_400_and_close() {
     let publish_garbage: [&[u8]; 5] = [
         b"GARBAGE\r\n\r\n",
         b"POST /send/1 HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", // no Host
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: nope\r\n\r\n",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ];
     for bytes in publish_garbage {
@@ -187,8 +188,8 @@ fn stalled_requests_time_out() {
 
     // On the publish listener: a stalled head, and a stalled body.
     for bytes in [
-        &b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Le"[..],
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+        &b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Le"[..],
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nabc",
     ] {
         let mut client = Client::connect(server.publish);
         client.write(bytes);
@@ -215,10 +216,11 @@ fn noisy_neighbours_do_not_disturb_a_subscriber() {
     // Stalled clients stay open for the default 10 s request timeout: all of this happens
     // while they are stalled.
     let mut stalled_subscribe = Client::connect(server.public);
-    stalled_subscribe.write(b"GET /test/1 HTTP/1.1\r\nHost: x\r\n");
+    stalled_subscribe.write(b"GET /test/1 HTTP/1.1\r\nHost: localhost\r\n");
     let mut stalled_publish = Client::connect(server.publish);
-    stalled_publish
-        .write(b"POST /send/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel");
+    stalled_publish.write(
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    );
     let silent: Vec<Client> = (0..8).map(|_| Client::connect(server.public)).collect();
 
     let mut garbage = Client::connect(server.public);
@@ -248,7 +250,7 @@ fn noisy_neighbours_do_not_disturb_a_subscriber() {
     drop(silent);
     let response = request(
         server.publish,
-        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(response.status(), 200);
 }

@@ -135,10 +135,17 @@ fn gauge(server: &Server, name: &str) -> u64 {
         .1
 }
 
+/// Waits for the link gauge; `/readyz` then agrees (200 linked, 503 not).
 fn wait_connected(server: &Server, value: u64) {
     eventually(&format!("comet_cluster_connected {value}"), || {
         gauge(server, "comet_cluster_connected") == value
     });
+    let ready = common::request(
+        server.publish,
+        b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let expected = if value == 1 { 200 } else { 503 };
+    assert_eq!(ready.status(), expected, "{ready:?}");
 }
 
 /// Publishes on `server`'s API; returns (local connections, the answer's `cluster` field).

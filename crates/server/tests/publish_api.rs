@@ -30,7 +30,7 @@ fn pipelined_publishes_are_answered_in_order() {
                 format!("m{i}").as_bytes(),
             ));
             if i == 15 {
-                bytes.extend_from_slice(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+                bytes.extend_from_slice(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
             }
         }
         if round == 0 {
@@ -76,7 +76,7 @@ fn chunked_request_body() {
     let server = Server::start(&[]);
     let mut subscriber = subscribe(server.public, "/test/4");
     let mut client = Client::connect(server.publish);
-    client.write(b"POST /send/4 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    client.write(b"POST /send/4 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n");
     client.write(b"5\r\nHello\r\n");
     client.write(b"6;note=ext\r\n World\r\n");
     client.write(b"0\r\n\r\n");
@@ -100,7 +100,7 @@ fn expect_100_continue() {
     let mut subscriber = subscribe(server.public, "/test/4");
     let mut client = Client::connect(server.publish);
     client.write(
-        b"POST /send/4 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        b"POST /send/4 HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
     );
     let interim = client.read_head();
     assert_eq!(interim.status, 100, "{interim:?}");
@@ -114,7 +114,7 @@ fn expect_100_continue() {
 fn connection_close_and_http_1_0_publishers_are_closed_after_the_answer() {
     let server = Server::start(&[]);
     for head in [
-        "POST /send/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+        "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
         "POST /send/1 HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi",
     ] {
         let mut client = Client::connect(server.publish);
@@ -291,7 +291,7 @@ fn metrics_counters_move() {
 
     // HEAD /metrics: the head only.
     let mut client = Client::connect(server.publish);
-    client.write(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    client.write(b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     let head = client.read_head();
     assert_eq!(head.status, 200);
     assert!(

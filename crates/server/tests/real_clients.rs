@@ -48,7 +48,7 @@ fn token(secret: &str, claims: Value) -> String {
 
 /// `GET <path>` with extra header lines (`Name: value`).
 fn get_with(path: &str, headers: &[&str]) -> Vec<u8> {
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: comet.test\r\n");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
     for header in headers {
         req.push_str(header);
         req.push_str("\r\n");
@@ -410,7 +410,7 @@ fn publish_secret() {
     let send = |authorization: Option<&str>, msg: &str| {
         let header = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
         format!(
-            "POST /send/7 HTTP/1.1\r\nHost: comet.test\r\n{header}Content-Length: {}\r\n\r\n{msg}",
+            "POST /send/7 HTTP/1.1\r\nHost: localhost\r\n{header}Content-Length: {}\r\n\r\n{msg}",
             msg.len()
         )
         .into_bytes()
@@ -481,7 +481,7 @@ fn allowed_origins() {
 
     let preflight = |origin: &str| {
         format!(
-            "OPTIONS /events/7 HTTP/1.1\r\nHost: comet.test\r\n{origin}\r\n\
+            "OPTIONS /events/7 HTTP/1.1\r\nHost: localhost\r\n{origin}\r\n\
              Access-Control-Request-Method: GET\r\n\
              Access-Control-Request-Headers: authorization, last-event-id\r\n\r\n"
         )

@@ -69,12 +69,14 @@ impl Accept {
         }
     }
 
-    /// Arms the accepts while `open`, cancels them otherwise; true when an armed accept was
-    /// cancelled (the admission cap was reached, or shutdown began).
-    pub fn manage(&mut self, ring: &mut Ring, open: bool) -> bool {
+    /// Arms the accept of each listener while it is `open` (in the order of [`Listener`]),
+    /// cancels it otherwise; true when an armed accept was cancelled (the admission cap was
+    /// reached, or shutdown began).
+    pub fn manage(&mut self, ring: &mut Ring, open: [bool; 2]) -> bool {
         let mut cancelled = false;
         for l in LISTENERS {
             let i = l as usize;
+            let open = open[i];
             if open && !self.armed[i] {
                 ring.accept_multi(self.listeners[i], pack(Op::Accept, i as u32, 0));
                 self.armed[i] = true;

@@ -53,6 +53,9 @@ pub const IDS: u8 = 1;
 const ACTIVE: u8 = 2;
 /// Kept open after a long-poll's answer, for the next poll.
 pub const KEPT: u8 = 4;
+/// Accepted on the publish listener during shutdown (a health check): it does not hold the
+/// worker's exit.
+pub const LATE: u8 = 8;
 
 /// One connection slot. Kept at 32 bytes (see the test below).
 #[derive(Clone, Copy, Debug)]
@@ -69,7 +72,7 @@ pub struct Conn {
     pub msg_count: u32,
     /// Logins still waiting for a remote owner's acknowledgement.
     pub acks: u16,
-    /// `IDS | ACTIVE | KEPT`.
+    /// `IDS | ACTIVE | KEPT | LATE`.
     pub flags: u8,
     /// The write buffer the kernel is sending from, if any.
     sending: Option<WBuf>,

@@ -11,13 +11,14 @@ use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
-use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, RECV};
+use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
+use super::expiry::Expiry;
 use super::long_poll::{self, Answer, LongPolls};
 use super::owner::Owner;
 use super::post::Ack;
 use super::publish::Publishers;
 use super::request::Requests;
-use super::stream::{Logins, Streams};
+use super::stream::{End, Logins, Streams};
 use super::ws::{Input, WsInput};
 use crate::config::Config;
 use crate::public::{Action, Subscribe};
@@ -44,14 +45,22 @@ pub struct Holder {
     ws: WsInput,
     polls: LongPolls,
     pub(super) pubs: Publishers,
+    expiry: Expiry,
     clock: Clock,
     /// Connections logged in as their ids (streams and long-polls).
     subscribers: usize,
     /// When the next heartbeat round is due.
     next_beat_ms: u64,
-    /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once.
+    /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once (on the
+    /// publish port: answers one request, see `mod.rs`).
     shutting_down: bool,
+    /// Open connections accepted during shutdown (`LATE`): health checks on the publish port,
+    /// which must not hold the worker's exit.
+    late: usize,
 }
+
+/// The content type of health checks.
+const TEXT: &str = "text/plain; charset=utf-8";
 
 impl Holder {
     pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, ring: Ring) -> Holder {
@@ -64,6 +73,7 @@ impl Holder {
             ws: WsInput::default(),
             polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
             pubs: Publishers::default(),
+            expiry: Expiry::default(),
             clock: Clock {
                 start: Instant::now(),
                 start_unix_us: unix_us,
@@ -73,6 +83,7 @@ impl Holder {
             subscribers: 0,
             next_beat_ms: cfg.heartbeat_ms,
             shutting_down: false,
+            late: 0,
             cfg,
             shared,
         }
@@ -112,7 +123,13 @@ impl Holder {
             }
         }
         if self.shutting_down {
-            self.close(owner, slot);
+            match listener {
+                Listener::Public => self.close(owner, slot),
+                Listener::Publish => {
+                    self.conns.get_mut(slot).flags |= LATE;
+                    self.late += 1;
+                }
+            }
         }
     }
 
@@ -258,6 +275,9 @@ impl Holder {
         if closed.state.subscribed() {
             self.log_out(owner, slot, closed);
         }
+        if closed.flags & LATE != 0 {
+            self.late -= 1;
+        }
         self.requests.forget(slot);
         self.ws.forget(slot);
         self.pubs.forget(slot);
@@ -289,6 +309,15 @@ impl Holder {
                 let html = "text/html; charset=utf-8";
                 http::response(out, http::Status::OK, html, page, true, head_only)
             }),
+            Action::Health { head_only } => self.respond_and_close(owner, slot, |out| {
+                http::response(out, http::Status::OK, TEXT, b"ok\n", true, head_only)
+            }),
+            Action::Ready { head_only } => {
+                let (status, body) = self.readiness();
+                self.respond_and_close(owner, slot, |out| {
+                    http::response(out, status, TEXT, body, true, head_only)
+                });
+            }
             Action::Reject {
                 error,
                 head_only,
@@ -313,6 +342,7 @@ impl Holder {
             allow_origin,
             ws_key,
             keep_alive,
+            exp_s,
         } = sub;
         let cref = self.conns.conn_ref(slot);
         let conn = self.conns.get_mut(slot);
@@ -330,6 +360,15 @@ impl Holder {
             let (gen, origin) = (cref.gen(), allow_origin);
             self.polls
                 .begin(slot, gen, &ids, since, start, keep_alive, origin, now);
+            // A poll answers by its timeout: only a token expiring before that ends it (the
+            // next poll brings its token again).
+            let timeout_us = self.cfg.poll_timeout_ms.saturating_mul(1000);
+            let before_timeout =
+                |e: &u64| e.saturating_mul(1_000_000) < self.clock.unix_us + timeout_us;
+            if let Some(exp_s) = exp_s.filter(before_timeout) {
+                self.polls.set_expiry(slot, exp_s);
+                self.expiry.add(slot, gen, exp_s);
+            }
         } else {
             self.conns.write(slot, |out| match &ws_key {
                 Some(key) => {
@@ -340,6 +379,9 @@ impl Holder {
             self.conns.watch_instead(slot);
             self.streams
                 .begin(&mut self.conns, slot, &ids, since, start);
+            if let Some(exp_s) = exp_s {
+                self.expiry.add(slot, cref.gen(), exp_s);
+            }
         }
         self.subscribers += 1;
         let acks = owner.login_elsewhere(&ids, since, cref);
@@ -403,15 +445,82 @@ impl Holder {
         }
     }
 
-    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close with `ws_code`),
+    /// Ends a subscriber's stream properly (the last chunk, a WebSocket close, see [`End`]),
     /// then closes once it is sent.
-    pub fn end_stream(&mut self, owner: &mut Owner, slot: u32, ws_code: u16) {
+    pub fn end_stream(&mut self, owner: &mut Owner, slot: u32, why: End) {
         if self.conns.get(slot).format == http::Format::Poll {
             self.close(owner, slot);
             return;
         }
-        Streams::write_end(&mut self.conns, slot, ws_code);
+        Streams::write_end(&mut self.conns, slot, why);
         self.finish_stream(owner, slot);
+    }
+
+    /// A token's `exp` came for the connection in `slot`, generation `gen`, if it is still
+    /// subscribed with that token: a stream ends (SSE `event: expired`, WebSocket close 4001),
+    /// a long-poll is answered `401`. The client resumes from its position with a new token.
+    fn expire_token(&mut self, owner: &mut Owner, slot: u32, gen: u32, exp_s: u64) {
+        let cref = ConnRef::new(self.index, slot, gen);
+        let Some(conn) = self.conns.current(cref).filter(|c| c.state.subscribed()) else {
+            return; // gone, or a kept-alive long-poll between polls
+        };
+        if conn.format != http::Format::Poll {
+            Streams::write_end(&mut self.conns, slot, End::Expired);
+            self.finish_stream(owner, slot);
+            return;
+        }
+        if self.polls.expiry(slot) != Some(exp_s) {
+            return; // a later poll on the connection, with its own token
+        }
+        let allow_origin: Box<[u8]> = self.polls.allow_origin(slot).unwrap_or(b"*").into();
+        let expired = crate::auth::AuthError::Expired;
+        let mut error = http::Error::new(http::Status::UNAUTHORIZED, expired.reason());
+        if let Some(challenge) = expired.www_authenticate() {
+            error = error.with_header("WWW-Authenticate", challenge);
+        }
+        let conn = self.conns.describe(slot);
+        self.log_out(owner, slot, conn);
+        self.respond_and_close(owner, slot, |out| {
+            http::error_response_for(out, &error, false, &allow_origin)
+        });
+    }
+
+    /// Ends the subscribers whose token expired; forgets the entries of connections gone.
+    fn expire_tokens(&mut self, owner: &mut Owner) {
+        let now_s = self.clock.unix_us / 1_000_000;
+        while let Some((slot, gen, exp_s)) = self.expiry.due(now_s) {
+            self.expire_token(owner, slot, gen, exp_s);
+        }
+        if self.expiry.wants_compaction() {
+            let (conns, polls) = (&self.conns, &self.polls);
+            self.expiry.compact(|slot, gen, exp_s| {
+                let conn = conns.get(slot);
+                conn.gen == gen
+                    && conn.state.subscribed()
+                    && (conn.format != http::Format::Poll || polls.expiry(slot) == Some(exp_s))
+            });
+        }
+    }
+
+    /// The answer to `/readyz`: `200 ready` while the workers run and, in a cluster, the link
+    /// to NATS is up (subscribed); `503` with the reason otherwise. The workers run: this one
+    /// answers, the others started before any request was accepted (every ring exists before
+    /// a worker serves), and a worker that stops either aborts the process or is shutting
+    /// down, as this one then is too.
+    pub fn readiness(&self) -> (http::Status, &'static [u8]) {
+        let unavailable = http::Status::SERVICE_UNAVAILABLE;
+        if self.shutting_down {
+            return (unavailable, b"shutting down\n");
+        }
+        if self.shared.cluster.as_ref().is_some_and(|c| !c.connected()) {
+            return (unavailable, b"not linked to the cluster (NATS)\n");
+        }
+        (http::Status::OK, b"ready\n")
+    }
+
+    /// Open connections accepted during shutdown.
+    pub fn late(&self) -> usize {
+        self.late
     }
 
     /// Logs a stream out and closes it once what is queued is sent.
@@ -486,7 +595,7 @@ impl Holder {
             .current(conn)
             .is_some_and(|c| c.state.subscribed())
         {
-            self.end_stream(owner, conn.slot(), http::ws::code::NORMAL);
+            self.end_stream(owner, conn.slot(), End::Disconnected);
         }
     }
 
@@ -555,6 +664,7 @@ impl Holder {
             });
             Stats::add(&self.stats().heartbeats, sent);
         }
+        self.expire_tokens(owner);
     }
 
     /// SIGINT/SIGTERM: every stream ends properly, other connections close.
@@ -563,7 +673,7 @@ impl Holder {
         for slot in 0..self.conns.len() {
             match self.conns.get(slot).state {
                 // End the stream properly so clients see a complete response.
-                State::Streaming => self.end_stream(owner, slot, http::ws::code::GOING_AWAY),
+                State::Streaming => self.end_stream(owner, slot, End::Shutdown),
                 State::Free | State::Closing | State::Draining => {}
                 _ => self.close(owner, slot),
             }

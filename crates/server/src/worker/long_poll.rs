@@ -27,6 +27,8 @@ struct Poll {
     deadline_ms: u64,
     /// On the ready list.
     ready: bool,
+    /// When the poll's token expires before its timeout: then it is answered 401.
+    exp_s: Option<u64>,
 }
 
 /// What a message did to a long-poll.
@@ -105,6 +107,7 @@ impl LongPolls {
                 allow_origin,
                 deadline_ms,
                 ready: false,
+                exp_s: None,
             },
         );
         self.deadlines.push_back((slot, gen, deadline_ms));
@@ -197,6 +200,24 @@ impl LongPolls {
             }
         }
         None
+    }
+
+    /// The poll's token expires at `exp_s`, before its timeout: at `exp_s` it is answered 401.
+    pub fn set_expiry(&mut self, slot: u32, exp_s: u64) {
+        if let Some(p) = self.polls.get_mut(&slot) {
+            p.exp_s = Some(exp_s);
+        }
+    }
+
+    /// The expiry of the poll on `slot` (see [`LongPolls::set_expiry`]); a later poll on the
+    /// same connection has its own.
+    pub fn expiry(&self, slot: u32) -> Option<u64> {
+        self.polls.get(&slot).and_then(|p| p.exp_s)
+    }
+
+    /// `Access-Control-Allow-Origin` for the answer of the poll on `slot`.
+    pub fn allow_origin(&self, slot: u32) -> Option<&[u8]> {
+        self.polls.get(&slot).map(|p| &*p.allow_origin)
     }
 
     /// The answer of a poll queued by [`LongPolls::maybe_ready`], which is forgotten.

@@ -14,6 +14,7 @@
 //! - `stream`: subscriber streams: positions, framing, the slow-consumer policy.
 //! - `ws`: a WebSocket client's control frames.
 //! - `long_poll`: long-polls collecting their answer. No I/O.
+//! - `expiry`: when subscribers' tokens expire (a heap of slots); checked on the tick.
 //! - `publish`: publish-API connections. No I/O.
 //!
 //! The loop: wait for completions, copy a bounded batch out and dispatch each, repeat until the
@@ -23,6 +24,7 @@
 
 mod accept;
 mod conns;
+mod expiry;
 mod holder;
 mod long_poll;
 mod owner;
@@ -37,7 +39,7 @@ use std::os::fd::RawFd;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Barrier};
 
-use comet_http::Listener;
+use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
@@ -308,6 +310,12 @@ impl Worker {
                 Effect::Disconnect { id, reply } => {
                     self.disconnect(id, ReplyTo { conn, seq: reply })
                 }
+                Effect::Ready { reply, head_only } => {
+                    let (status, body) = self.holder.readiness();
+                    if let Some(p) = self.holder.pubs.get_mut(slot) {
+                        p.text(reply, status, body, head_only);
+                    }
+                }
                 Effect::Metrics { reply, head_only } => {
                     let mut body = Vec::new();
                     self.shared.render_metrics(&mut body);
@@ -400,7 +408,16 @@ impl Worker {
             true
         });
         let live = self.holder.conns.live();
-        let open = self.shutdown_deadline.is_none() && live < self.cfg.admission_cap;
+        let admit = live < self.cfg.admission_cap;
+        let open = match self.shutdown_deadline {
+            None => [admit, admit],
+            // While streams are still being ended, the publish port answers health checks
+            // (`/readyz`: 503); what it accepts now does not hold the exit.
+            Some(deadline) => {
+                let ending = live > self.holder.late();
+                [false, admit && ending && self.holder.now_ms() < deadline]
+            }
+        };
         if self.accept.manage(self.holder.conns.ring(), open) && self.shutdown_deadline.is_none() {
             Stats::add(&self.stats().accept_paused, 1);
         }
@@ -440,9 +457,13 @@ impl Worker {
             Stats::add(&self.stats().timeouts, 1);
             if in_request {
                 self.holder.pubs.forget(slot);
-                let timeout = holder::request_timeout;
-                self.holder
-                    .respond_and_close(&mut self.owner, slot, timeout);
+                let error = http::Error::new(
+                    http::Status::REQUEST_TIMEOUT,
+                    "request not complete in time",
+                );
+                self.holder.respond_and_close(&mut self.owner, slot, |out| {
+                    http::error_response_for(out, &error, false, http::NO_CORS)
+                });
             } else {
                 self.holder.close(&mut self.owner, slot);
             }
@@ -455,6 +476,7 @@ impl Worker {
             return;
         }
         self.shutdown_deadline = Some(self.holder.now_ms() + self.cfg.shutdown_timeout_ms);
+        self.holder.pubs.shut_down();
         self.holder.begin_shutdown(&mut self.owner);
     }
 }

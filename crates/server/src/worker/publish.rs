@@ -1,5 +1,5 @@
 //! Publish-API connections: keep-alive, pipelined `POST /send/<id>`, `POST /send` (batch),
-//! `POST /disconnect/<id>` and `GET /metrics`. No I/O here: a [`PubConn`] is fed the bytes
+//! `POST /disconnect/<id>`, `GET /metrics`, `GET /healthz` and `GET /readyz`. No I/O here: a [`PubConn`] is fed the bytes
 //! received ([`PubConn::received`], [`PubConn::process`]) and returns [`Effect`]s for the loop
 //! to carry out; the owners' counts come back through [`PubConn::answered`], and the answers
 //! go out through [`PubConn::write_ready`].
@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use ahash::AHashMap;
-use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed};
+use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed, NO_CORS};
 use comet_router::{parse_id, Id};
 use serde::Serialize;
 
@@ -37,17 +37,28 @@ pub enum Effect {
     Disconnect { id: Id, reply: u32 },
     /// Render /metrics into the reply ([`PubConn::metrics`]).
     Metrics { reply: u32, head_only: bool },
+    /// Answer /readyz with the worker's readiness ([`PubConn::text`]).
+    Ready { reply: u32, head_only: bool },
 }
 
 /// Every publish connection of the worker, by slot.
 #[derive(Default)]
 pub struct Publishers {
     conns: AHashMap<u32, PubConn>,
+    /// Set at shutdown: connections accepted from now on answer health checks and /metrics,
+    /// refuse the rest (503), and close after each answer.
+    shutting_down: bool,
 }
 
 impl Publishers {
     pub fn accepted(&mut self, slot: u32, now_ms: u64) {
-        self.conns.insert(slot, PubConn::new(now_ms));
+        let mut p = PubConn::new(now_ms);
+        p.shutting_down = self.shutting_down;
+        self.conns.insert(slot, p);
+    }
+
+    pub fn shut_down(&mut self) {
+        self.shutting_down = true;
     }
 
     pub fn get_mut(&mut self, slot: u32) -> Option<&mut PubConn> {
@@ -91,6 +102,8 @@ pub struct PubConn {
     stopped: bool,
     /// Last time this connection made progress (bytes in, a reply out).
     since_ms: u64,
+    /// Accepted during shutdown (see [`Publishers::shut_down`]).
+    shutting_down: bool,
 }
 
 struct PendingReq {
@@ -106,6 +119,8 @@ enum Target {
     Disconnect(Id),
     Batch,
     Metrics,
+    Health,
+    Ready,
     Reject(http::Error),
 }
 
@@ -156,6 +171,7 @@ impl PubConn {
             paused: false,
             stopped: false,
             since_ms: now_ms,
+            shutting_down: false,
         }
     }
 
@@ -211,7 +227,7 @@ impl PubConn {
     fn reject(&mut self, error: &http::Error, head_only: bool) {
         self.stopped = true;
         let mut out = Vec::new();
-        http::error_response(&mut out, error, head_only);
+        http::error_response_for(&mut out, error, head_only, NO_CORS);
         self.push_reply(0, ReplyWhat::Bytes(out), true);
     }
 
@@ -293,11 +309,27 @@ impl PubConn {
             Ok(id) => make(id),
             Err(e) => Target::Reject(http::Error::new(http::Status::BAD_REQUEST, e.to_string())),
         };
-        let authorized = cfg
-            .publish_secret
-            .as_deref()
-            .is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
-        let target = match http::route(Listener::Publish, head.method, head.path) {
+        let endpoint = http::route(Listener::Publish, head.method, head.path);
+        // /metrics has its own secret when one is set, so that a scraper cannot publish and a
+        // publisher cannot scrape.
+        let secret = match endpoint {
+            // Health checks need no secret: they tell nothing but up or not.
+            Ok(Endpoint::Health | Endpoint::Ready) => None,
+            Ok(Endpoint::Metrics) => cfg.metrics_secret.as_ref().or(cfg.publish_secret.as_ref()),
+            _ => cfg.publish_secret.as_ref(),
+        };
+        let authorized =
+            secret.is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
+        let forbidden = |reason| Target::Reject(http::Error::new(http::Status::FORBIDDEN, reason));
+        let target = match endpoint {
+            // A page that resolved its own name to this host (DNS rebinding) sends that name.
+            _ if !host_allowed(head.host, &cfg.publish_hosts) => forbidden(
+                "Host not allowed: use localhost, an IP address, or a name of --publish-hosts",
+            ),
+            // A browser sends Origin with every cross-origin request that could publish.
+            _ if !origin_allowed(head.origin, &cfg.publish_origins) => forbidden(
+                "requests from web pages are refused (Origin not in --publish-allowed-origins)",
+            ),
             _ if !authorized => Target::Reject(
                 http::Error::new(
                     http::Status::UNAUTHORIZED,
@@ -305,10 +337,20 @@ impl PubConn {
                 )
                 .with_header("WWW-Authenticate", "Bearer"),
             ),
+            Ok(Endpoint::Health) => Target::Health,
+            Ok(Endpoint::Ready) => Target::Ready,
+            Ok(Endpoint::Metrics) => Target::Metrics,
+            Ok(Endpoint::Send(_) | Endpoint::SendBatch | Endpoint::Disconnect(_))
+                if self.shutting_down =>
+            {
+                Target::Reject(http::Error::new(
+                    http::Status::SERVICE_UNAVAILABLE,
+                    "shutting down",
+                ))
+            }
             Ok(Endpoint::Send(id)) => id_target(id, Target::Send),
             Ok(Endpoint::Disconnect(id)) => id_target(id, Target::Disconnect),
             Ok(Endpoint::SendBatch) => Target::Batch,
-            Ok(Endpoint::Metrics) => Target::Metrics,
             Ok(_) => unreachable!("the publish listener routes no streams"),
             Err(error) => Target::Reject(error),
         };
@@ -317,7 +359,9 @@ impl PubConn {
             Body::Length(n) => BodyState::Length(n),
             Body::Chunked => BodyState::Chunked(ChunkedDecoder::new(cfg.limits.body_bytes_max)),
         };
-        let (keep_alive, head_only) = (head.keep_alive, head.method == Method::Head);
+        // At shutdown a connection answers one request and closes: it must not hold the exit.
+        let keep_alive = head.keep_alive && !self.shutting_down;
+        let head_only = head.method == Method::Head;
         self.cursor += head.head_len;
         if head.expect_continue {
             // The client waits for this before sending the body. It takes a place in the
@@ -350,6 +394,15 @@ impl PubConn {
                 let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
                 let head_only = req.head_only;
                 effects.push(Effect::Metrics { reply, head_only });
+            }
+            Target::Health => {
+                let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
+                self.text(reply, http::Status::OK, b"ok\n", req.head_only);
+            }
+            Target::Ready => {
+                let reply = self.push_reply(1, ReplyWhat::Bytes(Vec::new()), close);
+                let head_only = req.head_only;
+                effects.push(Effect::Ready { reply, head_only });
             }
             Target::Send(id) => {
                 let reply = self.push_reply(1, ReplyWhat::Id(id), close);
@@ -400,14 +453,26 @@ impl PubConn {
     pub fn metrics(&mut self, reply: u32, body: &[u8], head_only: bool) {
         let r = self.reply_mut(reply);
         let mut out = Vec::new();
-        http::response(
+        let text = "text/plain; version=0.0.4";
+        http::response_for(
             &mut out,
             http::Status::OK,
-            "text/plain; version=0.0.4",
+            text,
             body,
             r.close,
             head_only,
+            NO_CORS,
         );
+        r.what = ReplyWhat::Bytes(out);
+        r.waiting = 0;
+    }
+
+    /// The answer of reply `reply`: `body` as text/plain with `status`.
+    pub fn text(&mut self, reply: u32, status: http::Status, body: &[u8], head_only: bool) {
+        let r = self.reply_mut(reply);
+        let mut out = Vec::new();
+        let text = "text/plain; charset=utf-8";
+        http::response_for(&mut out, status, text, body, r.close, head_only, NO_CORS);
         r.what = ReplyWhat::Bytes(out);
         r.waiting = 0;
     }
@@ -465,14 +530,54 @@ impl PubConn {
 fn json(out: &mut Vec<u8>, answer: &Answer, close: bool) {
     let mut body = serde_json::to_vec(answer).expect("a JSON answer");
     body.push(b'\n');
-    http::response(
-        out,
-        http::Status::OK,
-        "application/json",
-        &body,
-        close,
-        false,
-    );
+    let json = "application/json";
+    http::response_for(out, http::Status::OK, json, &body, close, false, NO_CORS);
+}
+
+/// Whether the publish API answers a request with this `Host`: `localhost`, an IP address, or a
+/// name of `--publish-hosts` (`name` matches it on any port, `name:port` on that port only),
+/// case-insensitive. A page that rebinds its own DNS name to this host sends that name, never
+/// an IP address. A request without Host (HTTP/1.0: never from a browser) is answered.
+fn host_allowed(host: Option<&[u8]>, hosts: &[Vec<u8>]) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Some((name, _port)) = split_host(host) else {
+        return false;
+    };
+    let text = std::str::from_utf8(name).unwrap_or("");
+    let ip = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => text.parse::<std::net::Ipv4Addr>().is_ok(),
+    };
+    ip || name.eq_ignore_ascii_case(b"localhost")
+        || hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(name))
+}
+
+/// `name[:port]` or `[v6][:port]` as (name, port); `None` when malformed (a port that is not
+/// digits, an IPv6 address without brackets).
+fn split_host(host: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (name, rest) = if host.first() == Some(&b'[') {
+        let end = host.iter().position(|&b| b == b']')?;
+        host.split_at(end + 1)
+    } else {
+        let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+        host.split_at(colon)
+    };
+    let port = match rest {
+        [] => None,
+        [b':', port @ ..] if !port.is_empty() && port.iter().all(u8::is_ascii_digit) => Some(port),
+        _ => return None,
+    };
+    (!name.is_empty()).then_some((name, port))
+}
+
+/// A request without `Origin` is not from a web page; one with it must come from an origin of
+/// `--publish-allowed-origins`.
+fn origin_allowed(origin: Option<&[u8]>, origins: &[Vec<u8>]) -> bool {
+    origin.is_none_or(|origin| origins.iter().any(|o| o.eq_ignore_ascii_case(origin)))
 }
 
 #[cfg(test)]

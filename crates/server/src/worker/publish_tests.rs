@@ -21,8 +21,8 @@ fn pipelined_publishes_are_answered_in_request_order() {
     let mut p = PubConn::new(0);
     let effects = run(
         &mut p,
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi\
-          POST /send/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nyou",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi\
+          POST /send/2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nyou",
     );
     let replies: Vec<(Id, u32, Vec<u8>)> = effects
         .into_iter()
@@ -47,7 +47,7 @@ fn pipelined_publishes_are_answered_in_request_order() {
 #[test]
 fn a_body_split_over_reads_is_one_publish() {
     let mut p = PubConn::new(0);
-    let req = b"POST /send/9 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let req = b"POST /send/9 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     for split in 1..req.len() {
         let mut p2 = PubConn::new(0);
         let mut effects = run(&mut p2, &req[..split]);
@@ -66,7 +66,7 @@ fn a_bad_batch_line_rejects_the_whole_batch_and_stops_reading() {
     let mut p = PubConn::new(0);
     let body = "1 a\nx b\n";
     let req = format!(
-        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     assert!(run(&mut p, req.as_bytes()).is_empty(), "nothing is sent");
@@ -82,7 +82,7 @@ fn a_batch_is_answered_once_every_owner_counted() {
     let mut p = PubConn::new(0);
     let body = "1 a\n2 b\n3 c\n";
     let req = format!(
-        "POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /send HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let effects = run(&mut p, req.as_bytes());
@@ -103,7 +103,7 @@ fn a_batch_is_answered_once_every_owner_counted() {
 fn a_publisher_that_floods_is_paused_then_resumed() {
     let cfg = Config::for_tests();
     let mut p = PubConn::new(0);
-    let one = b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx";
+    let one = b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx";
     let mut effects = Vec::new();
     for _ in 0..PIPELINE_MAX + 10 {
         p.received(one, 0);
@@ -128,8 +128,8 @@ fn metrics_and_expect_continue_take_their_place_in_order() {
     let mut p = PubConn::new(0);
     let effects = run(
         &mut p,
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx\
-          GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\nx\
+          GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     let Effect::Metrics { reply, .. } = effects[1] else {
         panic!("{effects:?}");
@@ -151,7 +151,7 @@ fn a_wrong_secret_is_refused() {
     let mut p = PubConn::new(0);
     let mut effects = Vec::new();
     p.received(
-        b"POST /send/1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer no\r\nContent-Length: 1\r\n\r\nx",
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer no\r\nContent-Length: 1\r\n\r\nx",
         0,
     );
     assert_eq!(p.process(&cfg, 0, &mut effects), (1, 1));
@@ -175,4 +175,203 @@ fn expiry_distinguishes_a_stalled_request_from_an_idle_connection() {
     pubs.expired(cfg.idle_timeout_ms, &cfg, &mut out);
     out.sort();
     assert_eq!(out, [(1, false), (2, true)]);
+}
+
+/// The status of the one answer to `req` under `flags`, and the answer.
+fn answer(flags: &[&str], req: &str) -> (u16, String) {
+    let cfg = Config::for_tests_with(flags);
+    let mut p = PubConn::new(0);
+    let mut effects = Vec::new();
+    p.received(req.as_bytes(), 0);
+    p.process(&cfg, 0, &mut effects);
+    for effect in effects {
+        match effect {
+            Effect::Publish { reply, .. } | Effect::Disconnect { reply, .. } => {
+                p.answered(reply, 0);
+            }
+            Effect::Metrics { reply, head_only } => p.metrics(reply, b"m 1\n", head_only),
+            Effect::Ready { reply, head_only } => {
+                p.text(reply, http::Status::OK, b"ready\n", head_only)
+            }
+        }
+    }
+    let out = written(&mut p);
+    (out[9..12].parse().unwrap(), out)
+}
+
+fn get(path: &str, headers: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\n{headers}Connection: close\r\n\r\n")
+}
+
+#[test]
+fn hosts_other_than_loopback_addresses_and_listed_names_are_refused() {
+    for host in [
+        "localhost",
+        "LOCALHOST:8001",
+        "127.0.0.1",
+        "127.1.2.3:8001",
+        "[::1]",
+        "[::1]:8001",
+        "10.0.0.5:8001",
+        "[fd00::5]:80",
+    ] {
+        let req = get("/metrics", &format!("Host: {host}\r\n"));
+        assert_eq!(answer(&[], &req).0, 200, "{host}");
+    }
+    for host in [
+        "evil.example",
+        "evil.example:8001",
+        "localhost.evil.example",
+        "127.0.0.1.evil.example",
+        "::1",
+        "[::1",
+        "localhost:x",
+        "localhost:",
+        "",
+    ] {
+        let req = get("/metrics", &format!("Host: {host}\r\n"));
+        let (status, out) = answer(&[], &req);
+        assert_eq!(status, 403, "{host}: {out}");
+        assert!(out.contains("Host not allowed"), "{out}");
+    }
+    let listed = ["--publish-hosts", "comet.internal, push.example:8001"];
+    for (host, status) in [
+        ("comet.internal", 200),
+        ("Comet.Internal:9000", 200),
+        ("push.example:8001", 200),
+        ("push.example:8002", 403),
+        ("push.example", 403),
+        ("evil.example", 403),
+    ] {
+        let req = get("/metrics", &format!("Host: {host}\r\n"));
+        assert_eq!(answer(&listed, &req).0, status, "{host}");
+    }
+    // HTTP/1.0 without Host: not a browser.
+    assert_eq!(answer(&[], "GET /metrics HTTP/1.0\r\n\r\n").0, 200);
+}
+
+#[test]
+fn requests_with_an_origin_are_refused_unless_it_is_listed() {
+    let publish = |origin: &str| {
+        format!(
+            "POST /send/1 HTTP/1.1\r\nHost: localhost\r\n{origin}\
+             Content-Length: 1\r\nConnection: close\r\n\r\nx"
+        )
+    };
+    assert_eq!(answer(&[], &publish("")).0, 200);
+    let (status, out) = answer(&[], &publish("Origin: https://evil.example\r\n"));
+    assert_eq!(status, 403, "{out}");
+    assert!(out.contains("Origin"), "{out}");
+    assert_eq!(answer(&[], &publish("Origin: null\r\n")).0, 403);
+    let listed = ["--publish-allowed-origins", "https://admin.example/"];
+    let origin = "Origin: https://admin.example\r\n";
+    assert_eq!(answer(&listed, &publish(origin)).0, 200);
+    let other = "Origin: https://evil.example\r\n";
+    assert_eq!(answer(&listed, &publish(other)).0, 403);
+    assert!(Config::for_tests_with(&[]).publish_origins.is_empty());
+}
+
+#[test]
+fn publish_answers_carry_no_cors_header() {
+    let send = "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\
+                Connection: close\r\n\r\nx";
+    for req in [
+        send.to_owned(),
+        get("/metrics", "Host: localhost\r\n"),
+        get("/nope", "Host: localhost\r\n"),
+        get("/metrics", "Host: evil.example\r\n"),
+        get(
+            "/metrics",
+            "Host: localhost\r\nOrigin: https://evil.example\r\n",
+        ),
+    ] {
+        let (_, out) = answer(&[], &req);
+        assert!(!out.contains("Access-Control"), "{out}");
+    }
+}
+
+#[test]
+fn a_metrics_secret_opens_metrics_only_and_the_publish_secret_no_longer_does() {
+    let both = ["--publish-secret", "pub", "--metrics-secret", "met"];
+    let send = |secret: &str| {
+        format!(
+            "POST /send/1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {secret}\r\n\
+             Content-Length: 1\r\nConnection: close\r\n\r\nx"
+        )
+    };
+    let metrics = |secret: &str| {
+        get(
+            "/metrics",
+            &format!("Host: localhost\r\nAuthorization: Bearer {secret}\r\n"),
+        )
+    };
+    assert_eq!(answer(&both, &send("pub")).0, 200);
+    assert_eq!(answer(&both, &send("met")).0, 401);
+    assert_eq!(answer(&both, &metrics("met")).0, 200);
+    assert_eq!(answer(&both, &metrics("pub")).0, 401);
+    // Without a metrics secret, /metrics takes the publish secret.
+    let publish_only = ["--publish-secret", "pub"];
+    assert_eq!(answer(&publish_only, &metrics("pub")).0, 200);
+    assert_eq!(answer(&publish_only, &metrics("met")).0, 401);
+    // A metrics secret alone leaves publishing open.
+    let metrics_only = ["--metrics-secret", "met"];
+    assert_eq!(answer(&metrics_only, &send("x")).0, 200);
+    assert_eq!(answer(&metrics_only, &metrics("x")).0, 401);
+    assert_eq!(answer(&metrics_only, &metrics("met")).0, 200);
+}
+
+#[test]
+fn hosts_split_into_name_and_port() {
+    assert_eq!(split_host(b"a:1"), Some((&b"a"[..], Some(&b"1"[..]))));
+    assert_eq!(
+        split_host(b"[::1]:80"),
+        Some((&b"[::1]"[..], Some(&b"80"[..])))
+    );
+    assert_eq!(split_host(b"[::1]"), Some((&b"[::1]"[..], None)));
+    for bad in [&b""[..], b":80", b"a:", b"a:b", b"::1", b"[::1]x", b"[::1"] {
+        assert_eq!(split_host(bad), None, "{:?}", String::from_utf8_lossy(bad));
+    }
+}
+
+#[test]
+fn health_checks_need_no_secret_but_obey_host_and_origin() {
+    let flags = ["--publish-secret", "pub", "--metrics-secret", "met"];
+    let (status, out) = answer(&flags, &get("/healthz", "Host: localhost\r\n"));
+    assert_eq!(status, 200);
+    assert!(out.ends_with("\r\n\r\nok\n"), "{out}");
+    assert!(!out.contains("Access-Control"), "{out}");
+    let (status, out) = answer(&flags, &get("/readyz", "Host: localhost\r\n"));
+    assert_eq!(status, 200);
+    assert!(out.ends_with("\r\n\r\nready\n"), "{out}");
+    assert_eq!(
+        answer(&flags, &get("/readyz", "Host: evil.example\r\n")).0,
+        403
+    );
+    let page = "Host: localhost\r\nOrigin: https://evil.example\r\n";
+    assert_eq!(answer(&flags, &get("/healthz", page)).0, 403);
+}
+
+#[test]
+fn at_shutdown_a_connection_answers_health_and_metrics_refuses_publishing_and_closes() {
+    let cfg = Config::for_tests();
+    let mut pubs = Publishers::default();
+    pubs.shut_down();
+    pubs.accepted(1, 0);
+    let p = pubs.get_mut(1).unwrap();
+    let mut effects = Vec::new();
+    p.received(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", 0);
+    p.process(&cfg, 0, &mut effects);
+    let out = written(p);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("Connection: close\r\n"), "{out}");
+    assert!(p.done(), "one answer, then close");
+    pubs.accepted(2, 0);
+    let p = pubs.get_mut(2).unwrap();
+    p.received(
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nx",
+        0,
+    );
+    p.process(&cfg, 0, &mut effects);
+    assert!(effects.is_empty(), "nothing is published");
+    assert!(written(p).starts_with("HTTP/1.1 503 "));
 }

@@ -259,25 +259,37 @@ impl Streams {
         }
     }
 
-    /// Writes the end of a stream: the last chunk, or a WebSocket close with `ws_code` (a raw
-    /// stream ends with the close itself).
-    pub fn write_end(conns: &mut Conns, slot: u32, ws_code: u16) {
+    /// Writes the end of a stream: the last chunk, or a WebSocket close (a raw stream ends with
+    /// the close itself); for an expired token, the `expired` event or close code before it.
+    pub fn write_end(conns: &mut Conns, slot: u32, why: End) {
         let format = conns.get(slot).format;
-        match format {
-            http::Format::Ws => conns.write(slot, |out| {
-                let reason = if ws_code == http::ws::code::GOING_AWAY {
-                    "server shutting down"
-                } else {
-                    "disconnected by the server"
-                };
-                http::ws::close(out, ws_code, reason)
-            }),
-            http::Format::Chunked | http::Format::Sse => {
-                conns.write(slot, |out| http::stream_end(out, format))
+        match (format, why) {
+            (http::Format::Ws | http::Format::Sse | http::Format::SseRaw, End::Expired) => {
+                conns.write(slot, |out| http::frame_expired(out, format))
             }
-            http::Format::Raw | http::Format::SseRaw | http::Format::Poll => {}
+            (http::Format::Ws, End::Shutdown) => conns.write(slot, |out| {
+                http::ws::close(out, http::ws::code::GOING_AWAY, "server shutting down")
+            }),
+            (http::Format::Ws, End::Disconnected) => conns.write(slot, |out| {
+                http::ws::close(out, http::ws::code::NORMAL, "disconnected by the server")
+            }),
+            _ => {}
+        }
+        if format.is_chunked() {
+            conns.write(slot, |out| http::stream_end(out, format));
         }
     }
+}
+
+/// Why a stream ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// SIGINT/SIGTERM (WebSocket: 1001).
+    Shutdown,
+    /// `POST /disconnect/<id>` (WebSocket: 1000).
+    Disconnected,
+    /// The subscriber's token expired (SSE: `event: expired`; WebSocket: 4001).
+    Expired,
 }
 
 enum Room {

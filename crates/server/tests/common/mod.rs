@@ -516,13 +516,13 @@ impl Client {
 
 /// `GET <path> HTTP/1.1` with a Host header.
 pub fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: comet.test\r\n\r\n").into_bytes()
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes()
 }
 
 /// `POST /send/<id>` with a Content-Length body, keep-alive.
 pub fn post_send(id: &str, msg: &[u8]) -> Vec<u8> {
     let mut req = format!(
-        "POST /send/{id} HTTP/1.1\r\nHost: comet.test\r\nContent-Length: {}\r\n\r\n",
+        "POST /send/{id} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         msg.len()
     )
     .into_bytes();
@@ -533,7 +533,7 @@ pub fn post_send(id: &str, msg: &[u8]) -> Vec<u8> {
 /// `POST <path>` with a Content-Length body, keep-alive.
 pub fn post(path: &str, body: &[u8]) -> Vec<u8> {
     let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: comet.test\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -655,7 +655,7 @@ pub fn json_number(body: &str, key: &str) -> u64 {
 pub fn metrics(server: &Server) -> String {
     let response = request(
         server.publish,
-        b"GET /metrics HTTP/1.1\r\nHost: comet.test\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(response.status(), 200, "{response:?}");
     response.text()
