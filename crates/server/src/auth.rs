@@ -48,6 +48,15 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The answer: status, reason, and the `WWW-Authenticate` challenge where there is one.
+    pub fn http_error(&self) -> comet_http::Error {
+        let error = comet_http::Error::new(comet_http::Status(self.status()), self.reason());
+        match self.www_authenticate() {
+            Some(challenge) => error.with_header("WWW-Authenticate", challenge),
+            None => error,
+        }
+    }
+
     /// The HTTP status: `401` for a missing, invalid or expired token, `403` for a forbidden id.
     pub fn status(&self) -> u16 {
         match self {

@@ -142,13 +142,7 @@ pub fn decide(buf: &[u8], cfg: &Config, now_s: u64) -> Action {
         let token = crate::auth::token_from(req.authorization, query_token.as_deref());
         match auth.check(token, &ids, now_s) {
             Ok(exp) => exp_s = Some(exp),
-            Err(e) => {
-                let mut error = http::Error::new(http::Status(e.status()), e.reason());
-                if let Some(challenge) = e.www_authenticate() {
-                    error = error.with_header("WWW-Authenticate", challenge);
-                }
-                return reject(error);
-            }
+            Err(e) => return reject(e.http_error()),
         }
     }
     // The seed's format carries no positions.

@@ -5,35 +5,24 @@
 //! input moved or its output drained.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
+use super::clock::Clock;
 use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
 use super::expiry::Expiry;
 use super::long_poll::{self, Answer, LongPolls};
 use super::owner::Owner;
 use super::post::Ack;
 use super::publish::Publishers;
-use super::request::Requests;
+use super::request::{answer, Requests};
 use super::stream::{End, Logins, Streams};
 use super::ws::{Input, WsInput};
 use crate::config::Config;
 use crate::public::{Action, Subscribe};
 use crate::shared::{Shared, Stats};
-
-/// The worker's clocks, read once per loop iteration.
-struct Clock {
-    start: Instant,
-    /// The wall clock at `start`.
-    start_unix_us: u64,
-    now_ms: u64,
-    /// Wall clock, microseconds since the Unix epoch: sequence numbers and token expiry. It
-    /// follows the monotonic clock from `start`.
-    unix_us: u64,
-}
 
 pub struct Holder {
     index: usize,
@@ -59,12 +48,8 @@ pub struct Holder {
     late: usize,
 }
 
-/// The content type of health checks.
-const TEXT: &str = "text/plain; charset=utf-8";
-
 impl Holder {
     pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, ring: Ring) -> Holder {
-        let unix_us = unix_us();
         Holder {
             index,
             conns: Conns::new(index, ring),
@@ -74,12 +59,7 @@ impl Holder {
             polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
             pubs: Publishers::default(),
             expiry: Expiry::default(),
-            clock: Clock {
-                start: Instant::now(),
-                start_unix_us: unix_us,
-                now_ms: 0,
-                unix_us,
-            },
+            clock: Clock::new(),
             subscribers: 0,
             next_beat_ms: cfg.heartbeat_ms,
             shutting_down: false,
@@ -93,25 +73,13 @@ impl Holder {
         &self.shared.stats[self.index]
     }
 
-    /// Reads the clocks, once per loop iteration.
-    pub fn advance_clock(&mut self) {
-        let elapsed = self.clock.start.elapsed();
-        self.clock.now_ms = elapsed.as_millis() as u64;
-        self.clock.unix_us = self.clock.start_unix_us + elapsed.as_micros() as u64;
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms
-    }
-
-    /// Microseconds since the Unix epoch, as of this iteration.
-    pub fn unix_us(&self) -> u64 {
-        self.clock.unix_us
+    pub fn clock(&mut self) -> &mut Clock {
+        &mut self.clock
     }
 
     /// A connection accepted into `slot` on `listener`.
     pub fn accepted(&mut self, owner: &mut Owner, listener: Listener, slot: u32) {
-        let now = self.clock.now_ms;
+        let now = self.clock.now_ms();
         match listener {
             Listener::Public => {
                 self.conns.accepted(slot, State::Request);
@@ -143,14 +111,14 @@ impl Holder {
                 let data = self.conns.read(bid, len);
                 match state {
                     State::Request => {
-                        let now_s = self.clock.unix_us / 1_000_000;
+                        let now_s = self.clock.unix_us() / 1_000_000;
                         let action = self.requests.feed(slot, data, &self.cfg, now_s);
                         self.conns.recycle(bid);
                         self.on_request(owner, slot, action);
                     }
                     State::Publisher => {
                         let p = self.pubs.get_mut(slot).expect("publisher state");
-                        p.received(data, self.clock.now_ms);
+                        p.received(data, self.clock.now_ms());
                         self.conns.recycle(bid);
                         publisher = true;
                     }
@@ -260,7 +228,7 @@ impl Holder {
         self.requests.forget(slot);
         self.ws.forget(slot);
         self.pubs.forget(slot);
-        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
+        let deadline = self.clock.now_ms() + self.cfg.request_timeout_ms;
         if self.conns.drain(slot, deadline) {
             self.close(owner, slot);
         }
@@ -287,51 +255,21 @@ impl Holder {
     // ---- subscribers --------------------------------------------------------------------
 
     fn on_request(&mut self, owner: &mut Owner, slot: u32, action: Action) {
-        if !matches!(action, Action::NeedMore) {
-            Stats::add(&self.stats().requests, 1);
-        }
+        let stats = &self.shared.stats[self.index];
         match action {
-            Action::NeedMore => {}
+            Action::NeedMore => return,
             Action::Subscribe(sub) => self.subscribe(owner, slot, *sub),
-            Action::Head {
-                format,
-                allow_origin,
-            } => self.respond_and_close(owner, slot, |out| {
-                http::stream_head(out, format, &allow_origin);
-            }),
-            Action::Preflight { allow_origin } => {
-                self.respond_and_close(owner, slot, |out| {
-                    http::preflight_response(out, &allow_origin)
-                });
-            }
-            Action::Demo { head_only } => self.respond_and_close(owner, slot, |out| {
-                let page = crate::demo::PAGE.as_bytes();
-                let html = "text/html; charset=utf-8";
-                http::response(out, http::Status::OK, html, page, true, head_only)
-            }),
-            Action::Health { head_only } => self.respond_and_close(owner, slot, |out| {
-                http::response(out, http::Status::OK, TEXT, b"ok\n", true, head_only)
-            }),
-            Action::Ready { head_only } => {
-                let (status, body) = self.readiness();
-                self.respond_and_close(owner, slot, |out| {
-                    http::response(out, status, TEXT, body, true, head_only)
-                });
-            }
-            Action::Reject {
-                error,
-                head_only,
-                allow_origin,
-            } => {
-                Stats::add(&self.stats().bad_requests, 1);
-                if matches!(error.status.0, 401 | 403) {
-                    Stats::add(&self.stats().auth_failures, 1);
+            action => {
+                if let Action::Reject { error, .. } = &action {
+                    Stats::add(&stats.bad_requests, 1);
+                    let auth = matches!(error.status.0, 401 | 403);
+                    Stats::add(&stats.auth_failures, u64::from(auth));
                 }
-                self.respond_and_close(owner, slot, |out| {
-                    http::error_response_for(out, &error, head_only, &allow_origin)
-                });
+                let ready = self.readiness();
+                self.respond_and_close(owner, slot, |out| answer(out, action, ready));
             }
         }
+        Stats::add(&self.stats().requests, 1);
     }
 
     fn subscribe(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
@@ -351,12 +289,12 @@ impl Holder {
         // Until its owner answers, an id's position is the client's, or a second ago (the
         // owner's clock may lag ours a little: a resume from there may repeat messages from
         // before the login, but misses none after it).
-        let start = self.clock.unix_us.saturating_sub(1_000_000);
+        let start = self.clock.unix_us().saturating_sub(1_000_000);
         let since = since.as_deref();
         if format == http::Format::Poll {
             // A long-poll keeps its recv (the answer may be followed by the next poll): bytes
             // before the answer end it, as for a stream.
-            let now = self.clock.now_ms;
+            let now = self.clock.now_ms();
             let (gen, origin) = (cref.gen(), allow_origin);
             self.polls
                 .begin(slot, gen, &ids, since, start, keep_alive, origin, now);
@@ -364,7 +302,7 @@ impl Holder {
             // next poll brings its token again).
             let timeout_us = self.cfg.poll_timeout_ms.saturating_mul(1000);
             let before_timeout =
-                |e: &u64| e.saturating_mul(1_000_000) < self.clock.unix_us + timeout_us;
+                |e: &u64| e.saturating_mul(1_000_000) < self.clock.unix_us() + timeout_us;
             if let Some(exp_s) = exp_s.filter(before_timeout) {
                 self.polls.set_expiry(slot, exp_s);
                 self.expiry.add(slot, gen, exp_s);
@@ -404,7 +342,7 @@ impl Holder {
     pub fn start_streaming(&mut self, slot: u32) {
         self.conns.streaming(slot);
         if self.conns.get(slot).format == http::Format::Poll {
-            self.polls.maybe_ready(slot, self.clock.now_ms, true);
+            self.polls.maybe_ready(slot, self.clock.now_ms(), true);
         }
     }
 
@@ -419,7 +357,7 @@ impl Holder {
                 .login_ack(slot, id, ack.gap, &ack.replay, ack.pos);
             Stats::add(&stats.delivered, added);
             let streaming = conn.state == State::Streaming;
-            self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
+            self.polls.maybe_ready(slot, self.clock.now_ms(), streaming);
         } else if !self
             .streams
             .login_ack(&mut self.conns, slot, id, ack, stats)
@@ -473,11 +411,7 @@ impl Holder {
             return; // a later poll on the connection, with its own token
         }
         let allow_origin: Box<[u8]> = self.polls.allow_origin(slot).unwrap_or(b"*").into();
-        let expired = crate::auth::AuthError::Expired;
-        let mut error = http::Error::new(http::Status::UNAUTHORIZED, expired.reason());
-        if let Some(challenge) = expired.www_authenticate() {
-            error = error.with_header("WWW-Authenticate", challenge);
-        }
+        let error = crate::auth::AuthError::Expired.http_error();
         let conn = self.conns.describe(slot);
         self.log_out(owner, slot, conn);
         self.respond_and_close(owner, slot, |out| {
@@ -487,7 +421,7 @@ impl Holder {
 
     /// Ends the subscribers whose token expired; forgets the entries of connections gone.
     fn expire_tokens(&mut self, owner: &mut Owner) {
-        let now_s = self.clock.unix_us / 1_000_000;
+        let now_s = self.clock.unix_us() / 1_000_000;
         while let Some((slot, gen, exp_s)) = self.expiry.due(now_s) {
             self.expire_token(owner, slot, gen, exp_s);
         }
@@ -544,7 +478,7 @@ impl Holder {
             match self.polls.deliver(slot, id, seq, msg) {
                 long_poll::Delivery::Added => {
                     Stats::add(&stats.delivered, 1);
-                    self.polls.maybe_ready(slot, self.clock.now_ms, streaming);
+                    self.polls.maybe_ready(slot, self.clock.now_ms(), streaming);
                 }
                 long_poll::Delivery::Stale => Stats::add(&stats.stale, 1),
                 long_poll::Delivery::Full => {}
@@ -566,26 +500,16 @@ impl Holder {
         for &(id, _) in answer.ids.iter() {
             owner.logout(id, cref);
         }
-        let Answer {
-            body,
-            keep_alive,
-            allow_origin,
-            ..
-        } = answer;
         self.conns.get_mut(slot).flags = 0;
-        self.conns.write(slot, |out| {
-            let json = "application/json";
-            let ok = http::Status::OK;
-            http::response_for(out, ok, json, &body, !keep_alive, false, &allow_origin)
-        });
+        self.conns.write(slot, |out| answer.write(out));
         let conn = self.conns.get_mut(slot);
-        if !keep_alive || conn.inflight & RECV == 0 {
+        if !answer.keep_alive || conn.inflight & RECV == 0 {
             self.drain(owner, slot);
             return;
         }
         conn.state = State::Request;
         conn.flags |= KEPT;
-        let deadline = self.clock.now_ms + self.cfg.request_timeout_ms;
+        let deadline = self.clock.now_ms() + self.cfg.request_timeout_ms;
         self.conns.deadline(slot, deadline);
     }
 
@@ -632,7 +556,7 @@ impl Holder {
 
     /// The timer: requests past their deadline, long-polls past their timeout, heartbeats.
     pub fn tick(&mut self, owner: &mut Owner) {
-        let now = self.clock.now_ms;
+        let now = self.clock.now_ms();
         while let Some(slot) = self.conns.expired(now) {
             let conn = self.conns.get(slot);
             match conn.state {
@@ -705,11 +629,4 @@ pub fn request_timeout(out: &mut Vec<u8>) {
         "request not complete in time",
     );
     http::error_response(out, &error, false);
-}
-
-/// Microseconds since the Unix epoch (0 if the clock is before it).
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }

@@ -52,6 +52,15 @@ pub struct Answer {
     pub ids: Box<[(Id, u64)]>,
 }
 
+impl Answer {
+    /// The answer as an HTTP response (`200 application/json`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let (ok, json) = (http::Status::OK, "application/json");
+        let close = !self.keep_alive;
+        http::response_for(out, ok, json, &self.body, close, false, &self.allow_origin)
+    }
+}
+
 pub struct LongPolls {
     polls: AHashMap<u32, Poll>,
     /// (slot, gen, deadline_ms), in deadline order (every deadline is now + the timeout).

@@ -23,6 +23,7 @@
 //! wait.
 
 mod accept;
+mod clock;
 mod conns;
 mod expiry;
 mod holder;
@@ -92,8 +93,8 @@ impl Worker {
         listeners: [RawFd; 2],
         cluster: Option<comet_cluster::Publisher>,
     ) -> Worker {
-        let holder = Holder::new(index, cfg.clone(), shared.clone(), ring);
-        let shard = Shard::new(cfg.history, holder.unix_us());
+        let mut holder = Holder::new(index, cfg.clone(), shared.clone(), ring);
+        let shard = Shard::new(cfg.history, holder.clock().unix_us());
         Worker {
             index,
             holder,
@@ -127,7 +128,7 @@ impl Worker {
                 tracing::error!(worker = self.index, "io_uring_enter failed: {e}");
                 std::process::exit(1);
             }
-            self.holder.advance_clock();
+            self.holder.clock().advance();
             loop {
                 let mut cqes = std::mem::take(&mut self.cqes);
                 self.holder.conns.ring().drain(&mut cqes, CQE_BATCH);
@@ -220,7 +221,9 @@ impl Worker {
         // Copied out: a delivery may close a connection, which logs it out of the table.
         let mut here = std::mem::take(&mut self.targets);
         here.clear();
-        let (seq, n) = self.owner.route(id, msg, self.holder.unix_us(), &mut here);
+        let (seq, n) = self
+            .owner
+            .route(id, msg, self.holder.clock().unix_us(), &mut here);
         for &conn in &here {
             self.holder.deliver(&mut self.owner, conn, id, seq, msg);
         }
@@ -367,7 +370,7 @@ impl Worker {
     /// Writes every complete reply at the front of the queue; closes the connection after a
     /// closing reply, or once nothing more is to be read or answered.
     fn flush_replies(&mut self, slot: u32) {
-        let now = self.holder.now_ms();
+        let now = self.holder.clock().now_ms();
         let Some(p) = self.holder.pubs.get_mut(slot) else {
             return;
         };
@@ -415,7 +418,10 @@ impl Worker {
             // (`/readyz`: 503); what it accepts now does not hold the exit.
             Some(deadline) => {
                 let ending = live > self.holder.late();
-                [false, admit && ending && self.holder.now_ms() < deadline]
+                [
+                    false,
+                    admit && ending && self.holder.clock().now_ms() < deadline,
+                ]
             }
         };
         if self.accept.manage(self.holder.conns.ring(), open) && self.shutdown_deadline.is_none() {
@@ -433,9 +439,9 @@ impl Worker {
 
     fn on_tick(&mut self) {
         self.holder.tick(&mut self.owner);
-        self.owner.expire(self.holder.unix_us());
+        self.owner.expire(self.holder.clock().unix_us());
         self.expire_publishers();
-        let now = self.holder.now_ms();
+        let now = self.holder.clock().now_ms();
         if self
             .shutdown_deadline
             .is_some_and(|deadline| now >= deadline)
@@ -448,7 +454,7 @@ impl Worker {
     /// past the idle timeout.
     fn expire_publishers(&mut self) {
         let mut expired = std::mem::take(&mut self.expired);
-        let now = self.holder.now_ms();
+        let now = self.holder.clock().now_ms();
         self.holder.pubs.expired(now, &self.cfg, &mut expired);
         for (slot, in_request) in expired.drain(..) {
             if self.holder.conns.get(slot).state != State::Publisher {
@@ -475,7 +481,7 @@ impl Worker {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        self.shutdown_deadline = Some(self.holder.now_ms() + self.cfg.shutdown_timeout_ms);
+        self.shutdown_deadline = Some(self.holder.clock().now_ms() + self.cfg.shutdown_timeout_ms);
         self.holder.pubs.shut_down();
         self.holder.begin_shutdown(&mut self.owner);
     }

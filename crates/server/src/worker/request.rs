@@ -4,6 +4,7 @@
 //! 431); a head that arrives in one read keeps nothing.
 
 use ahash::AHashMap;
+use comet_http as http;
 
 use crate::config::Config;
 use crate::public::{decide, Action};
@@ -39,6 +40,37 @@ impl Requests {
 
     pub fn forget(&mut self, slot: u32) {
         self.partial.remove(&slot);
+    }
+}
+
+/// The content type of health checks.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Writes the one answer of a request that is not a subscribe (then the connection closes):
+/// a stream's head alone, the CORS preflight, the demo page, health checks (`ready` is the
+/// `/readyz` answer), or the error.
+pub fn answer(out: &mut Vec<u8>, action: Action, ready: (http::Status, &[u8])) {
+    match action {
+        Action::Head {
+            format,
+            allow_origin,
+        } => http::stream_head(out, format, &allow_origin),
+        Action::Preflight { allow_origin } => http::preflight_response(out, &allow_origin),
+        Action::Demo { head_only } => {
+            let page = crate::demo::PAGE.as_bytes();
+            let html = "text/html; charset=utf-8";
+            http::response(out, http::Status::OK, html, page, true, head_only)
+        }
+        Action::Health { head_only } => {
+            http::response(out, http::Status::OK, TEXT, b"ok\n", true, head_only)
+        }
+        Action::Ready { head_only } => http::response(out, ready.0, TEXT, ready.1, true, head_only),
+        Action::Reject {
+            error,
+            head_only,
+            allow_origin,
+        } => http::error_response_for(out, &error, head_only, &allow_origin),
+        Action::NeedMore | Action::Subscribe(_) => unreachable!("not a one-shot answer"),
     }
 }
 
