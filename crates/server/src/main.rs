@@ -2,11 +2,12 @@
 //!
 //! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread:
 //! connections, subscriber streams, routing), `publish` (the publish API's connections),
-//! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells,
-//! counters, /metrics), `token` (user_data layout), `send` (the `comet send` client),
+//! `public` (what a subscriber request asks for; pure), `shared` (mailboxes, doorbells),
+//! `metrics` (the workers' counters and the /metrics writer), `token` (user_data layout),
+//! `send` (the `comet send` client),
 //! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
 //! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
-//! pure), `memstats` (the allocator's and the kernel's memory for /metrics), `demo` (the
+//! pure), `memstats` (the kernel's and the process's figures for /metrics), `demo` (the
 //! `--demo` page), `mint` (`comet token`).
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ mod cluster;
 mod config;
 mod demo;
 mod memstats;
+mod metrics;
 mod mint;
 mod public;
 mod publish;
@@ -33,7 +35,8 @@ use clap::{Parser, Subcommand};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use config::{Config, ServeArgs};
-use shared::{Padded, Shared, Stats};
+use metrics::Stats;
+use shared::{Padded, Shared};
 
 // The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
 // this workload at every scale we ran (results/alloc/2026-11-26/summary.md).
@@ -78,13 +81,6 @@ fn main() {
         Command::Token(args) => mint::run(&args),
     };
     std::process::exit(code);
-}
-
-/// Resident set size of this process, from /proc/self/statm.
-pub fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
 }
 
 fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use comet_http::{self as http, Body, ChunkedDecoder, Endpoint, Listener, Method, Parsed};
 use comet_router::{parse_id, Id};
 
-use crate::shared::{ReplyTo, Stats};
+use crate::metrics::CloseReason;
+use crate::shared::ReplyTo;
 use crate::worker::{State, Worker};
 
 /// Outstanding replies per publish connection, at most.
@@ -244,7 +245,7 @@ impl Worker {
     }
 
     fn dispatch(&mut self, slot: u32, req: PendingReq) {
-        Stats::add(&self.stats().requests, 1);
+        self.stats().requests.add(1);
         let conn = self.conn_ref(slot);
         let p = self.pubs.get_mut(&slot).expect("publisher state");
         let seq = p.next_seq;
@@ -257,11 +258,11 @@ impl Worker {
         match req.target {
             Target::Reject(error) => {
                 p.reject(&error, req.head_only);
-                Stats::add(&self.stats().bad_requests, 1);
+                self.stats().bad_requests.add(1);
             }
             Target::Metrics => {
                 let mut body = Vec::new();
-                self.shared.render_metrics(&mut body);
+                crate::metrics::render(&self.shared, &mut body);
                 let mut out = Vec::new();
                 http::response(
                     &mut out,
@@ -324,7 +325,7 @@ impl Worker {
                 }
                 if let Some(reason) = error {
                     p.reject(&http::Error::new(http::Status::BAD_REQUEST, reason), false);
-                    Stats::add(&self.stats().bad_requests, 1);
+                    self.stats().bad_requests.add(1);
                     return;
                 }
                 let owned: Vec<(Id, Arc<[u8]>)> = messages
@@ -412,7 +413,13 @@ impl Worker {
         let done = p.stopped && p.replies.is_empty() && !p.has_request_in_progress();
         self.conns[slot as usize].pending = out_buf;
         if close || done {
-            self.enter_draining(slot);
+            // Done without a closing reply: the publisher ended its input (on_publisher_eof).
+            let reason = if close {
+                CloseReason::Answered
+            } else {
+                CloseReason::Eof
+            };
+            self.enter_draining(slot, reason);
             return;
         }
         let conn = &self.conns[slot as usize];
@@ -467,16 +474,17 @@ impl Worker {
             }
         }
         for (slot, in_request) in expired {
-            Stats::add(&self.stats().timeouts, 1);
             if in_request {
                 let error = http::Error::new(
                     http::Status::REQUEST_TIMEOUT,
                     "request not complete in time",
                 );
                 self.pubs.remove(&slot);
-                self.respond_and_close(slot, |out| http::error_response(out, &error, false));
+                self.respond_and_close(slot, CloseReason::Timeout, |out| {
+                    http::error_response(out, &error, false)
+                });
             } else {
-                self.close_conn(slot);
+                self.close_conn(slot, CloseReason::Timeout);
             }
         }
     }

@@ -30,9 +30,10 @@ use comet_ring::{Completion, Ring, Sent, WBuf};
 use comet_router::{shard_of, ConnRef, History, Id, Subscribers};
 
 use crate::config::{Config, SlowConsumer};
+use crate::metrics::{CloseReason, Stats};
 use crate::public::{decide, Action, Subscribe};
 use crate::publish::PubConn;
-use crate::shared::{Ack, Mail, ReplyTo, Shared, Stats};
+use crate::shared::{Ack, Mail, ReplyTo, Shared};
 use crate::token::{decode, token, Op};
 
 /// Completions copied out of the queue per batch.
@@ -146,7 +147,6 @@ pub struct Worker {
     pub conns: Vec<Conn>,
     /// Slots not `Free`.
     live: usize,
-    subscribers: usize,
     /// This worker's shard of the id table.
     subs: Subscribers,
     /// Ids and the client's position in each, for connections with `IDS`.
@@ -211,7 +211,6 @@ impl Worker {
             // Grown to the highest slot the kernel hands out, not reserved up front.
             conns: Vec::new(),
             live: 0,
-            subscribers: 0,
             subs: Subscribers::new(),
             positions: AHashMap::new(),
             polls: AHashMap::new(),
@@ -277,6 +276,8 @@ impl Worker {
                 break;
             }
         }
+        // Paired counts: every connection accepted was counted closed once, for one reason.
+        assert_eq!(self.stats().accepted.get(), self.stats().closed_total());
         tracing::debug!(worker = self.index, "worker stopped");
         done.wait();
     }
@@ -355,7 +356,7 @@ impl Worker {
             match -c.result {
                 libc::ECANCELED => {}
                 errno => {
-                    Stats::add(&self.stats().accept_errors, 1);
+                    self.stats().accept_errors.add(1);
                     tracing::warn!(
                         worker = self.index,
                         listener,
@@ -387,7 +388,7 @@ impl Worker {
             ..Conn::FREE
         };
         self.live += 1;
-        Stats::add(&self.stats().accepted, 1);
+        self.stats().accepted.add(1);
         self.ring.recv_multi(slot, token(Op::Recv, slot, gen));
         if listener == PUBLIC {
             self.deadlines
@@ -396,7 +397,7 @@ impl Worker {
             self.pubs.insert(slot, PubConn::new(self.now_ms));
         }
         if self.shutdown_deadline.is_some() {
-            self.close_conn(slot);
+            self.close_conn(slot, CloseReason::Shutdown);
         }
     }
 
@@ -410,7 +411,7 @@ impl Worker {
                 self.accept_armed[l] = true;
             } else if !open && self.accept_armed[l] && !self.accept_cancelling[l] {
                 if self.shutdown_deadline.is_none() {
-                    Stats::add(&self.stats().accept_paused, 1);
+                    self.stats().accept_paused.add(1);
                 }
                 self.ring
                     .cancel(token(Op::Accept, l as u32, 0), token(Op::Ignore, 0, 0));
@@ -448,7 +449,7 @@ impl Worker {
                 State::Subscribing | State::Streaming => {
                     // A stream is one-way: bytes after the subscribe request end it.
                     self.ring.reads.recycle(bid);
-                    self.close_conn(slot);
+                    self.close_conn(slot, CloseReason::Protocol);
                 }
                 State::Draining | State::Closing => self.ring.reads.recycle(bid),
                 State::Free => unreachable!("recv on a free slot"),
@@ -462,7 +463,7 @@ impl Worker {
                     State::Publisher => self.on_publisher_eof(slot),
                     // The peer may half-close and still read our last response.
                     State::Draining | State::Closing => {}
-                    _ => self.close_conn(slot),
+                    _ => self.close_conn(slot, CloseReason::Eof),
                 },
                 // A WebSocket's request recv was cancelled, or no read buffer was free: it
                 // waits for readability (again).
@@ -472,7 +473,7 @@ impl Worker {
                     self.watch_ws(slot)
                 }
                 libc::ENOBUFS | libc::ECANCELED => {} // re-armed below if still reading
-                _ => self.close_conn(slot),
+                _ => self.close_conn(slot, CloseReason::Error),
             }
         }
         self.rearm_recv(slot);
@@ -522,10 +523,9 @@ impl Worker {
                 .insert(slot, stored.unwrap_or_else(|| data.to_vec()));
         }
         self.ring.reads.recycle(bid);
-        Stats::add(
-            &self.stats().requests,
-            u64::from(!matches!(action, Action::NeedMore)),
-        );
+        self.stats()
+            .requests
+            .add(u64::from(!matches!(action, Action::NeedMore)));
         match action {
             Action::NeedMore => {}
             Action::Subscribe(sub) => self.subscribe(slot, *sub),
@@ -533,15 +533,17 @@ impl Worker {
                 format,
                 allow_origin,
             } => {
-                self.respond_and_close(slot, |out| {
+                self.respond_and_close(slot, CloseReason::Answered, |out| {
                     http::stream_head(out, format, &allow_origin);
                 });
             }
             Action::Preflight { allow_origin } => {
-                self.respond_and_close(slot, |out| http::preflight_response(out, &allow_origin));
+                self.respond_and_close(slot, CloseReason::Answered, |out| {
+                    http::preflight_response(out, &allow_origin)
+                });
             }
             Action::Demo { head_only } => {
-                self.respond_and_close(slot, |out| {
+                self.respond_and_close(slot, CloseReason::Answered, |out| {
                     http::response(
                         out,
                         http::Status::OK,
@@ -557,11 +559,11 @@ impl Worker {
                 head_only,
                 allow_origin,
             } => {
-                Stats::add(&self.stats().bad_requests, 1);
+                self.stats().bad_requests.add(1);
                 if matches!(error.status.0, 401 | 403) {
-                    Stats::add(&self.stats().auth_failures, 1);
+                    self.stats().auth_failures.add(1);
                 }
-                self.respond_and_close(slot, |out| {
+                self.respond_and_close(slot, CloseReason::Protocol, |out| {
                     http::error_response_for(out, &error, head_only, &allow_origin)
                 });
             }
@@ -583,7 +585,7 @@ impl Worker {
                 self.ring.recv_once(slot, token(Op::Recv, slot, gen));
             }
             // Readable or hung up: either way any other subscriber stream ends here.
-            _ => self.close_conn(slot),
+            r => self.close_conn(slot, CloseReason::of_watch(r)),
         }
         self.finish_if_done(slot);
     }
@@ -625,15 +627,14 @@ impl Worker {
                         http::ws::ClientEvent::Pong => {}
                         http::ws::ClientEvent::Close { code } => {
                             self.write_frame(slot, |out| http::ws::close_reply(out, code));
-                            self.finish_stream(slot);
+                            self.finish_stream(slot, CloseReason::Eof);
                             break;
                         }
                     }
                 }
                 http::ws::Decoded::Fail { code, reason } => {
-                    Stats::add(&self.stats().ws_close_errors, 1);
                     self.write_frame(slot, |out| http::ws::close(out, code, reason));
-                    self.finish_stream(slot);
+                    self.finish_stream(slot, CloseReason::Protocol);
                     break;
                 }
             }
@@ -749,7 +750,7 @@ impl Worker {
         if table {
             conn.flags |= IDS;
         }
-        self.subscribers += 1;
+        self.stats().subscribed(format);
         for (id, since) in local {
             if self.conns[slot as usize].state != State::Subscribing {
                 break; // cut as a slow consumer by an earlier id's replay: logged out already
@@ -802,11 +803,11 @@ impl Worker {
             // there); the rest waits in the history for the next poll, so the position moves
             // to the owner's only if the whole replay went in.
             if gap {
-                Stats::add(&self.stats().resume_gaps, 1);
+                self.stats().resume_gaps.add(1);
                 self.polls.get_mut(&slot).expect("poll state").gap.push(id);
             }
             for (seq, msg) in &replay {
-                self.deliver_local(slot, id, *seq, msg);
+                self.deliver_local(slot, id, *seq, msg, None);
             }
             if self.polls[&slot].count < self.cfg.queue_messages_max {
                 self.set_position(slot, id, pos);
@@ -832,11 +833,11 @@ impl Worker {
             replay.drain(..replay.len() - keep);
         }
         if gap {
-            Stats::add(&self.stats().resume_gaps, 1);
+            self.stats().resume_gaps.add(1);
             self.write_frame(slot, |out| http::frame_gap(out, format, &[id]));
         }
         for (seq, msg) in &replay {
-            self.deliver_local(slot, id, *seq, msg);
+            self.deliver_local(slot, id, *seq, msg, None);
         }
         if self.conns[slot as usize].state != State::Subscribing {
             return; // cut as a slow consumer by its replay
@@ -925,24 +926,32 @@ impl Worker {
     }
 
     /// Frames message `seq` of `id` for one local subscriber, applying the slow-consumer
-    /// policy when its queue is full.
-    fn deliver(&mut self, conn_ref: ConnRef, id: Id, seq: u64, msg: &[u8]) {
+    /// policy when its queue is full. `published_us`: when its publish reached comet.
+    fn deliver(&mut self, conn_ref: ConnRef, id: Id, seq: u64, msg: &[u8], published_us: u64) {
         let slot = conn_ref.slot();
         let Some(conn) = self.conns.get(slot as usize) else {
             unreachable!("delivery to a slot never used");
         };
         if conn.gen != conn_ref.gen() {
-            Stats::add(&self.stats().stale, 1);
+            self.stats().stale.add(1);
             return;
         }
-        self.deliver_local(slot, id, seq, msg);
+        self.deliver_local(slot, id, seq, msg, Some(published_us));
     }
 
-    fn deliver_local(&mut self, slot: u32, id: Id, seq: u64, msg: &[u8]) {
+    /// `published_us`: when a live message's publish reached comet; `None` for a replay.
+    fn deliver_local(
+        &mut self,
+        slot: u32,
+        id: Id,
+        seq: u64,
+        msg: &[u8],
+        published_us: Option<u64>,
+    ) {
         let conn = self.conns[slot as usize];
         if !matches!(conn.state, State::Subscribing | State::Streaming) {
             // Closed while the message was on its way (or cut during a replay).
-            Stats::add(&self.stats().stale, 1);
+            self.stats().stale.add(1);
             return;
         }
         if conn.flags & IDS != 0 {
@@ -950,11 +959,11 @@ impl Worker {
             // may come both late (from its old login) and in the replay.
             let entries = self.positions.get_mut(&slot).expect("positions");
             let Some(entry) = entries.iter_mut().find(|e| e.0 == id) else {
-                Stats::add(&self.stats().stale, 1);
+                self.stats().stale.add(1);
                 return;
             };
             if seq <= entry.1 {
-                Stats::add(&self.stats().stale, 1);
+                self.stats().stale.add(1);
                 return;
             }
             if conn.format == http::Format::Poll
@@ -970,7 +979,7 @@ impl Worker {
             let p = self.polls.get_mut(&slot).expect("poll state");
             http::poll_item(&mut p.items, id, seq, msg);
             p.count += 1;
-            Stats::add(&self.stats().delivered, 1);
+            self.stats().delivered(published_us, self.unix_us);
             self.poll_maybe_ready(slot);
             return;
         }
@@ -1007,7 +1016,7 @@ impl Worker {
         self.pos_scratch = pos;
         let conn = &self.conns[slot as usize];
         let start = conn.state == State::Streaming && conn.inflight & SEND == 0;
-        Stats::add(&self.stats().delivered, 1);
+        self.stats().delivered(published_us, self.unix_us);
         if start {
             self.start_send(slot);
         }
@@ -1025,9 +1034,8 @@ impl Worker {
         match self.cfg.slow_consumer {
             SlowConsumer::Disconnect => {
                 // The client resumes from the history: nothing inside its window is lost.
-                Stats::add(&self.stats().slow_disconnects, 1);
-                Stats::add(&self.stats().dropped, 1);
-                self.close_conn(slot);
+                self.stats().dropped.add(1);
+                self.close_conn(slot, CloseReason::SlowConsumer);
                 false
             }
             SlowConsumer::DropOldest => {
@@ -1039,13 +1047,13 @@ impl Worker {
                         break;
                     }
                     self.ring.writes.drop_records(buf, queued.div_ceil(2));
-                    Stats::add(&self.stats().dropped_oldest, queued.div_ceil(2) as u64);
+                    self.stats().dropped_oldest.add(queued.div_ceil(2) as u64);
                     if fits(self.queued(slot), &self.cfg) {
                         return true;
                     }
                 }
                 // What is in flight alone fills the queue: the new message is the one dropped.
-                Stats::add(&self.stats().dropped_oldest, 1);
+                self.stats().dropped_oldest.add(1);
                 false
             }
         }
@@ -1053,16 +1061,17 @@ impl Worker {
 
     /// Routes a message for `id`, owned by this worker: numbers it, keeps it in the history,
     /// hands it to every connection logged in as `id` and returns how many there were.
-    fn route(&mut self, id: Id, msg: &Arc<[u8]>) -> u32 {
+    /// `published_us`: when the publish reached comet.
+    fn route(&mut self, id: Id, msg: &Arc<[u8]>, published_us: u64) -> u32 {
         debug_assert_eq!(shard_of(id, self.cfg.workers), self.index);
-        Stats::add(&self.stats().published, 1);
+        self.stats().published.add(1);
         let seq = self.history.push(id, msg, self.unix_us);
         let mut targets = std::mem::take(&mut self.scratch);
         targets.clear();
         targets.extend_from_slice(self.subs.get(id));
         for &conn in &targets {
             if conn.worker() == self.index {
-                self.deliver(conn, id, seq, msg);
+                self.deliver(conn, id, seq, msg, published_us);
             } else {
                 self.mail(
                     conn.worker(),
@@ -1071,6 +1080,7 @@ impl Worker {
                         id,
                         seq,
                         msg: msg.clone(),
+                        published_us,
                     },
                 );
             }
@@ -1121,6 +1131,11 @@ impl Worker {
     /// a raw stream ends with the close itself), then closes once it is sent.
     fn end_stream(&mut self, slot: u32, ws_code: u16) {
         let format = self.conns[slot as usize].format;
+        let reason = if ws_code == http::ws::code::GOING_AWAY {
+            CloseReason::Shutdown
+        } else {
+            CloseReason::Disconnect
+        };
         match format {
             http::Format::Ws => self.write_frame(slot, |out| {
                 let reason = if ws_code == http::ws::code::GOING_AWAY {
@@ -1135,18 +1150,18 @@ impl Worker {
             }
             http::Format::Raw | http::Format::SseRaw => {}
             http::Format::Poll => {
-                self.close_conn(slot);
+                self.close_conn(slot, reason);
                 return;
             }
         }
-        self.finish_stream(slot);
+        self.finish_stream(slot, reason);
     }
 
     /// Logs a stream out and closes it once what is queued is sent.
-    fn finish_stream(&mut self, slot: u32) {
+    fn finish_stream(&mut self, slot: u32, reason: CloseReason) {
         self.logout_all(slot);
-        self.subscribers -= 1;
-        self.enter_draining(slot);
+        self.stats().unsubscribed(self.conns[slot as usize].format);
+        self.enter_draining(slot, reason);
     }
 
     // ---- long-poll ----------------------------------------------------------------------
@@ -1177,9 +1192,9 @@ impl Worker {
         let epoch = self.cfg.epoch;
         http::poll_body(&mut body, Pos { epoch, seqs: &pos }, &p.gap, &p.items);
         self.pos_scratch = pos;
-        Stats::add(&self.stats().polls_answered, 1);
+        self.stats().polls_answered.add(1);
         self.logout_all(slot);
-        self.subscribers -= 1;
+        self.stats().unsubscribed(http::Format::Poll);
         let conn = &mut self.conns[slot as usize];
         conn.flags = 0;
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
@@ -1193,7 +1208,7 @@ impl Worker {
             &p.allow_origin,
         );
         if !p.keep_alive || conn.inflight & RECV == 0 {
-            self.enter_draining(slot);
+            self.enter_draining(slot, CloseReason::Answered);
             return;
         }
         conn.state = State::Request;
@@ -1218,11 +1233,20 @@ impl Worker {
     /// is the caller's (`to_cluster`).
     pub fn publish(&mut self, id: Id, msg: Arc<[u8]>, reply: ReplyTo) {
         let owner = shard_of(id, self.cfg.workers);
+        let published_us = self.unix_us;
         if owner == self.index {
-            let n = self.route(id, &msg);
+            let n = self.route(id, &msg, published_us);
             self.on_reply(reply, n);
         } else {
-            self.mail(owner, Mail::Publish { id, msg, reply });
+            self.mail(
+                owner,
+                Mail::Publish {
+                    id,
+                    msg,
+                    reply,
+                    published_us,
+                },
+            );
         }
     }
 
@@ -1246,7 +1270,12 @@ impl Worker {
             // A heartbeat, sent from static bytes. A socket that cannot take it whole has a
             // peer that stopped reading long ago (nothing else was queued): cut it.
             if c.result < http::heartbeat(conn.format).len() as i32 {
-                self.close_conn(slot);
+                let reason = if c.result < 0 {
+                    CloseReason::Error
+                } else {
+                    CloseReason::SlowConsumer
+                };
+                self.close_conn(slot, reason);
             } else {
                 self.after_send(slot, state);
             }
@@ -1255,7 +1284,7 @@ impl Worker {
         };
         if c.result <= 0 {
             self.ring.writes.abort(buf);
-            self.close_conn(slot);
+            self.close_conn(slot, CloseReason::Error);
             self.finish_if_done(slot);
             return;
         }
@@ -1279,23 +1308,34 @@ impl Worker {
             {
                 self.start_send(slot)
             }
-            State::Draining => self.close_conn(slot),
+            // (A draining connection's close was counted when it began to drain.)
+            State::Draining => self.close_conn(slot, CloseReason::Answered),
             State::Publisher => self.publisher_sent(slot),
             _ => {}
         }
     }
 
     /// Writes a last response with `write` and closes the connection once it is sent.
-    pub fn respond_and_close(&mut self, slot: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn respond_and_close(
+        &mut self,
+        slot: u32,
+        reason: CloseReason,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) {
         let conn = &mut self.conns[slot as usize];
         let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
         write(self.ring.writes.get_mut(buf));
-        self.enter_draining(slot);
+        self.enter_draining(slot, reason);
     }
 
-    /// Close once what is queued is sent; a peer that never reads is cut at the deadline.
-    pub fn enter_draining(&mut self, slot: u32) {
+    /// Close once what is queued is sent; a peer that never reads is cut at the deadline. The
+    /// close is counted now, for `reason`: the later `close_conn` of a draining connection
+    /// counts nothing.
+    pub fn enter_draining(&mut self, slot: u32, reason: CloseReason) {
         self.partial.remove(&slot);
+        if self.conns[slot as usize].state != State::Draining {
+            self.stats().closed(reason);
+        }
         let conn = &mut self.conns[slot as usize];
         conn.state = State::Draining;
         let (gen, sending, pending) = (conn.gen, conn.inflight & SEND != 0, conn.pending);
@@ -1307,23 +1347,27 @@ impl Worker {
         match (sending, pending) {
             (true, _) => {} // on_send continues
             (false, Some(_)) => self.start_send(slot),
-            (false, None) => self.close_conn(slot),
+            (false, None) => self.close_conn(slot, reason),
         }
     }
 
     // ---- close --------------------------------------------------------------------------
 
     /// Logs the connection out of every id, drops its extras and cancels what is in flight;
-    /// the slot is closed once nothing is (`finish_if_done`).
-    pub fn close_conn(&mut self, slot: u32) {
+    /// the slot is closed once nothing is (`finish_if_done`). Counts the close for `reason`,
+    /// unless the connection was draining (counted when it began to, see `enter_draining`).
+    pub fn close_conn(&mut self, slot: u32, reason: CloseReason) {
         let conn = self.conns[slot as usize];
         match conn.state {
             State::Free | State::Closing => return,
             State::Subscribing | State::Streaming => {
                 self.logout_all(slot);
-                self.subscribers -= 1;
+                self.stats().unsubscribed(conn.format);
             }
             _ => {}
+        }
+        if conn.state != State::Draining {
+            self.stats().closed(reason);
         }
         if conn.flags & IDS != 0 {
             self.positions.remove(&slot);
@@ -1348,7 +1392,6 @@ impl Worker {
                     .cancel(token(op, slot, gen), token(Op::Cancel, slot, gen));
             }
         }
-        Stats::add(&self.stats().closed, 1);
         self.finish_if_done(slot);
     }
 
@@ -1403,8 +1446,13 @@ impl Worker {
                 Mail::Logout { id, conn } => {
                     self.subs.logout(id, conn);
                 }
-                Mail::Publish { id, msg, reply } => {
-                    let n = self.route(id, &msg);
+                Mail::Publish {
+                    id,
+                    msg,
+                    reply,
+                    published_us,
+                } => {
+                    let n = self.route(id, &msg, published_us);
                     self.mail(
                         reply.conn.worker(),
                         Mail::Reply {
@@ -1414,7 +1462,13 @@ impl Worker {
                     );
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
-                Mail::Deliver { conn, id, seq, msg } => self.deliver(conn, id, seq, &msg),
+                Mail::Deliver {
+                    conn,
+                    id,
+                    seq,
+                    msg,
+                    published_us,
+                } => self.deliver(conn, id, seq, &msg, published_us),
                 Mail::Disconnect { id, reply } => {
                     let n = self.disconnect_id(id);
                     self.mail(
@@ -1427,7 +1481,7 @@ impl Worker {
                 }
                 Mail::DisconnectConn { conn } => self.disconnect_conn(conn),
                 Mail::Remote { id, msg } => {
-                    self.route(id, &msg);
+                    self.route(id, &msg, self.unix_us);
                 }
             }
         }
@@ -1465,15 +1519,14 @@ impl Worker {
         self.wake.clear();
         self.manage_accepts();
         let stats = &self.shared.stats[self.index];
-        Stats::set(&stats.connections, self.live as u64);
-        Stats::set(&stats.subscribers, self.subscribers as u64);
-        Stats::set(&stats.ids, self.subs.ids() as u64);
-        Stats::set(&stats.write_buffers, self.ring.writes.used() as u64);
-        Stats::set(&stats.sq_full_flushes, self.ring.stats.sq_full_flushes);
-        Stats::set(&stats.history_ids, self.history.ids() as u64);
-        Stats::set(&stats.history_messages, self.history.messages() as u64);
-        Stats::set(&stats.history_bytes, self.history.bytes() as u64);
-        Stats::set(&stats.history_evicted, self.history.evicted());
+        stats.connections.set(self.live as u64);
+        stats.ids.set(self.subs.ids() as u64);
+        stats.write_buffers.set(self.ring.writes.used() as u64);
+        stats.sq_full_flushes.set(self.ring.stats.sq_full_flushes);
+        stats.history_ids.set(self.history.ids() as u64);
+        stats.history_messages.set(self.history.messages() as u64);
+        stats.history_bytes.set(self.history.bytes() as u64);
+        stats.history_evicted.set(self.history.evicted());
     }
 
     // ---- time ---------------------------------------------------------------------------
@@ -1493,17 +1546,19 @@ impl Worker {
                 // A kept-alive connection with no next request: closed quietly (an answer
                 // nobody asked for could be read as the answer to a request in flight).
                 State::Request if conn.flags & KEPT != 0 && !self.partial.contains_key(&slot) => {
-                    self.close_conn(slot)
+                    self.close_conn(slot, CloseReason::Timeout)
                 }
                 State::Request => {
-                    Stats::add(&self.stats().timeouts, 1);
                     let error = http::Error::new(
                         http::Status::REQUEST_TIMEOUT,
                         "request not complete in time",
                     );
-                    self.respond_and_close(slot, |out| http::error_response(out, &error, false));
+                    self.respond_and_close(slot, CloseReason::Timeout, |out| {
+                        http::error_response(out, &error, false)
+                    });
                 }
-                State::Draining => self.close_conn(slot),
+                // (Counted when it began to drain, for its own reason.)
+                State::Draining => self.close_conn(slot, CloseReason::Timeout),
                 _ => {}
             }
         }
@@ -1531,7 +1586,7 @@ impl Worker {
         if let Some(deadline) = self.shutdown_deadline {
             if now >= deadline {
                 for slot in 0..self.conns.len() as u32 {
-                    self.close_conn(slot);
+                    self.close_conn(slot, CloseReason::Shutdown);
                 }
             }
         }
@@ -1560,7 +1615,7 @@ impl Worker {
                 sent += 1;
             }
         }
-        Stats::add(&self.stats().heartbeats, sent);
+        self.stats().heartbeats.add(sent);
     }
 
     // ---- shutdown -----------------------------------------------------------------------
@@ -1576,7 +1631,7 @@ impl Worker {
                 // End the stream properly so clients see a complete response.
                 State::Streaming => self.end_stream(slot, http::ws::code::GOING_AWAY),
                 State::Free | State::Closing | State::Draining => {}
-                _ => self.close_conn(slot),
+                _ => self.close_conn(slot, CloseReason::Shutdown),
             }
         }
     }
