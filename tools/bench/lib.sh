@@ -120,8 +120,12 @@ start_memlog() {
 
 # Saves comet's /metrics answer to $1.
 save_metrics() { curl -sf --max-time 5 "http://$PUBLISH/metrics" >"$1" || log "WARNING: /metrics failed"; }
-# Sum of a per-worker metric over the workers (or a single-valued one), from a saved /metrics.
-metric_sum() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%.0f\n", s}' "$2"; }
+# Sum of a per-worker metric over the workers (or a single-valued one), from a saved /metrics;
+# with $3 (a label pair, e.g. 'reason="timeout"'), only the samples that have it.
+metric_sum() {
+    awk -v m="$1" -v l="${3:-}" '($1 == m || index($1, m "{") == 1) && (l == "" || index($1, l)) {s += $NF}
+        END {printf "%.0f\n", s}' "$2"
+}
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }

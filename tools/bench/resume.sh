@@ -109,7 +109,8 @@ if (($(j .publish_failed) > 0)); then
     VERDICT="$VERDICT **$(j .publish_failed) publishes failed.**"
 fi
 M1=$DIR/metrics-start.txt M2=$DIR/metrics-end.txt
-delta() { echo $(($(metric_sum "$1" "$M2") - $(metric_sum "$1" "$M1"))); }
+# $2: a label pair to select samples by (see metric_sum).
+delta() { echo $(($(metric_sum "$1" "$M2" "${2:-}") - $(metric_sum "$1" "$M1" "${2:-}"))); }
 
 cat >"$DIR/summary.md" <<EOF
 # bench-resume: $LABEL ($(date -u +%FT%TZ))
@@ -139,7 +140,7 @@ $VERDICT
 | resuming connection, connect to 200 head, p50 / p99 / max | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
 | publisher's largest lag behind schedule | $(j .publish_lag_max_ms) ms |
 | connect errors / non-200 / framing errors / resumed without an id | $(j .connect_errors) / $(j .status_errors) / $(j .framing_errors) / $(j .resumed_without_id) |
-| comet: resume gaps / slow-consumer disconnects / heartbeats (deltas over the run) | $(delta comet_resume_gaps_total) / $(delta comet_slow_disconnects_total) / $(delta comet_heartbeats_total) |
+| comet: resume gaps / slow-consumer disconnects / heartbeats (deltas over the run) | $(delta comet_resume_gaps_total) / $(delta comet_connections_closed_total 'reason="slow_consumer"') / $(delta comet_heartbeats_total) |
 | comet: history at the end (ids / messages / bytes, all workers) | $(metric_sum comet_history_ids "$M2") / $(metric_sum comet_history_messages "$M2") / $(metric_sum comet_history_bytes "$M2") |
 | comet RSS baseline / end / peak | $RSS_BASE / $RSS_END / $RSS_PEAK KB |
 | comet CPU | $CPU_S s (utime + stime) |

@@ -1,8 +1,9 @@
 //! comet's cluster backplane: nodes joined through NATS.
 //!
 //! Layout (one file): [`Options`] (what the `--cluster*` flags give), [`Stats`] (the
-//! `comet_cluster_*` counters), [`channel`] (the workers' non-blocking way out: a [`Publisher`]
-//! per worker, one [`Outbox`] for the bridge), [`Cluster`] (the bridge thread: a current-thread
+//! `comet_cluster_*` counters, read as a [`Snapshot`] that the server's /metrics writes),
+//! [`channel`] (the workers' non-blocking way out: a [`Publisher`] per worker, one [`Outbox`]
+//! for the bridge), [`Cluster`] (the bridge thread: a current-thread
 //! tokio runtime running one async-nats client), [`subject_id`] (the subject format, pure).
 //!
 //! Subjects: a message for `id` is published on `<prefix>.user.<id>` with the message as the
@@ -123,61 +124,38 @@ impl Stats {
         self.connected.load(Ordering::Relaxed) == 1
     }
 
-    /// Appends the Prometheus text of every counter.
-    pub fn render(&self, s: &mut String) {
-        use std::fmt::Write;
-        let connects = self.connects.load(Ordering::Relaxed);
-        let families: [(&str, &str, &str, u64); 7] = [
-            (
-                "comet_cluster_connected",
-                "gauge",
-                "1 while the NATS link is up and subscribed.",
-                self.connected.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_cluster_reconnects_total",
-                "counter",
-                "Connections to NATS after the first.",
-                connects.saturating_sub(1),
-            ),
-            (
-                "comet_cluster_messages_in_total",
-                "counter",
-                "Messages received from NATS and handed to a worker.",
-                self.messages_in.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_cluster_messages_out_total",
-                "counter",
-                "Messages published to NATS for the other nodes.",
-                self.messages_out.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_cluster_publish_failed_total",
-                "counter",
-                "Messages delivered locally but not sent to the cluster (link down or queue full).",
-                self.publish_failed.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_cluster_slow_consumer_total",
-                "counter",
-                "Times NATS messages were dropped because the bridge fell behind.",
-                self.slow_consumer.load(Ordering::Relaxed),
-            ),
-            (
-                "comet_cluster_bad_subjects_total",
-                "counter",
-                "Messages on a subject that is not <prefix>.user.<id>.",
-                self.bad_subjects.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, value) in families {
-            let _ = writeln!(
-                s,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+    /// The counters now, for the server's /metrics (the server writes the text: one writer).
+    pub fn snapshot(&self) -> Snapshot {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Snapshot {
+            connected: get(&self.connected) == 1,
+            reconnects: get(&self.connects).saturating_sub(1),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            publish_failed: get(&self.publish_failed),
+            slow_consumer: get(&self.slow_consumer),
+            bad_subjects: get(&self.bad_subjects),
         }
     }
+}
+
+/// The bridge's counters as /metrics shows them (each read on its own, not at one instant).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The link is up and our subscription in place.
+    pub connected: bool,
+    /// Connections to NATS after the first.
+    pub reconnects: u64,
+    /// Messages received from NATS and handed to a worker.
+    pub messages_in: u64,
+    /// Messages published to NATS for the other nodes.
+    pub messages_out: u64,
+    /// Messages delivered locally but not sent to the cluster (link down or queue full).
+    pub publish_failed: u64,
+    /// Times NATS reported that the bridge fell behind and messages were dropped.
+    pub slow_consumer: u64,
+    /// Messages on a subject that is not `<prefix>.user.<id>`.
+    pub bad_subjects: u64,
 }
 
 /// Where the bridge puts what arrives from the cluster. Implemented by the server: it mails
@@ -524,13 +502,9 @@ mod tests {
         assert!(!publisher.offer(1, &msg));
         publisher.stats.connected.store(1, Ordering::Relaxed);
         assert!(publisher.offer(1, &msg));
-        let mut text = String::new();
-        publisher.stats.render(&mut text);
-        assert!(
-            text.contains("comet_cluster_publish_failed_total 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("comet_cluster_connected 1\n"), "{text}");
+        let snapshot = publisher.stats.snapshot();
+        assert_eq!(snapshot.publish_failed, 1, "{snapshot:?}");
+        assert!(snapshot.connected, "{snapshot:?}");
     }
 
     #[test]

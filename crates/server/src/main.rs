@@ -3,11 +3,12 @@
 //! Layout: `config` (flags and derived limits), `worker` (one io_uring loop per thread and its
 //! components: connections, accept, mail between workers, the id shard, requests, streams,
 //! WebSocket input, long-polls, publish connections; see its module doc), `public` (what a
-//! subscriber request asks for; pure), `shared` (counters, /metrics), `user_data` (the
+//! subscriber request asks for; pure), `shared` (what /metrics reads), `metrics` (the
+//! workers' counters and the /metrics writer), `user_data` (the
 //! `user_data` layout of ring operations), `send` (the `comet send` client),
 //! `cluster` (the `--cluster*` flags and the bridge's way into the workers' mailboxes; the
 //! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
-//! pure), `memstats` (the allocator's and the kernel's memory for /metrics), `demo` (the
+//! pure), `memstats` (the kernel's and the process's figures for /metrics), `demo` (the
 //! `--demo` page), `mint` (`comet token`), `settings` (flags from `COMET_*` variables and the
 //! config file).
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ mod cluster;
 mod config;
 mod demo;
 mod memstats;
+mod metrics;
 mod mint;
 mod public;
 mod send;
@@ -34,7 +36,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use config::{Config, LogFormat, ServeArgs};
-use shared::{Shared, Stats};
+use metrics::Stats;
+use shared::Shared;
 use worker::post::Boxes;
 
 // The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
@@ -99,13 +102,6 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-/// Resident set size of this process, from /proc/self/statm.
-pub fn rss_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * comet_ring::sys::page_size())
 }
 
 fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {

@@ -1,12 +1,11 @@
-//! What a connection costs, read while the server runs: the allocator's bytes in use (given by
-//! the caller, from `comet_ring::sys::heap_in_use`) and the kernel's socket memory from
-//! /proc/net/sockstat{,6} and /proc/slabinfo, rendered as Prometheus gauges for /metrics.
+//! What the kernel tells of comet's memory and of the process, read while the server runs, for
+//! /metrics (`metrics.rs` writes them): the kernel's socket memory from /proc/net/sockstat{,6}
+//! and /proc/slabinfo, and the standard `process_*` figures from /proc/self and /proc/stat.
+//! Parsers are pure functions over the files' text; the `*_snapshot` functions read the files.
 //!
 //! The kernel figures are system-wide, not only comet's sockets: sockstat counts every TCP socket
 //! of this network namespace, the TCP `mem` pages and the slab caches are shared by the whole
 //! machine (every namespace, every process, clients included when they run on the same host).
-
-use std::fmt::Write;
 
 /// Slab caches whose objects a TCP socket owns, one object per socket while it is open. Each
 /// was seen to grow by one object per socket when 5,000 loopback connections (10,000 sockets)
@@ -112,26 +111,30 @@ pub fn parse_slabinfo(text: &str, caches: &[&str]) -> u64 {
     total
 }
 
-/// The kernel's page size from the auxiliary vector (AT_PAGESZ), read without unsafe from
-/// /proc/self/auxv; 4096 (x86_64's only base page size) if that fails. sockstat's `mem` is in
-/// these pages.
-fn page_size() -> u64 {
-    const AT_PAGESZ: usize = 6;
+/// The auxiliary vector's value for `key`, read without unsafe from /proc/self/auxv.
+fn auxv(key: usize) -> Option<u64> {
     const WORD: usize = std::mem::size_of::<usize>();
-    let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
-        return 4096;
-    };
-    for entry in auxv.chunks_exact(2 * WORD) {
+    let auxv = std::fs::read("/proc/self/auxv").ok()?;
+    auxv.chunks_exact(2 * WORD).find_map(|entry| {
         let word = |i: usize| {
             let mut b = [0u8; WORD];
             b.copy_from_slice(&entry[i * WORD..(i + 1) * WORD]);
             usize::from_ne_bytes(b)
         };
-        if word(0) == AT_PAGESZ && word(1) > 0 {
-            return word(1) as u64;
-        }
-    }
-    4096
+        (word(0) == key && word(1) > 0).then(|| word(1) as u64)
+    })
+}
+
+/// The kernel's page size: sockstat's `mem` and /proc/self/stat's `rss` are in these pages.
+fn page_size() -> u64 {
+    comet_ring::sys::page_size()
+}
+
+/// Clock ticks per second (AT_CLKTCK, what sysconf(_SC_CLK_TCK) returns); 100 (USER_HZ on
+/// every Linux architecture comet runs on) if unreadable. /proc/self/stat's times are in these.
+fn clock_ticks() -> u64 {
+    const AT_CLKTCK: usize = 17;
+    auxv(AT_CLKTCK).unwrap_or(100)
 }
 
 /// Reads the kernel's socket memory now: /proc/net/sockstat and /proc/net/sockstat6 for TCP
@@ -155,78 +158,89 @@ pub fn kernel_snapshot() -> KernelMem {
     k
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-    );
+/// The fields comet takes from /proc/self/stat (proc(5)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    /// `utime` + `stime`, in clock ticks.
+    pub cpu_ticks: u64,
+    /// `starttime`: clock ticks after boot.
+    pub start_ticks: u64,
+    /// `vsize`, bytes.
+    pub virtual_bytes: u64,
+    /// `rss`, pages.
+    pub resident_pages: u64,
 }
 
-/// Appends the memory families to a /metrics body. `heap_bytes` is the allocator's bytes in use
-/// now (`None`: allocator can't tell, heap families omitted); `heap_baseline` the same figure
-/// once the server had started, before any connection; `connections` the connections open now.
-/// Kernel families whose source was unreadable are omitted.
-pub fn render(
-    out: &mut String,
-    heap_bytes: Option<u64>,
-    heap_baseline: u64,
-    connections: u64,
-    k: &KernelMem,
-) {
-    if let Some(heap) = heap_bytes {
-        gauge(
-            out,
-            "comet_heap_bytes",
-            "Bytes the allocator has handed out and not freed (glibc mallinfo2 uordblks + hblkhd).",
-            heap,
-        );
-        let per_conn = heap
-            .saturating_sub(heap_baseline)
-            .checked_div(connections)
-            .unwrap_or(0);
-        gauge(
-            out,
-            "comet_heap_bytes_per_connection",
-            "Heap bytes in use above the heap at startup, divided by open connections (0 with none).",
-            per_conn,
-        );
+/// Parses /proc/<pid>/stat. The command name (field 2) is in parentheses and may hold spaces
+/// and parentheses itself, so fields are counted after its last `)`.
+pub fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // After ")" the fields are numbered from 3 (state): field N is at index N - 3.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(ProcStat {
+        cpu_ticks: field(14)? + field(15)?,
+        start_ticks: field(22)?,
+        virtual_bytes: field(23)?,
+        resident_pages: field(24)?,
+    })
+}
+
+/// Boot time, seconds since the epoch: the `btime` line of /proc/stat.
+pub fn parse_btime(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The soft limit of open files from /proc/self/limits (`None` when "unlimited").
+pub fn parse_max_open_files(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The standard `process_*` figures of this process; a field is `None` where its source could
+/// not be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Process {
+    pub cpu_seconds: Option<f64>,
+    pub resident_bytes: Option<u64>,
+    pub virtual_bytes: Option<u64>,
+    pub start_time_seconds: Option<f64>,
+    pub open_fds: Option<u64>,
+    pub max_fds: Option<u64>,
+}
+
+/// Reads the process's figures now: /proc/self/stat, /proc/stat (boot time), /proc/self/limits
+/// and the entries of /proc/self/fd. A few small reads; meant for a /metrics scrape.
+pub fn process_snapshot() -> Process {
+    let mut p = Process::default();
+    let ticks = clock_ticks() as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|t| parse_proc_stat(&t));
+    if let Some(stat) = stat {
+        p.cpu_seconds = Some(stat.cpu_ticks as f64 / ticks);
+        p.resident_bytes = Some(stat.resident_pages.saturating_mul(page_size()));
+        p.virtual_bytes = Some(stat.virtual_bytes);
+        let btime = std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| parse_btime(&t));
+        p.start_time_seconds = btime.map(|b| b as f64 + stat.start_ticks as f64 / ticks);
     }
-    if let Some(sockets) = k.tcp_sockets {
-        gauge(
-            out,
-            "comet_kernel_tcp_sockets",
-            "TCP sockets in use in this network namespace, all processes (sockstat inuse, IPv4 + IPv6).",
-            sockets,
-        );
-    }
-    if let Some(bytes) = k.tcp_buffer_bytes {
-        gauge(
-            out,
-            "comet_kernel_tcp_buffer_bytes",
-            "Bytes charged to TCP socket buffers, machine-wide (sockstat TCP mem pages x page size).",
-            bytes,
-        );
-    }
-    if let Some(bytes) = k.slab_bytes {
-        gauge(
-            out,
-            "comet_kernel_socket_slab_bytes",
-            "Bytes of the TCP, TCPv6 and sock_inode_cache slab caches, machine-wide (needs root).",
-            bytes,
-        );
-    }
-    if let (Some(sockets), Some(slab), Some(buffers)) =
-        (k.tcp_sockets, k.slab_bytes, k.tcp_buffer_bytes)
-    {
-        let per_socket =
-            slab.checked_div(sockets).unwrap_or(0) + buffers.checked_div(sockets).unwrap_or(0);
-        gauge(
-            out,
-            "comet_kernel_bytes_per_socket",
-            "Socket slab bytes plus TCP buffer bytes, divided by TCP sockets in use; system-wide, not only comet's sockets.",
-            per_socket,
-        );
-    }
+    p.open_fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|dir| dir.count() as u64);
+    p.max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| parse_max_open_files(&t));
+    p
 }
 
 #[cfg(test)]
@@ -310,12 +324,6 @@ dentry            157143 157143    192   21    1 : tunables    0    0    0 : sla
     }
 
     #[test]
-    fn page_size_is_sane() {
-        let p = page_size();
-        assert!(p.is_power_of_two() && p >= 4096, "{p}");
-    }
-
-    #[test]
     fn snapshot_reads_this_machine() {
         let k = kernel_snapshot();
         if std::path::Path::new("/proc/net/sockstat").exists() {
@@ -326,86 +334,67 @@ dentry            157143 157143    192   21    1 : tunables    0    0    0 : sla
         }
     }
 
-    fn value(text: &str, name: &str) -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .map(|v| v.parse().unwrap())
+    #[test]
+    fn proc_stat() {
+        // A command name with spaces and parentheses; fields 14, 15, 22, 23 and 24 set.
+        let stat = "4242 (co m) et)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 \
+                    1234 56789 300 18446744073709551615";
+        assert_eq!(
+            parse_proc_stat(stat),
+            Some(ProcStat {
+                cpu_ticks: 325,
+                start_ticks: 1234,
+                virtual_bytes: 56789,
+                resident_pages: 300,
+            })
+        );
+        assert_eq!(parse_proc_stat("4242 (x) S 1 2"), None);
+        assert_eq!(parse_proc_stat(""), None);
     }
 
     #[test]
-    fn render_all_families() {
-        let k = KernelMem {
-            tcp_sockets: Some(2023),
-            tcp_buffer_bytes: Some(902 * 4096),
-            slab_bytes: Some(6_829_792),
-        };
-        let mut out = String::new();
-        render(
-            &mut out,
-            Some(1_000_000 + 10_000 * 115),
-            1_000_000,
-            10_000,
-            &k,
-        );
-        assert_eq!(value(&out, "comet_heap_bytes"), Some(2_150_000));
-        assert_eq!(value(&out, "comet_heap_bytes_per_connection"), Some(115));
-        assert_eq!(value(&out, "comet_kernel_tcp_sockets"), Some(2023));
+    fn boot_time_and_limits() {
         assert_eq!(
-            value(&out, "comet_kernel_tcp_buffer_bytes"),
-            Some(3_694_592)
+            parse_btime("cpu  1 2 3\nintr 5\nbtime 1764151234\nprocesses 9\n"),
+            Some(1_764_151_234)
         );
+        assert_eq!(parse_btime("cpu 1\n"), None);
+        let limits =
+            "Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max open files            1024                 524288               files     
+";
+        assert_eq!(parse_max_open_files(limits), Some(1024));
         assert_eq!(
-            value(&out, "comet_kernel_socket_slab_bytes"),
-            Some(6_829_792)
+            parse_max_open_files(
+                "Max open files            unlimited            unlimited            files\n"
+            ),
+            None
         );
-        assert_eq!(
-            value(&out, "comet_kernel_bytes_per_socket"),
-            Some(6_829_792 / 2023 + 3_694_592 / 2023)
-        );
-        for name in [
-            "comet_heap_bytes",
-            "comet_heap_bytes_per_connection",
-            "comet_kernel_tcp_sockets",
-            "comet_kernel_tcp_buffer_bytes",
-            "comet_kernel_socket_slab_bytes",
-            "comet_kernel_bytes_per_socket",
-        ] {
-            assert!(out.contains(&format!("# HELP {name} ")), "{name}");
-            assert!(out.contains(&format!("# TYPE {name} gauge\n")), "{name}");
-        }
-        assert!(out.ends_with('\n'));
     }
 
     #[test]
-    fn render_omits_what_is_unavailable() {
-        let mut out = String::new();
-        render(&mut out, None, 0, 5, &KernelMem::default());
-        assert_eq!(out, "");
-
-        let k = KernelMem {
-            tcp_sockets: Some(0),
-            tcp_buffer_bytes: Some(4096),
-            slab_bytes: None,
-        };
-        render(&mut out, Some(500), 900, 0, &k);
-        assert_eq!(value(&out, "comet_heap_bytes"), Some(500));
-        // No connections (and a heap below its baseline) read as 0, not a division by zero.
-        assert_eq!(value(&out, "comet_heap_bytes_per_connection"), Some(0));
-        assert_eq!(value(&out, "comet_kernel_tcp_sockets"), Some(0));
-        assert_eq!(value(&out, "comet_kernel_tcp_buffer_bytes"), Some(4096));
-        assert!(!out.contains("comet_kernel_socket_slab_bytes"));
-        assert!(!out.contains("comet_kernel_bytes_per_socket"));
+    fn process_snapshot_reads_this_process() {
+        let p = process_snapshot();
+        assert!(p.resident_bytes.is_some_and(|b| b > 0), "{p:?}");
+        assert!(p.virtual_bytes >= p.resident_bytes, "{p:?}");
+        assert!(p.cpu_seconds.is_some_and(|s| s >= 0.0), "{p:?}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Started within the last day, and not in the future (btime is whole seconds).
+        assert!(
+            p.start_time_seconds
+                .is_some_and(|t| t <= now + 1.0 && t > now - 86_400.0),
+            "{p:?}"
+        );
+        assert!(p.open_fds.is_some_and(|n| n >= 3), "{p:?}");
+        assert!(p.max_fds.is_some_and(|n| n >= p.open_fds.unwrap()), "{p:?}");
     }
 
     #[test]
-    fn render_per_socket_with_no_sockets_is_zero() {
-        let k = KernelMem {
-            tcp_sockets: Some(0),
-            tcp_buffer_bytes: Some(4096),
-            slab_bytes: Some(8192),
-        };
-        let mut out = String::new();
-        render(&mut out, None, 0, 0, &k);
-        assert_eq!(value(&out, "comet_kernel_bytes_per_socket"), Some(0));
+    fn clock_ticks_are_sane() {
+        assert_eq!(clock_ticks(), 100);
     }
 }

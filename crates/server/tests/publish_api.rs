@@ -243,7 +243,6 @@ fn metrics_counters_move() {
     let before = metrics(&server);
     for name in [
         "comet_connections",
-        "comet_subscribers",
         "comet_ids",
         "comet_messages_published_total",
         "comet_messages_delivered_total",
@@ -261,7 +260,13 @@ fn metrics_counters_move() {
             "one {name} sample per worker:\n{before}"
         );
     }
-    let rss = samples(&before, "comet_process_resident_memory_bytes");
+    // Per worker and transport.
+    assert_eq!(
+        samples(&before, "comet_subscribers").len(),
+        2 * 4,
+        "{before}"
+    );
+    let rss = samples(&before, "process_resident_memory_bytes");
     assert_eq!(rss.len(), 1, "{before}");
     assert!(rss[0].1 > 1 << 20, "RSS {rss:?}");
     assert_eq!(total(&before, "comet_subscribers"), 0);

@@ -1046,10 +1046,7 @@ fn websocket_pings_and_closes() {
     common::eventually("the closed sockets are logged out", || {
         publish(&server, ID, "x") == 1
     });
-    assert_eq!(
-        total(&metrics(&server), "comet_websocket_protocol_errors_total"),
-        0
-    );
+    assert_eq!(common::closed(&metrics(&server), "protocol"), 0);
 }
 
 #[test]
@@ -1086,7 +1083,7 @@ fn websocket_bad_frames_close_with_a_code() {
         expect_close(&mut raw, *code, what);
     }
     assert_eq!(
-        total(&metrics(&server), "comet_websocket_protocol_errors_total"),
+        common::closed(&metrics(&server), "protocol"),
         cases.len() as u64
     );
 }
@@ -1163,7 +1160,7 @@ fn events_in(bytes: &[u8]) -> Vec<String> {
 
 fn rss(server: &Server) -> u64 {
     let text = metrics(server);
-    samples(&text, "comet_process_resident_memory_bytes")
+    samples(&text, "process_resident_memory_bytes")
         .first()
         .unwrap_or_else(|| panic!("no RSS in:\n{text}"))
         .1
@@ -1178,10 +1175,10 @@ fn slow_consumer_is_disconnected() {
     let mut reader = subscribe(server.public, "/events/7");
     reader.expect_position_numbers();
     let sent = flood_until(&server, &mut reader, |m| {
-        total(m, "comet_slow_disconnects_total") > 0
+        common::closed(m, "slow_consumer") > 0
     });
     let text = metrics(&server);
-    assert_eq!(total(&text, "comet_slow_disconnects_total"), 1, "{text}");
+    assert_eq!(common::closed(&text, "slow_consumer"), 1, "{text}");
     assert!(rss(&server) < RSS_MAX);
 
     // The slow one got the beginning, in order, then EOF.
@@ -1220,7 +1217,7 @@ fn slow_consumer_drops_oldest() {
     );
     expect_message(&mut reader, "last");
     let text = metrics(&server);
-    assert_eq!(total(&text, "comet_slow_disconnects_total"), 0, "{text}");
+    assert_eq!(common::closed(&text, "slow_consumer"), 0, "{text}");
     assert!(rss(&server) < RSS_MAX);
 
     // The slow one reads now: messages in order with some missing, then the newest.
@@ -1288,9 +1285,10 @@ fn metrics_has_history_and_memory_families() {
         "comet_history_bytes",
         "comet_history_ids",
         "comet_history_messages",
-        "comet_heap_bytes_per_connection",
+        "comet_heap_bytes",
+        "comet_heap_baseline_bytes",
         "comet_kernel_tcp_sockets",
-        "comet_process_resident_memory_bytes",
+        "process_resident_memory_bytes",
     ] {
         assert!(
             text.contains(&format!("# TYPE {name} gauge\n")),
@@ -1301,7 +1299,8 @@ fn metrics_has_history_and_memory_families() {
     assert_eq!(total(&text, "comet_history_messages"), 3);
     assert!(total(&text, "comet_history_bytes") >= "onetwothree".len() as u64);
     let value = |name: &str| samples(&text, name).first().map(|s| s.1);
-    assert!(value("comet_heap_bytes_per_connection").is_some());
+    assert!(value("comet_heap_bytes").is_some() && value("comet_heap_baseline_bytes").is_some());
+    assert!(!text.contains("per_connection") && !text.contains("per_socket"));
     // At least the subscriber's and the metrics request's sockets, both ends.
     assert!(value("comet_kernel_tcp_sockets").is_some_and(|n| n >= 2));
 }

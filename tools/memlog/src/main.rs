@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn metrics() {
-        let text = "# HELP comet_connections Open subscriber connections.\n# TYPE comet_connections gauge\ncomet_connections{worker=\"0\"} 5000\ncomet_connections{worker=\"1\"} 5001\ncomet_connections_total 99\ncomet_process_resident_memory_bytes 1234\n";
+        let text = "# HELP comet_connections Open subscriber connections.\n# TYPE comet_connections gauge\ncomet_connections{worker=\"0\"} 5000\ncomet_connections{worker=\"1\"} 5001\ncomet_connections_total 99\ncomet_connections_closed_total{worker=\"0\",reason=\"eof\"} 3\nprocess_resident_memory_bytes 1234\n";
         assert_eq!(metrics_connections(text), Some(10001));
         assert_eq!(metrics_connections("comet_connections 7\n"), Some(7));
         assert_eq!(metrics_connections("other 1\n"), None);

@@ -116,17 +116,16 @@ pub enum Sent {
     Busy,
     /// Everything was sent and nothing waits; the connection is in this state.
     Idle(State),
-    /// The send failed, or a heartbeat did not fit: the peer stopped reading.
-    Failed,
+    /// The send failed (`stalled: false`), or a heartbeat did not fit: the peer stopped
+    /// reading (`stalled: true`).
+    Failed { stalled: bool },
 }
 
 /// A watch's (POLL_ADD) completion.
 pub enum Watched {
     Cancelled,
-    /// Readable: bytes or a hang-up wait.
-    Readable,
-    /// Hung up or failed.
-    Closed,
+    /// The poll's result: its revents (readable, hung up) or a negative errno.
+    Ready(i32),
 }
 
 /// What [`Conns::close`] found, for the components to forget the connection.
@@ -345,8 +344,7 @@ impl Conns {
         conn.inflight &= !WATCH;
         match c.result {
             r if r == -libc::ECANCELED => Watched::Cancelled,
-            r if r > 0 => Watched::Readable,
-            _ => Watched::Closed,
+            r => Watched::Ready(r),
         }
     }
 
@@ -409,13 +407,15 @@ impl Conns {
             // A heartbeat, sent from static bytes. A socket that cannot take it whole has a
             // peer that stopped reading long ago (nothing else was queued): cut it.
             if c.result < http::heartbeat(conn.format).len() as i32 {
-                return Sent::Failed;
+                return Sent::Failed {
+                    stalled: c.result >= 0,
+                };
             }
             return self.after_send(slot);
         };
         if c.result <= 0 {
             self.ring.writes.abort(buf);
-            return Sent::Failed;
+            return Sent::Failed { stalled: false };
         }
         if self.ring.writes.complete(buf, c.result as usize) == comet_ring::Sent::Partial {
             let conn = &mut self.slots[slot as usize];

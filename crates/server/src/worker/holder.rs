@@ -21,8 +21,9 @@ use super::request::{answer, Requests};
 use super::stream::{End, Logins, Streams};
 use super::ws::{Input, WsInput};
 use crate::config::Config;
+use crate::metrics::{CloseReason, Stats};
 use crate::public::{Action, Subscribe};
-use crate::shared::{Shared, Stats};
+use crate::shared::Shared;
 
 pub struct Holder {
     index: usize,
@@ -36,8 +37,6 @@ pub struct Holder {
     pub(super) pubs: Publishers,
     expiry: Expiry,
     clock: Clock,
-    /// Connections logged in as their ids (streams and long-polls).
-    subscribers: usize,
     /// When the next heartbeat round is due.
     next_beat_ms: u64,
     /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once (on the
@@ -60,7 +59,6 @@ impl Holder {
             pubs: Publishers::default(),
             expiry: Expiry::default(),
             clock: Clock::new(),
-            subscribers: 0,
             next_beat_ms: cfg.heartbeat_ms,
             shutting_down: false,
             late: 0,
@@ -92,7 +90,7 @@ impl Holder {
         }
         if self.shutting_down {
             match listener {
-                Listener::Public => self.close(owner, slot),
+                Listener::Public => self.close(owner, slot, CloseReason::Shutdown),
                 Listener::Publish => {
                     self.conns.get_mut(slot).flags |= LATE;
                     self.late += 1;
@@ -130,7 +128,7 @@ impl Holder {
                     State::Subscribing | State::Streaming => {
                         // A stream is one-way: bytes after the subscribe request end it.
                         self.conns.recycle(bid);
-                        self.close(owner, slot);
+                        self.close(owner, slot, CloseReason::Protocol);
                     }
                     State::Draining | State::Closing => self.conns.recycle(bid),
                     State::Free => unreachable!("recv on a free slot"),
@@ -145,7 +143,8 @@ impl Holder {
             }
             // The peer may half-close and still read our last response.
             Received::Eof(State::Draining | State::Closing) => {}
-            Received::Eof(_) | Received::Failed => self.close(owner, slot),
+            Received::Eof(_) => self.close(owner, slot, CloseReason::Eof),
+            Received::Failed => self.close(owner, slot, CloseReason::Error),
             // A WebSocket's request recv was cancelled, or no read buffer was free: it waits
             // for readability (again). Others are re-armed below if still reading.
             Received::Stopped(state) => {
@@ -178,11 +177,11 @@ impl Holder {
         match watched {
             Watched::Cancelled => {}
             // The request's recv is still being cancelled: its end re-arms the watch.
-            Watched::Readable if ws && conn.inflight & RECV != 0 => {}
+            Watched::Ready(r) if ws && r > 0 && conn.inflight & RECV != 0 => {}
             // A WebSocket client sent a frame (or closed): read it; EOF closes in on_recv.
-            Watched::Readable if ws => self.conns.read_once(slot),
+            Watched::Ready(r) if ws && r > 0 => self.conns.read_once(slot),
             // Readable or hung up: either way any other subscriber stream ends here.
-            Watched::Readable | Watched::Closed => self.close(owner, slot),
+            Watched::Ready(r) => self.close(owner, slot, CloseReason::of_watch(r)),
         }
         self.conns.finish_if_done(slot);
     }
@@ -193,7 +192,10 @@ impl Holder {
         let mut publisher = false;
         match self.conns.on_send(slot, gen, c) {
             Sent::Busy => {}
-            Sent::Failed | Sent::Idle(State::Draining) => self.close(owner, slot),
+            Sent::Failed { stalled: true } => self.close(owner, slot, CloseReason::SlowConsumer),
+            Sent::Failed { stalled: false } => self.close(owner, slot, CloseReason::Error),
+            // Counted when it began draining.
+            Sent::Idle(State::Draining) => self.close(owner, slot, CloseReason::Answered),
             Sent::Idle(State::Publisher) => publisher = true,
             Sent::Idle(_) => {}
         }
@@ -204,11 +206,8 @@ impl Holder {
     fn on_ws_input(&mut self, owner: &mut Owner, slot: u32) {
         match self.ws.process(&mut self.conns, slot) {
             Input::Open => self.conns.watch(slot),
-            Input::Closed => self.finish_stream(owner, slot),
-            Input::ProtocolError => {
-                Stats::add(&self.stats().ws_close_errors, 1);
-                self.finish_stream(owner, slot);
-            }
+            Input::Closed => self.finish_stream(owner, slot, CloseReason::Eof),
+            Input::ProtocolError => self.finish_stream(owner, slot, CloseReason::Protocol),
         }
     }
 
@@ -217,29 +216,38 @@ impl Holder {
         &mut self,
         owner: &mut Owner,
         slot: u32,
+        reason: CloseReason,
         write: impl FnOnce(&mut Vec<u8>),
     ) {
         self.conns.write(slot, write);
-        self.drain(owner, slot);
+        self.drain(owner, slot, reason);
     }
 
-    /// Closes once what is queued is sent; input is ignored from now on.
-    pub fn drain(&mut self, owner: &mut Owner, slot: u32) {
+    /// Closes once what is queued is sent; input is ignored from now on. The connection is
+    /// counted as closed for `reason` now, not again when it closes.
+    pub fn drain(&mut self, owner: &mut Owner, slot: u32, reason: CloseReason) {
+        if self.conns.get(slot).state != State::Draining {
+            self.stats().closed(reason);
+        }
         self.requests.forget(slot);
         self.ws.forget(slot);
         self.pubs.forget(slot);
         let deadline = self.clock.now_ms() + self.cfg.request_timeout_ms;
         if self.conns.drain(slot, deadline) {
-            self.close(owner, slot);
+            self.close(owner, slot, reason);
         }
     }
 
     /// The one way to close: the slot is closed once nothing is in flight, and every component
-    /// forgets the connection.
-    pub fn close(&mut self, owner: &mut Owner, slot: u32) {
+    /// forgets the connection. Counted for `reason` unless it was counted when it began
+    /// draining.
+    pub fn close(&mut self, owner: &mut Owner, slot: u32, reason: CloseReason) {
         let Some(closed) = self.conns.close(slot) else {
             return;
         };
+        if closed.state != State::Draining {
+            self.stats().closed(reason);
+        }
         if closed.state.subscribed() {
             self.log_out(owner, slot, closed);
         }
@@ -249,7 +257,6 @@ impl Holder {
         self.requests.forget(slot);
         self.ws.forget(slot);
         self.pubs.forget(slot);
-        Stats::add(&self.stats().closed, 1);
     }
 
     // ---- subscribers --------------------------------------------------------------------
@@ -260,16 +267,18 @@ impl Holder {
             Action::NeedMore => return,
             Action::Subscribe(sub) => self.subscribe(owner, slot, *sub),
             action => {
+                let mut reason = CloseReason::Answered;
                 if let Action::Reject { error, .. } = &action {
-                    Stats::add(&stats.bad_requests, 1);
+                    stats.bad_requests.add(1);
                     let auth = matches!(error.status.0, 401 | 403);
-                    Stats::add(&stats.auth_failures, u64::from(auth));
+                    stats.auth_failures.add(u64::from(auth));
+                    reason = CloseReason::Protocol;
                 }
                 let ready = self.readiness();
-                self.respond_and_close(owner, slot, |out| answer(out, action, ready));
+                self.respond_and_close(owner, slot, reason, |out| answer(out, action, ready));
             }
         }
-        Stats::add(&self.stats().requests, 1);
+        self.stats().requests.add(1);
     }
 
     fn subscribe(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
@@ -321,7 +330,7 @@ impl Holder {
                 self.expiry.add(slot, cref.gen(), exp_s);
             }
         }
-        self.subscribers += 1;
+        self.stats().subscribed(format);
         let acks = owner.login_elsewhere(&ids, since, cref);
         self.conns.get_mut(slot).acks = acks;
         for (i, &id) in ids.iter().enumerate() {
@@ -351,24 +360,24 @@ impl Holder {
         let stats = &self.shared.stats[self.index];
         let conn = self.conns.get(slot);
         if conn.format == http::Format::Poll {
-            Stats::add(&stats.resume_gaps, u64::from(ack.gap));
+            stats.resume_gaps.add(u64::from(ack.gap));
             let added = self
                 .polls
                 .login_ack(slot, id, ack.gap, &ack.replay, ack.pos);
-            Stats::add(&stats.delivered, added);
+            stats.replayed(added);
             let streaming = conn.state == State::Streaming;
             self.polls.maybe_ready(slot, self.clock.now_ms(), streaming);
         } else if !self
             .streams
             .login_ack(&mut self.conns, slot, id, ack, stats)
         {
-            self.close(owner, slot);
+            self.close(owner, slot, CloseReason::SlowConsumer);
         }
     }
 
     /// Logs a subscriber out of every id it holds.
     fn log_out(&mut self, owner: &mut Owner, slot: u32, conn: Closed) {
-        self.subscribers -= 1;
+        self.stats().unsubscribed(conn.format);
         let logins = if conn.format == http::Format::Poll {
             match self.polls.forget(slot) {
                 Some(ids) => Logins::Many(ids),
@@ -386,12 +395,17 @@ impl Holder {
     /// Ends a subscriber's stream properly (the last chunk, a WebSocket close, see [`End`]),
     /// then closes once it is sent.
     pub fn end_stream(&mut self, owner: &mut Owner, slot: u32, why: End) {
+        let reason = match why {
+            End::Shutdown => CloseReason::Shutdown,
+            End::Disconnected => CloseReason::Disconnect,
+            End::Expired => CloseReason::Expired,
+        };
         if self.conns.get(slot).format == http::Format::Poll {
-            self.close(owner, slot);
+            self.close(owner, slot, reason);
             return;
         }
         Streams::write_end(&mut self.conns, slot, why);
-        self.finish_stream(owner, slot);
+        self.finish_stream(owner, slot, reason);
     }
 
     /// A token's `exp` came for the connection in `slot`, generation `gen`, if it is still
@@ -403,8 +417,7 @@ impl Holder {
             return; // gone, or a kept-alive long-poll between polls
         };
         if conn.format != http::Format::Poll {
-            Streams::write_end(&mut self.conns, slot, End::Expired);
-            self.finish_stream(owner, slot);
+            self.end_stream(owner, slot, End::Expired);
             return;
         }
         if self.polls.expiry(slot) != Some(exp_s) {
@@ -414,7 +427,7 @@ impl Holder {
         let error = crate::auth::AuthError::Expired.http_error();
         let conn = self.conns.describe(slot);
         self.log_out(owner, slot, conn);
-        self.respond_and_close(owner, slot, |out| {
+        self.respond_and_close(owner, slot, CloseReason::Expired, |out| {
             http::error_response_for(out, &error, false, &allow_origin)
         });
     }
@@ -458,45 +471,58 @@ impl Holder {
     }
 
     /// Logs a stream out and closes it once what is queued is sent.
-    fn finish_stream(&mut self, owner: &mut Owner, slot: u32) {
+    fn finish_stream(&mut self, owner: &mut Owner, slot: u32, reason: CloseReason) {
         let conn = self.conns.describe(slot);
         self.log_out(owner, slot, conn);
-        self.drain(owner, slot);
+        self.drain(owner, slot, reason);
     }
 
-    /// A message for `conn`, which this worker holds.
-    pub fn deliver(&mut self, owner: &mut Owner, conn: ConnRef, id: Id, seq: u64, msg: &Arc<[u8]>) {
+    /// A message for `conn`, which this worker holds; `published_us`: when its publish reached
+    /// comet (for the publish-to-write histogram).
+    pub fn deliver(
+        &mut self,
+        owner: &mut Owner,
+        conn: ConnRef,
+        id: Id,
+        seq: u64,
+        msg: &Arc<[u8]>,
+        published_us: u64,
+    ) {
         let slot = conn.slot();
         let stats = &self.shared.stats[self.index];
         let Some(c) = self.conns.current(conn).filter(|c| c.state.subscribed()) else {
             // Closed while the message was on its way (or cut during a replay).
-            Stats::add(&stats.stale, 1);
+            stats.stale.add(1);
             return;
         };
+        let now_us = self.clock.unix_us();
         if c.format == http::Format::Poll {
             let streaming = c.state == State::Streaming;
             match self.polls.deliver(slot, id, seq, msg) {
                 long_poll::Delivery::Added => {
-                    Stats::add(&stats.delivered, 1);
+                    stats.delivered(Some(published_us), now_us);
                     self.polls.maybe_ready(slot, self.clock.now_ms(), streaming);
                 }
-                long_poll::Delivery::Stale => Stats::add(&stats.stale, 1),
+                long_poll::Delivery::Stale => stats.stale.add(1),
                 long_poll::Delivery::Full => {}
             }
-        } else if !self
+            return;
+        }
+        let live = Some((published_us, now_us));
+        if !self
             .streams
-            .deliver(&mut self.conns, slot, id, seq, msg, stats)
+            .deliver(&mut self.conns, slot, (id, seq, msg), live, stats)
         {
-            self.close(owner, slot);
+            self.close(owner, slot, CloseReason::SlowConsumer);
         }
     }
 
     /// Answers a long-poll (maybe with nothing, at its timeout), then waits for the next
     /// request on the connection or closes it.
     pub fn answer_poll(&mut self, owner: &mut Owner, slot: u32, answer: Answer) {
-        Stats::add(&self.stats().polls_answered, 1);
+        self.stats().polls_answered.add(1);
+        self.stats().unsubscribed(http::Format::Poll);
         let cref = self.conns.conn_ref(slot);
-        self.subscribers -= 1;
         for &(id, _) in answer.ids.iter() {
             owner.logout(id, cref);
         }
@@ -504,7 +530,7 @@ impl Holder {
         self.conns.write(slot, |out| answer.write(out));
         let conn = self.conns.get_mut(slot);
         if !answer.keep_alive || conn.inflight & RECV == 0 {
-            self.drain(owner, slot);
+            self.drain(owner, slot, CloseReason::Answered);
             return;
         }
         conn.state = State::Request;
@@ -563,13 +589,13 @@ impl Holder {
                 // A kept-alive connection with no next request: closed quietly (an answer
                 // nobody asked for could be read as the answer to a request in flight).
                 State::Request if conn.flags & KEPT != 0 && !self.requests.started(slot) => {
-                    self.close(owner, slot)
+                    self.close(owner, slot, CloseReason::Timeout)
                 }
                 State::Request => {
-                    Stats::add(&self.stats().timeouts, 1);
-                    self.respond_and_close(owner, slot, request_timeout);
+                    self.respond_and_close(owner, slot, CloseReason::Timeout, request_timeout);
                 }
-                State::Draining => self.close(owner, slot),
+                // Counted when it began draining.
+                State::Draining => self.close(owner, slot, CloseReason::Timeout),
                 _ => {}
             }
         }
@@ -586,7 +612,7 @@ impl Holder {
                 http::Format::Chunked | http::Format::Raw => test_heartbeats,
                 http::Format::Poll => false,
             });
-            Stats::add(&self.stats().heartbeats, sent);
+            self.stats().heartbeats.add(sent);
         }
         self.expire_tokens(owner);
     }
@@ -599,7 +625,7 @@ impl Holder {
                 // End the stream properly so clients see a complete response.
                 State::Streaming => self.end_stream(owner, slot, End::Shutdown),
                 State::Free | State::Closing | State::Draining => {}
-                _ => self.close(owner, slot),
+                _ => self.close(owner, slot, CloseReason::Shutdown),
             }
         }
     }
@@ -607,7 +633,7 @@ impl Holder {
     /// The shutdown timeout passed: everything still open is cut.
     pub fn close_all(&mut self, owner: &mut Owner) {
         for slot in 0..self.conns.len() {
-            self.close(owner, slot);
+            self.close(owner, slot, CloseReason::Shutdown);
         }
     }
 
@@ -615,10 +641,9 @@ impl Holder {
     pub fn gauges(&self) {
         let stats = self.stats();
         let ring = self.conns.ring_ref();
-        Stats::set(&stats.connections, self.conns.live() as u64);
-        Stats::set(&stats.subscribers, self.subscribers as u64);
-        Stats::set(&stats.write_buffers, ring.writes.used() as u64);
-        Stats::set(&stats.sq_full_flushes, ring.stats.sq_full_flushes);
+        stats.connections.set(self.conns.live() as u64);
+        stats.write_buffers.set(ring.writes.used() as u64);
+        stats.sq_full_flushes.set(ring.stats.sq_full_flushes);
     }
 }
 

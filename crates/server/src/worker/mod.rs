@@ -45,7 +45,8 @@ use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
 use crate::config::Config;
-use crate::shared::{Shared, Stats};
+use crate::metrics::{CloseReason, Stats};
+use crate::shared::Shared;
 use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
 use conns::State;
@@ -148,6 +149,13 @@ impl Worker {
                 break;
             }
         }
+        // Paired across the worker's life: every connection accepted was counted closed once.
+        let stats = self.stats();
+        assert_eq!(
+            stats.accepted.get(),
+            stats.closed_total(),
+            "accepted vs closed"
+        );
         tracing::debug!(worker = self.index, "worker stopped");
         done.wait();
     }
@@ -200,12 +208,12 @@ impl Worker {
     fn on_accept(&mut self, listener: Listener, c: Completion) {
         match self.accept.on_complete(listener, c) {
             Accepted::Slot(slot) => {
-                Stats::add(&self.stats().accepted, 1);
+                self.stats().accepted.add(1);
                 self.holder.accepted(&mut self.owner, listener, slot);
             }
             Accepted::Cancelled => {}
             Accepted::Failed(errno) => {
-                Stats::add(&self.stats().accept_errors, 1);
+                self.stats().accept_errors.add(1);
                 let worker = self.index;
                 tracing::warn!(worker, ?listener, "accept failed: errno {errno}");
             }
@@ -214,18 +222,18 @@ impl Worker {
 
     // ---- routing ------------------------------------------------------------------------
 
-    /// Routes a message for `id`, owned by this worker, and returns how many connections it
-    /// went to.
-    fn route(&mut self, id: Id, msg: &Arc<[u8]>) -> u32 {
-        Stats::add(&self.stats().published, 1);
+    /// Routes a message for `id`, owned by this worker, published at `published_us`, and
+    /// returns how many connections it went to.
+    fn route(&mut self, id: Id, msg: &Arc<[u8]>, published_us: u64) -> u32 {
+        self.stats().published.add(1);
         // Copied out: a delivery may close a connection, which logs it out of the table.
         let mut here = std::mem::take(&mut self.targets);
         here.clear();
-        let (seq, n) = self
-            .owner
-            .route(id, msg, self.holder.clock().unix_us(), &mut here);
+        let now_us = self.holder.clock().unix_us();
+        let (seq, n) = self.owner.route(id, msg, (now_us, published_us), &mut here);
         for &conn in &here {
-            self.holder.deliver(&mut self.owner, conn, id, seq, msg);
+            let owner = &mut self.owner;
+            self.holder.deliver(owner, conn, id, seq, msg, published_us);
         }
         self.targets = here;
         n
@@ -249,8 +257,13 @@ impl Worker {
                 Mail::LoginAck { conn, id, ack } => {
                     self.holder.login_acked(&mut self.owner, conn, id, ack)
                 }
-                Mail::Publish { id, msg, reply } => {
-                    let n = self.route(id, &msg);
+                Mail::Publish {
+                    id,
+                    msg,
+                    reply,
+                    published_us,
+                } => {
+                    let n = self.route(id, &msg, published_us);
                     self.owner.reply(reply, n);
                 }
                 Mail::Disconnect { id, reply } => {
@@ -258,12 +271,22 @@ impl Worker {
                     self.owner.reply(reply, n);
                 }
                 Mail::Reply { to, connections } => self.on_reply(to, connections),
-                Mail::Deliver { conn, id, seq, msg } => {
-                    self.holder.deliver(&mut self.owner, conn, id, seq, &msg)
+                Mail::Deliver {
+                    conn,
+                    id,
+                    seq,
+                    msg,
+                    published_us,
+                } => {
+                    let owner = &mut self.owner;
+                    self.holder
+                        .deliver(owner, conn, id, seq, &msg, published_us)
                 }
                 Mail::DisconnectConn { conn } => self.holder.disconnect_conn(&mut self.owner, conn),
                 Mail::Remote { id, msg } => {
-                    self.route(id, &msg);
+                    // From the cluster: its latency starts when this owner drains it.
+                    let now_us = self.holder.clock().unix_us();
+                    self.route(id, &msg, now_us);
                 }
                 Mail::Login { .. } | Mail::Logout { .. } => unreachable!("the owner's mail"),
             }
@@ -297,8 +320,8 @@ impl Worker {
             self.holder.conns.read_off(slot);
         }
         let stats = &self.shared.stats[self.index];
-        Stats::add(&stats.requests, requests);
-        Stats::add(&stats.bad_requests, rejected);
+        stats.requests.add(requests);
+        stats.bad_requests.add(rejected);
         let conn = self.holder.conns.conn_ref(slot);
         for effect in effects.drain(..) {
             match effect {
@@ -321,7 +344,7 @@ impl Worker {
                 }
                 Effect::Metrics { reply, head_only } => {
                     let mut body = Vec::new();
-                    self.shared.render_metrics(&mut body);
+                    crate::metrics::render(&self.shared, &mut body);
                     if let Some(p) = self.holder.pubs.get_mut(slot) {
                         p.metrics(reply, &body, head_only);
                     }
@@ -340,14 +363,15 @@ impl Worker {
     /// Publishes `msg` to `id` (local connections; the cluster copy is the caller's); the
     /// count comes back to `reply`, at once when this worker owns `id`.
     fn publish(&mut self, id: Id, msg: Arc<[u8]>, reply: ReplyTo) {
-        if !self.owner.forward(id, Some(&msg), reply) {
-            let n = self.route(id, &msg);
+        let published_us = self.holder.clock().unix_us();
+        if !self.owner.forward(id, Some(&msg), reply, published_us) {
+            let n = self.route(id, &msg, published_us);
             self.on_reply(reply, n);
         }
     }
 
     fn disconnect(&mut self, id: Id, reply: ReplyTo) {
-        if !self.owner.forward(id, None, reply) {
+        if !self.owner.forward(id, None, reply, 0) {
             let n = self.disconnect_id(id);
             self.on_reply(reply, n);
         }
@@ -380,7 +404,13 @@ impl Worker {
             conns.write(slot, |out| close = p.write_ready(out, now));
         }
         if close || p.done() {
-            self.holder.drain(&mut self.owner, slot);
+            // Without a closing answer, the publisher ended its input.
+            let reason = if close {
+                CloseReason::Answered
+            } else {
+                CloseReason::Eof
+            };
+            self.holder.drain(&mut self.owner, slot, reason);
         }
     }
 
@@ -425,16 +455,16 @@ impl Worker {
             }
         };
         if self.accept.manage(self.holder.conns.ring(), open) && self.shutdown_deadline.is_none() {
-            Stats::add(&self.stats().accept_paused, 1);
+            self.stats().accept_paused.add(1);
         }
         self.holder.gauges();
         let stats = &self.shared.stats[self.index];
         let (ids, history) = (self.owner.shard().ids(), self.owner.shard().history());
-        Stats::set(&stats.ids, ids as u64);
-        Stats::set(&stats.history_ids, history.ids() as u64);
-        Stats::set(&stats.history_messages, history.messages() as u64);
-        Stats::set(&stats.history_bytes, history.bytes() as u64);
-        Stats::set(&stats.history_evicted, history.evicted());
+        stats.ids.set(ids as u64);
+        stats.history_ids.set(history.ids() as u64);
+        stats.history_messages.set(history.messages() as u64);
+        stats.history_bytes.set(history.bytes() as u64);
+        stats.history_evicted.set(history.evicted());
     }
 
     fn on_tick(&mut self) {
@@ -460,18 +490,20 @@ impl Worker {
             if self.holder.conns.get(slot).state != State::Publisher {
                 continue;
             }
-            Stats::add(&self.stats().timeouts, 1);
             if in_request {
                 self.holder.pubs.forget(slot);
                 let error = http::Error::new(
                     http::Status::REQUEST_TIMEOUT,
                     "request not complete in time",
                 );
-                self.holder.respond_and_close(&mut self.owner, slot, |out| {
-                    http::error_response_for(out, &error, false, http::NO_CORS)
-                });
+                let timeout = CloseReason::Timeout;
+                self.holder
+                    .respond_and_close(&mut self.owner, slot, timeout, |out| {
+                        http::error_response_for(out, &error, false, http::NO_CORS)
+                    });
             } else {
-                self.holder.close(&mut self.owner, slot);
+                self.holder
+                    .close(&mut self.owner, slot, CloseReason::Timeout);
             }
         }
         self.expired = expired;

@@ -60,14 +60,14 @@ impl Owner {
         }
     }
 
-    /// Routes a message for `id`, owned here: numbers it, keeps it in the history, mails it
-    /// to the targets held by other workers and appends those held here to `here`. Returns
-    /// its seq and how many connections it went to.
+    /// Routes a message for `id`, owned here, published at `published_us`: numbers it, keeps
+    /// it in the history, mails it to the targets held by other workers and appends those held
+    /// here to `here`. Returns its seq and how many connections it went to.
     pub fn route(
         &mut self,
         id: Id,
         msg: &Arc<[u8]>,
-        now_us: u64,
+        (now_us, published_us): (u64, u64),
         here: &mut Vec<ConnRef>,
     ) -> (u64, u32) {
         debug_assert!(self.owns(id));
@@ -77,8 +77,14 @@ impl Owner {
                 here.push(conn);
             } else {
                 let msg = msg.clone();
-                self.post
-                    .send(conn.worker(), Mail::Deliver { conn, id, seq, msg });
+                let mail = Mail::Deliver {
+                    conn,
+                    id,
+                    seq,
+                    msg,
+                    published_us,
+                };
+                self.post.send(conn.worker(), mail);
             }
         }
         (seq, targets.len() as u32)
@@ -100,7 +106,14 @@ impl Owner {
 
     /// A publish (`msg`) or a disconnect (`None`) for an id another worker owns goes there;
     /// false when this worker owns it (the caller routes it).
-    pub fn forward(&mut self, id: Id, msg: Option<&Arc<[u8]>>, reply: ReplyTo) -> bool {
+    /// `published_us`: when the publish reached comet.
+    pub fn forward(
+        &mut self,
+        id: Id,
+        msg: Option<&Arc<[u8]>>,
+        reply: ReplyTo,
+        published_us: u64,
+    ) -> bool {
         if self.owns(id) {
             return false;
         }
@@ -110,6 +123,7 @@ impl Owner {
                 id,
                 msg: msg.clone(),
                 reply,
+                published_us,
             },
             None => Mail::Disconnect { id, reply },
         };

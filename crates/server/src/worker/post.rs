@@ -58,11 +58,13 @@ pub enum Mail {
         id: Id,
         conn: ConnRef,
     },
-    /// A message for `id`, to its owner.
+    /// A message for `id`, to its owner. `published_us`: when the publish reached comet (the
+    /// publish-to-write histogram).
     Publish {
         id: Id,
         msg: Arc<[u8]>,
         reply: ReplyTo,
+        published_us: u64,
     },
     /// The owner's count of connections the message was handed to.
     Reply {
@@ -75,6 +77,7 @@ pub enum Mail {
         id: Id,
         seq: u64,
         msg: Arc<[u8]>,
+        published_us: u64,
     },
     /// Close every connection logged in as `id`, to its owner (`POST /disconnect/<id>`).
     Disconnect {

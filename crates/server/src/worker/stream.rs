@@ -12,7 +12,7 @@ use comet_router::Id;
 use super::conns::{Conns, IDS};
 use super::post::Ack;
 use crate::config::{Config, SlowConsumer};
-use crate::shared::Stats;
+use crate::metrics::Stats;
 
 /// Bytes counted per replayed message beside its payload, when a replay is fitted into a
 /// connection's queue bounds (framing and position).
@@ -126,11 +126,11 @@ impl Streams {
             replay.drain(..replay.len() - keep);
         }
         if gap {
-            Stats::add(&stats.resume_gaps, 1);
+            stats.resume_gaps.add(1);
             conns.write(slot, |out| http::frame_gap(out, format, &[id]));
         }
         for (seq, msg) in &replay {
-            if !self.deliver(conns, slot, id, *seq, msg, stats) {
+            if !self.deliver(conns, slot, (id, *seq, msg), None, stats) {
                 return false;
             }
         }
@@ -169,15 +169,15 @@ impl Streams {
     }
 
     /// Frames message `seq` of `id` for a stream, applying the slow-consumer policy when its
-    /// queue is full. `false` when the connection is cut as a slow consumer (the caller
-    /// closes it).
+    /// queue is full. `live`: when a live message was published and now, for the
+    /// publish-to-write histogram (`None` for a replay). `false` when the connection is cut as
+    /// a slow consumer (the caller closes it).
     pub fn deliver(
         &mut self,
         conns: &mut Conns,
         slot: u32,
-        id: Id,
-        seq: u64,
-        msg: &Arc<[u8]>,
+        (id, seq, msg): (Id, u64, &Arc<[u8]>),
+        live: Option<(u64, u64)>,
         stats: &Stats,
     ) -> bool {
         let conn = *conns.get(slot);
@@ -186,11 +186,11 @@ impl Streams {
             // Never twice on one connection (a replay and a live message may overlap).
             let entries = self.positions.get_mut(&slot).expect("positions");
             let Some(entry) = entries.iter_mut().find(|e| e.0 == id) else {
-                Stats::add(&stats.stale, 1);
+                stats.stale.add(1);
                 return true;
             };
             if seq <= entry.1 {
-                Stats::add(&stats.stale, 1);
+                stats.stale.add(1);
                 return true;
             }
             entry.1 = seq;
@@ -220,7 +220,10 @@ impl Streams {
             }
         });
         self.pos_scratch = seqs;
-        Stats::add(&stats.delivered, 1);
+        match live {
+            Some((published_us, now_us)) => stats.delivered(Some(published_us), now_us),
+            None => stats.replayed(1),
+        }
         true
     }
 
@@ -235,8 +238,7 @@ impl Streams {
         match self.slow_consumer {
             SlowConsumer::Disconnect => {
                 // The client resumes from the history: nothing inside its window is lost.
-                Stats::add(&stats.slow_disconnects, 1);
-                Stats::add(&stats.dropped, 1);
+                stats.dropped.add(1);
                 Room::Cut
             }
             SlowConsumer::DropOldest => {
@@ -247,13 +249,13 @@ impl Streams {
                     if dropped == 0 {
                         break;
                     }
-                    Stats::add(&stats.dropped_oldest, dropped as u64);
+                    stats.dropped_oldest.add(dropped as u64);
                     if fits(conns.queued(slot)) {
                         return Room::Made;
                     }
                 }
                 // What is in flight alone fills the queue: the new message is the one dropped.
-                Stats::add(&stats.dropped_oldest, 1);
+                stats.dropped_oldest.add(1);
                 Room::DropNew
             }
         }

@@ -676,20 +676,28 @@ pub fn samples(text: &str, name: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Metric `name` per worker, indexed by its `worker` label.
+/// The value of label `label` in a sample's labels (`a="x",b="y"`; comet's label values hold
+/// no commas or quotes).
+pub fn label<'a>(labels: &'a str, label: &str) -> Option<&'a str> {
+    labels.split(',').find_map(|pair| {
+        pair.strip_prefix(label)?
+            .strip_prefix("=\"")?
+            .strip_suffix('"')
+    })
+}
+
+/// Metric `name` per worker, indexed by its `worker` label, summed over its other labels.
 pub fn per_worker(text: &str, name: &str) -> Vec<u64> {
     let mut values = Vec::new();
     for (labels, value) in samples(text, name) {
-        let worker: usize = labels
-            .strip_prefix("worker=\"")
-            .and_then(|l| l.strip_suffix('"'))
+        let worker: usize = label(&labels, "worker")
             .unwrap_or_else(|| panic!("{name} labels {labels:?}"))
             .parse()
             .expect("numeric worker label");
         if values.len() <= worker {
             values.resize(worker + 1, 0);
         }
-        values[worker] = value;
+        values[worker] += value;
     }
     assert!(!values.is_empty(), "no {name} samples in:\n{text}");
     values
@@ -698,6 +706,20 @@ pub fn per_worker(text: &str, name: &str) -> Vec<u64> {
 /// Metric `name` summed over workers.
 pub fn total(text: &str, name: &str) -> u64 {
     per_worker(text, name).iter().sum()
+}
+
+/// Metric `name` summed over the samples whose label `key` is `value` (over workers, say).
+pub fn total_where(text: &str, name: &str, key: &str, value: &str) -> u64 {
+    samples(text, name)
+        .iter()
+        .filter(|(labels, _)| label(labels, key) == Some(value))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// `comet_connections_closed_total` for one reason, summed over workers.
+pub fn closed(text: &str, reason: &str) -> u64 {
+    total_where(text, "comet_connections_closed_total", "reason", reason)
 }
 
 /// Retries `check` until it holds, at most `TIMEOUT`: for effects the server does not announce
