@@ -8,8 +8,8 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::now_s;
 use common::{
     error_for, get, metrics, post_send, request, subscribe, total, Client, Publisher, Response,
     Server, TIMEOUT,
@@ -20,21 +20,9 @@ const ID: u64 = 7;
 /// The subscriber tokens' secret (`--auth-secret`).
 const SECRET: &str = "s";
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// A subscriber token for `ID`, expiring at `exp`.
 fn token(exp: u64) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &json!({"sub": ID.to_string(), "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("encode a token")
+    common::jwt(SECRET, json!({"sub": ID.to_string(), "exp": exp}))
 }
 
 /// A request with the given head lines (`Name: value`, CRLF-terminated each), `Connection: close`.

@@ -12,7 +12,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{
     error_for, get, metrics, post, publish, request, samples, subscribe, total, Client, Event,
@@ -29,22 +29,7 @@ const SECRET: &str = "s";
 
 // ---- helpers ------------------------------------------------------------------------------
 
-fn now_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// A JWT (HS256) with `claims`, signed with `secret`.
-fn token(secret: &str, claims: Value) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .expect("encode a token")
-}
+use common::{jwt as token, now_s};
 
 /// `GET <path>` with extra header lines (`Name: value`).
 fn get_with(path: &str, headers: &[&str]) -> Vec<u8> {

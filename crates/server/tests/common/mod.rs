@@ -777,3 +777,21 @@ pub fn require(program: &str, package: &str) -> std::path::PathBuf {
         )
     })
 }
+
+/// Seconds since the Unix epoch (token expiry).
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A subscriber token: a JWT (HS256) with `claims`, signed with `secret`.
+pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode a token")
+}
