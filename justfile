@@ -53,3 +53,9 @@ setup:
 # Apply the kernel settings of kernel-tuning.md that this host allows (root); `just tune --check` only reports.
 tune *ARGS:
     bash tools/tune.sh {{ARGS}}
+
+# Where a delivered message's CPU goes: perf + flamegraphs of comet at 10k subscribers for a few
+# message rates; writes results/profile/<date>-<label>/ (needs perf; flamegraphs need
+# `cargo install inferno`). Settings in the header of tools/bench/profile.sh.
+profile *ARGS:
+    bash tools/bench/profile.sh {{ARGS}}
