@@ -795,3 +795,19 @@ pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
     )
     .expect("encode a token")
 }
+
+/// A fresh, empty folder for `--state-dir`, unique to the test (`name`) and the test process;
+/// it does not exist yet (comet creates it).
+pub fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("comet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Server {
+    /// SIGKILL: a crash. Waits for the exit.
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        assert!(self.wait(TIMEOUT).is_some(), "comet survived SIGKILL");
+    }
+}
