@@ -271,6 +271,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         threads.push(thread);
     }
     drop(ready_tx);
+    // Each worker imports what it owns; this copy would keep every restored message alive.
+    drop(restored);
     for _ in 0..workers {
         match ready_rx.recv() {
             Ok(Ok(())) => {}

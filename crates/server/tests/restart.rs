@@ -136,7 +136,7 @@ fn a_graceful_restart_resumes_without_a_gap() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// 1. A graceful restart, as above: positions resume.
+/// 1. A graceful restart, as above (the folder from `COMET_STATE_DIR`): positions resume.
 /// 2. SIGKILL (a crash): no state file is written, and the one loaded was moved aside.
 /// 3. The next start draws a new epoch: the old position gets a gap notice and what the
 ///    history holds (nothing).
@@ -148,7 +148,9 @@ fn a_crash_after_a_restore_gives_an_honest_gap() {
     Publisher::connect(&server).send(7, "a");
     let pos = expect_message(&mut sse, "a");
     assert!(server.stop("TERM").success());
-    let mut server = start(&dir, "1");
+    // The same folder from the environment.
+    let dir_text = dir.to_str().unwrap();
+    let mut server = Server::start_env(&["--workers", "1"], &[("COMET_STATE_DIR", dir_text)]);
     Publisher::connect(&server).send(7, "b");
     let mut resumed = subscribe(server.public, &format!("/events/7?since={pos}"));
     expect_message(&mut resumed, "b");
