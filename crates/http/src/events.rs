@@ -93,6 +93,19 @@ pub fn frame_expired(out: &mut Vec<u8>, format: Format) {
     });
 }
 
+/// An SSE `retry: <ms>` field, alone in its block: how long the client's EventSource waits
+/// before it reconnects once the stream ends (it dispatches no event). Sent at the start of a
+/// stream and before its end at shutdown, with a value jittered per connection by the caller,
+/// so that a server's clients do not all reconnect at once.
+pub fn frame_retry(out: &mut Vec<u8>, format: Format, retry_ms: u64) {
+    assert!(matches!(format, Format::Sse | Format::SseRaw), "{format:?}");
+    framed(out, format, |out| {
+        out.extend_from_slice(b"retry: ");
+        push_decimal(out, retry_ms);
+        out.extend_from_slice(b"\n\n");
+    });
+}
+
 /// The bytes of a heartbeat, which keeps an idle stream open through proxies. SSE: a comment
 /// line `:` (one chunk over HTTP/1.1); WebSocket: an empty ping; the seed's formats: one
 /// newline (HTML ignores it). Static, so that a heartbeat to an idle connection needs no
@@ -282,6 +295,18 @@ mod tests {
         let mut out = Vec::new();
         f(&mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn sse_retry() {
+        assert_eq!(
+            text(|out| frame_retry(out, Format::SseRaw, 1234)),
+            "retry: 1234\n\n"
+        );
+        assert_eq!(
+            text(|out| frame_retry(out, Format::Sse, 1000)),
+            "d\r\nretry: 1000\n\n\r\n"
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub mod ws;
 pub use batch::{batch_lines, BatchLines};
 pub use chunked::ChunkedDecoder;
 pub use events::{
-    frame_event, frame_expired, frame_gap, frame_position, heartbeat, parse_position, poll_body,
-    poll_item, Pos, SEQ_UNKNOWN,
+    frame_event, frame_expired, frame_gap, frame_position, frame_retry, heartbeat, parse_position,
+    poll_body, poll_item, Pos, SEQ_UNKNOWN,
 };
 pub use request::{
     parse_request, Body, Error, Limits, Method, Parsed, Request, Status, Version, CONTINUE,

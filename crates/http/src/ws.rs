@@ -45,7 +45,7 @@ pub const HEADER_MAX: usize = 14;
 pub mod code {
     /// 1000: normal closure (`POST /disconnect/<id>`).
     pub const NORMAL: u16 = 1000;
-    /// 1001: going away (shutdown).
+    /// 1001: going away (a page leaving; comet sends 1012 at shutdown).
     pub const GOING_AWAY: u16 = 1001;
     /// 1002: protocol error (malformed client frame).
     pub const PROTOCOL: u16 = 1002;
@@ -55,6 +55,8 @@ pub mod code {
     pub const INVALID_DATA: u16 = 1007;
     /// 1009: message too big.
     pub const TOO_BIG: u16 = 1009;
+    /// 1012: service restart (shutdown): the client should reconnect, after a pause.
+    pub const SERVICE_RESTART: u16 = 1012;
     /// 4001 (private use): the subscriber's token expired; it reconnects with a new one.
     pub const TOKEN_EXPIRED: u16 = 4001;
 }

@@ -39,6 +39,22 @@
 //! gap = `s' < position()`: a message may have gone to `id` after `s` whenever any push
 //! happened after `s`.
 //!
+//! # Across a restart
+//!
+//! [`History::export`] hands out a [`Saved`]: the bookkeeping above (`start`, `last_seq`,
+//! `horizon`, each entry's `floor`) and every retained message, nothing derived.
+//! [`History::import`] builds a shard's history from the [`Saved`] of every shard of the
+//! previous process, keeping the ids it now owns (the worker count may have changed):
+//! `start` is the smallest start (every seq of the epoch is above it), `last_seq` the largest
+//! (every later seq is above every restored one, whatever the clock says) and `horizon` the
+//! largest (it covers what any shard forgot). A `horizon` or `floor` equal to its shard's
+//! start means "nothing forgotten" and is lowered to the new start, so that merging shards
+//! started a few microseconds apart adds no gap. The limits are applied again (they may have
+//! changed), which may forget more, with the floors raised as usual. From one shard into one
+//! shard, `since` answers exactly as before the export; merging or splitting shards may add a
+//! needless gap (the largest horizon holds for every id), never miss one. A history kept with
+//! history off exports `horizon = last_seq`: everything it numbered is forgotten.
+//!
 //! # Cost
 //!
 //! The age queue holds `(seq, id)` per message in seq order, so expiry and the bytes cap pop
@@ -57,6 +73,63 @@ use crate::Id;
 /// The `since` of a position the history cannot place (from another epoch: another node or an
 /// earlier run): always answered with a gap. Every seq is above it.
 pub const SEQ_UNKNOWN: u64 = 0;
+
+/// A history handed across a restart: see "Across a restart" in the module doc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    /// Every seq of the epoch is above it.
+    pub start: u64,
+    /// The last seq assigned.
+    pub last_seq: u64,
+    /// Every forgotten message of an id without an entry has `seq <= horizon`.
+    pub horizon: u64,
+    /// Ids with retained messages, in id order.
+    pub entries: Vec<SavedEntry>,
+}
+
+/// One id's retained messages in a [`Saved`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedEntry {
+    pub id: Id,
+    /// Every message of the id with `seq > floor` is in `messages`.
+    pub floor: u64,
+    /// Oldest first, seqs strictly growing, never empty.
+    pub messages: Vec<(u64, Arc<[u8]>)>,
+}
+
+impl Saved {
+    /// Checks what [`History::import`] relies on, for histories read back from outside (a
+    /// file): `0 < start <= horizon <= last_seq`; per entry, messages present, seqs strictly
+    /// growing within `floor < seq <= last_seq`, `floor >= start`; no id in two entries of
+    /// `saved`. The error names what is wrong.
+    pub fn check_all(saved: &[Saved]) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (n, s) in saved.iter().enumerate() {
+            if !(SEQ_UNKNOWN < s.start && s.start <= s.horizon && s.horizon <= s.last_seq) {
+                return Err(format!(
+                    "shard {n}: start {}, horizon {}, last seq {} out of order",
+                    s.start, s.horizon, s.last_seq
+                ));
+            }
+            for e in &s.entries {
+                if !seen.insert(e.id) {
+                    return Err(format!("id {} saved twice", e.id));
+                }
+                let mut prev = e.floor;
+                if e.messages.is_empty() || e.floor < s.start {
+                    return Err(format!("shard {n}, id {}: bad entry", e.id));
+                }
+                for &(seq, _) in &e.messages {
+                    if seq <= prev || seq > s.last_seq {
+                        return Err(format!("shard {n}, id {}: seq {seq} out of order", e.id));
+                    }
+                    prev = seq;
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Limits of one shard's history.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,6 +229,103 @@ impl History {
             bytes: 0,
             evicted: 0,
         }
+    }
+
+    /// What a restart hands to [`History::import`]: the retained messages (shared, not copied)
+    /// and the gap bookkeeping.
+    pub fn export(&self) -> Saved {
+        let mut entries: Vec<SavedEntry> = self
+            .entries
+            .iter()
+            .map(|(&id, entry)| SavedEntry {
+                id,
+                floor: entry.floor,
+                messages: entry.messages.iter().cloned().collect(),
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.id);
+        // With history off nothing was kept: every seq assigned is forgotten.
+        let horizon = if self.cfg.messages_max == 0 {
+            self.last_seq
+        } else {
+            self.horizon
+        };
+        Saved {
+            start: self.start,
+            last_seq: self.last_seq,
+            horizon,
+            entries,
+        }
+    }
+
+    /// A history with `cfg` holding what `saved` (every shard of the previous process, checked
+    /// by [`Saved::check_all`]) kept of the ids for which `owns` is true; see "Across a
+    /// restart" in the module doc. Panics if `saved` is empty.
+    pub fn import(cfg: HistoryConfig, saved: &[Saved], owns: impl Fn(Id) -> bool) -> History {
+        debug_assert_eq!(Saved::check_all(saved), Ok(()));
+        let start = saved.iter().map(|s| s.start).min().expect("a saved shard");
+        let last_seq = saved
+            .iter()
+            .map(|s| s.last_seq)
+            .max()
+            .expect("a saved shard");
+        // "Nothing forgotten" (equal to the shard's start) stays so from the new start.
+        let lower = |value: u64, shard_start: u64| {
+            if value == shard_start {
+                start
+            } else {
+                value
+            }
+        };
+        let horizon = saved
+            .iter()
+            .map(|s| lower(s.horizon, s.start))
+            .max()
+            .expect("a saved shard");
+        let mut h = History::new(cfg, start);
+        h.last_seq = last_seq;
+        h.horizon = horizon;
+        if cfg.messages_max == 0 {
+            h.horizon = last_seq;
+            h.check();
+            return h;
+        }
+        for s in saved {
+            for e in s.entries.iter().filter(|e| owns(e.id)) {
+                for &(seq, ref msg) in &e.messages {
+                    h.age.push_back((seq, e.id));
+                    h.bytes += message_bytes(msg.len());
+                }
+                h.messages += e.messages.len();
+                h.bytes += ID_OVERHEAD_BYTES;
+                let entry = Entry {
+                    floor: lower(e.floor, s.start),
+                    messages: e.messages.iter().cloned().collect(),
+                };
+                let before = h.entries.insert(e.id, entry);
+                assert!(before.is_none(), "id {} saved twice", e.id);
+            }
+        }
+        // Shards numbered independently: their seqs interleave (and may be equal).
+        h.age.make_contiguous().sort_unstable();
+        // The limits may have changed: the count per id, then the bytes cap.
+        for entry in h.entries.values_mut() {
+            while entry.messages.len() > cfg.messages_max {
+                let (seq, msg) = entry.messages.pop_front().expect("over the count");
+                entry.floor = seq;
+                h.messages -= 1;
+                h.bytes -= message_bytes(msg.len());
+                h.evicted += 1;
+                h.stale += 1;
+            }
+        }
+        h.compact();
+        while h.bytes > cfg.bytes_max && h.oldest().is_some() {
+            h.forget_oldest();
+            h.evicted += 1;
+        }
+        h.check();
+        h
     }
 
     /// Assigns the next seq, `max(position() + 1, now_us)`, to a message for `id`, records the
@@ -744,6 +914,250 @@ mod tests {
                 prop_assert_eq!(h.bytes(), model.bytes());
                 prop_assert_eq!(h.evicted(), model.evicted);
                 prop_assert!(h.age.len() <= 2 * h.messages() + STALE_SLACK + 1);
+            }
+        }
+    }
+}
+
+/// [`History::export`] and [`History::import`]: a restart keeps every answer.
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+    use crate::shard_of;
+    use proptest::prelude::*;
+
+    fn cfg(messages_max: usize, age_us: u64, bytes_max: usize) -> HistoryConfig {
+        HistoryConfig {
+            messages_max,
+            age_us,
+            bytes_max,
+        }
+    }
+
+    fn msg(text: &str) -> Arc<[u8]> {
+        Arc::from(text.as_bytes())
+    }
+
+    fn answer(h: &History, id: Id, since: u64) -> (Vec<Message>, bool) {
+        let mut out = Vec::new();
+        let gap = h.since(id, since, &mut out);
+        (out, gap)
+    }
+
+    /// Every position worth asking about: unknown, 0, each shard's start and position, every
+    /// seq pushed, and their neighbours.
+    fn points(seqs: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let mut points = vec![SEQ_UNKNOWN, 1];
+        for seq in seqs {
+            points.extend([seq.saturating_sub(1), seq, seq + 1]);
+        }
+        points.sort_unstable();
+        points.dedup();
+        points
+    }
+
+    #[test]
+    fn a_restored_shard_answers_as_before_and_numbers_past_it() {
+        let mut h = History::new(cfg(2, 1_000_000, usize::MAX), 100);
+        let a = h.push(1, &msg("a"), 200);
+        h.push(1, &msg("b"), 300);
+        h.push(1, &msg("c"), 400); // a is forgotten: floor 200
+        h.push(2, &msg("d"), 500);
+        let saved = h.export();
+        assert_eq!(saved.entries.len(), 2);
+        assert_eq!(Saved::check_all(std::slice::from_ref(&saved)), Ok(()));
+        let mut back = History::import(h.cfg, std::slice::from_ref(&saved), |_| true);
+        assert_eq!(back.export(), saved);
+        for id in 0..3 {
+            for s in points([100, a, 300, 400, 500]) {
+                assert_eq!(answer(&back, id, s), answer(&h, id, s), "id {id} since {s}");
+            }
+        }
+        assert_eq!(
+            (back.ids(), back.messages(), back.bytes(), back.position()),
+            (h.ids(), h.messages(), h.bytes(), h.position())
+        );
+        // The clock went back across the restart: the next seq is still above all restored.
+        assert_eq!(back.push(2, &msg("e"), 50), 501);
+        // A shard that owns neither id still numbers past every restored position.
+        let empty = History::import(h.cfg, &[saved], |_| false);
+        assert_eq!((empty.ids(), empty.position()), (0, 500));
+        assert_eq!(answer(&empty, 7, 500), (vec![], false));
+    }
+
+    #[test]
+    fn tighter_limits_on_import_forget_the_oldest_and_say_so() {
+        let mut h = History::new(cfg(4, 1_000_000, usize::MAX), 100);
+        for now in [200, 300, 400] {
+            h.push(1, &msg("x"), now);
+        }
+        let back = History::import(cfg(1, 1_000_000, usize::MAX), &[h.export()], |_| true);
+        assert_eq!((back.messages(), back.evicted()), (1, 2));
+        assert!(answer(&back, 1, 200).1);
+        assert_eq!(answer(&back, 1, 300), (vec![(400, msg("x"))], false));
+        // History turned off: nothing kept, every earlier position is a gap.
+        let off = History::import(cfg(0, 1_000_000, usize::MAX), &[h.export()], |_| true);
+        assert_eq!((off.messages(), off.position()), (0, 400));
+        assert!(answer(&off, 1, 300).1);
+        assert!(!answer(&off, 1, 400).1);
+    }
+
+    #[test]
+    fn bad_saved_histories_are_named() {
+        let good = Saved {
+            start: 10,
+            last_seq: 30,
+            horizon: 10,
+            entries: vec![SavedEntry {
+                id: 1,
+                floor: 10,
+                messages: vec![(20, msg("a")), (30, msg("b"))],
+            }],
+        };
+        assert_eq!(Saved::check_all(std::slice::from_ref(&good)), Ok(()));
+        let e = Saved::check_all(&[good.clone(), good.clone()]).unwrap_err();
+        assert!(e.contains("id 1 saved twice"), "{e}");
+        let mut bad = good.clone();
+        bad.entries[0].messages.reverse();
+        assert!(Saved::check_all(&[bad])
+            .unwrap_err()
+            .contains("out of order"));
+        let mut bad = good.clone();
+        bad.horizon = 31;
+        assert!(Saved::check_all(&[bad]).is_err());
+        let mut bad = good;
+        bad.entries[0].messages.clear();
+        assert!(Saved::check_all(&[bad]).is_err());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push { id: Id, len: usize, dt: i64 },
+        Expire { dt: i64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0..6u64, 0..40usize, -3..10i64).prop_map(|(id, len, dt)| Op::Push { id, len, dt }),
+            1 => (0..40i64).prop_map(|dt| Op::Expire { dt }),
+        ]
+    }
+
+    fn config() -> impl Strategy<Value = HistoryConfig> {
+        (
+            0..5usize,
+            0..60u64,
+            prop_oneof![0..1_200usize, Just(usize::MAX)],
+        )
+            .prop_map(|(messages_max, age_us, bytes_max)| cfg(messages_max, age_us, bytes_max))
+    }
+
+    /// Runs `ops` on `shards` histories started a little apart, each id on its owner; returns
+    /// them, every seq pushed and the clock at the end.
+    fn run(cfg: HistoryConfig, shards: usize, ops: &[Op]) -> (Vec<History>, Vec<u64>, i64) {
+        let mut hs: Vec<History> = (0..shards)
+            .map(|n| History::new(cfg, 1_000 + 3 * n as u64))
+            .collect();
+        let (mut now, mut seqs) = (1_000i64, Vec::new());
+        for (n, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Push { id, len, dt } => {
+                    now = (now + dt).max(0);
+                    let payload: Arc<[u8]> = vec![n as u8; len].into();
+                    seqs.push(hs[shard_of(id, shards)].push(id, &payload, now as u64));
+                }
+                Op::Expire { dt } => {
+                    now += dt;
+                    hs.iter_mut().for_each(|h| h.expire(now as u64));
+                }
+            }
+        }
+        (hs, seqs, now)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+        /// One shard out, one shard in: every `since` answer, counter and position is the
+        /// same, the export of the import is the export, and both go on alike.
+        #[test]
+        fn export_then_import_is_the_same_history(
+            cfg in config(),
+            ops in prop::collection::vec(op(), 0..100),
+            more in prop::collection::vec(op(), 0..20),
+        ) {
+            let (mut hs, seqs, mut now) = run(cfg, 1, &ops);
+            let mut h = hs.remove(0);
+            let saved = h.export();
+            prop_assert_eq!(Saved::check_all(std::slice::from_ref(&saved)), Ok(()));
+            let mut back = History::import(cfg, std::slice::from_ref(&saved), |_| true);
+            let mut export = back.export();
+            prop_assert_eq!(&export, &saved);
+            let mut all = points(seqs.iter().copied().chain([h.start, h.position()]));
+            for (n, op) in more.iter().enumerate() {
+                for h in [&mut h, &mut back] {
+                    match *op {
+                        Op::Push { id, len, dt } => {
+                            let payload: Arc<[u8]> = vec![n as u8; len].into();
+                            let seq = h.push(id, &payload, (now + dt).max(0) as u64);
+                            all.extend([seq, seq + 1]);
+                        }
+                        Op::Expire { dt } => h.expire((now + dt) as u64),
+                    }
+                }
+                let (Op::Push { dt, .. } | Op::Expire { dt }) = *op;
+                now = (now + dt).max(0);
+            }
+            for id in 0..7 {
+                for &s in &all {
+                    prop_assert_eq!(answer(&back, id, s), answer(&h, id, s), "id {} since {}", id, s);
+                }
+            }
+            prop_assert_eq!(
+                (back.ids(), back.messages(), back.bytes(), back.position()),
+                (h.ids(), h.messages(), h.bytes(), h.position())
+            );
+            export = back.export();
+            prop_assert_eq!(export, h.export());
+        }
+
+        /// `shards` shards out, `into` shards in (the worker count changed): each id's new
+        /// owner hands back what its old owner did, or less with a gap; never misses a gap;
+        /// numbers past every restored seq; and adds no gap while nothing was forgotten.
+        #[test]
+        fn a_changed_worker_count_misses_no_gap(
+            cfg in config(),
+            shards in 1..4usize,
+            into in 1..4usize,
+            ops in prop::collection::vec(op(), 0..100),
+        ) {
+            let (hs, seqs, _) = run(cfg, shards, &ops);
+            let saved: Vec<Saved> = hs.iter().map(History::export).collect();
+            prop_assert_eq!(Saved::check_all(&saved), Ok(()));
+            let mut back: Vec<History> = (0..into)
+                .map(|n| History::import(cfg, &saved, |id| shard_of(id, into) == n))
+                .collect();
+            let forgot = cfg.messages_max == 0
+                || hs.iter().any(|h| h.evicted() > 0 || h.horizon > h.start
+                    || h.entries.values().any(|e| e.floor > h.start));
+            let all = points(seqs.iter().copied().chain(hs.iter().map(|h| h.start)));
+            for id in 0..7 {
+                let (old, new) = (&hs[shard_of(id, shards)], &back[shard_of(id, into)]);
+                for &s in &all {
+                    let (was, was_gap) = answer(old, id, s);
+                    let (now, gap) = answer(new, id, s);
+                    prop_assert!(was.ends_with(&now), "id {} since {}", id, s);
+                    if was_gap || now.len() < was.len() {
+                        prop_assert!(gap, "gap missed: id {} since {}", id, s);
+                    }
+                    if !forgot && cfg.bytes_max == usize::MAX {
+                        prop_assert_eq!(gap, was_gap, "needless gap: id {} since {}", id, s);
+                    }
+                }
+            }
+            let last = seqs.iter().copied().max().unwrap_or(0);
+            for h in &mut back {
+                prop_assert!(h.push(99, &msg("next"), 0) > last);
             }
         }
     }

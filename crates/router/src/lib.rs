@@ -30,7 +30,7 @@ pub mod shard;
 pub mod subscribers;
 
 pub use conn::ConnRef;
-pub use history::{History, HistoryConfig, SEQ_UNKNOWN};
+pub use history::{History, HistoryConfig, Saved, SavedEntry, SEQ_UNKNOWN};
 pub use id::{parse_id, parse_id_list, IdError};
 pub use shard::shard_of;
 pub use subscribers::Subscribers;

@@ -132,6 +132,12 @@ pub struct ServeArgs {
     /// Serve `/healthz` and `/readyz` on the subscriber port too (always on the publish port).
     #[arg(long)]
     pub public_health: bool,
+    /// Keep positions across a graceful restart: on SIGINT/SIGTERM the epoch and every id's
+    /// history are saved to DIR/comet.state, and loaded at the next start (the file is then
+    /// renamed comet.state.loaded, so that a later crash cannot bring stale positions back).
+    /// A file that fails its checks stops the start. Single node only: not with --cluster.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

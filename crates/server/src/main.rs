@@ -10,7 +10,8 @@
 //! bridge itself is the `comet-cluster` crate), `auth` (subscriber tokens, the publish secret;
 //! pure), `memstats` (the kernel's and the process's figures for /metrics), `demo` (the
 //! `--demo` page), `mint` (`comet token`), `settings` (flags from `COMET_*` variables and the
-//! config file).
+//! config file), `state` (`--state-dir`: the epoch and the histories across a graceful
+//! restart).
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -24,6 +25,7 @@ mod public;
 mod send;
 mod settings;
 mod shared;
+mod state;
 mod user_data;
 mod worker;
 
@@ -158,13 +160,48 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     // A ring's fixed-file table is bounded by the soft open-files limit: raise it to the hard.
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
-    let cfg = Arc::new(Config::new(args, nofile)?);
+    let mut cfg = Config::new(args, nofile)?;
     let cluster_options = args.cluster.options()?;
+    if args.state_dir.is_some() && cluster_options.is_some() {
+        // Messages published on other nodes while this one is down never reach its history:
+        // a restored epoch would hide that loss from resuming clients.
+        return Err(
+            "--state-dir keeps a single node's positions; it cannot be used with \
+                    --cluster (messages published elsewhere while this node is down would be \
+                    missed without a gap notice)"
+                .into(),
+        );
+    }
+    let restored = match &args.state_dir {
+        Some(dir) => {
+            state::prepare(dir)?;
+            state::load(dir)?
+        }
+        None => None,
+    };
+    if let Some(restored) = &restored {
+        cfg.epoch = restored.epoch;
+    }
+    let cfg = Arc::new(cfg);
     let workers = cfg.workers;
     let (public, public_addr) =
         listeners(args.listen, workers, args.backlog).map_err(|e| e.to_string())?;
     let (publish, publish_addr) =
         listeners(args.publish_listen, workers, args.backlog).map_err(|e| e.to_string())?;
+    // Bound: from here the process serves, and its state file must not outlive it (a crash
+    // must start a new epoch). A start that failed before this point keeps the file.
+    let restored = match (&args.state_dir, restored) {
+        (Some(dir), Some(restored)) => {
+            let moved = state::consume(dir)?;
+            let (epoch, shards) = (format!("{:08x}", restored.epoch), restored.shards.len());
+            let ids: usize = restored.shards.iter().map(|s| s.entries.len()).sum();
+            let moved = moved.display();
+            tracing::info!(epoch, shards, ids, "state restored; file moved to {moved}");
+            Some(Arc::new(restored.shards))
+        }
+        _ => None,
+    };
+    let save = args.state_dir.is_some();
     let shutdown = comet_ring::sys::eventfd().map_err(|e| format!("eventfd: {e}"))?;
 
     let (boxes, inboxes) = Boxes::new(workers);
@@ -198,6 +235,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let done = done.clone();
         let ready = ready_tx.clone();
         let publisher = publisher.clone();
+        let restored = restored.clone();
         let fds = [public[index].as_raw_fd(), publish[index].as_raw_fd()];
         let shutdown_fd = shutdown.as_raw_fd();
         let thread = std::thread::Builder::new()
@@ -213,20 +251,28 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                     Ok(ring) => ring,
                     Err(e) => {
                         let _ = ready.send(Err(format!("worker {index}: io_uring set-up: {e}")));
-                        return;
+                        return None;
                     }
                 };
                 boxes.set_ring_fd(index, ring.fd());
                 let _ = ready.send(Ok(()));
                 start.wait();
-                let worker =
-                    worker::Worker::new(index, cfg, shared, boxes, inbox, ring, fds, publisher);
-                worker.run(shutdown_fd, &done);
+                // The ids this worker owns now, whatever the worker count was.
+                let history = restored.map(|saved| {
+                    let owns = |id| comet_router::shard_of(id, workers) == index;
+                    comet_router::History::import(cfg.history, &saved, owns)
+                });
+                let worker = worker::Worker::new(
+                    index, cfg, shared, boxes, inbox, ring, fds, publisher, history,
+                );
+                worker.run(shutdown_fd, &done, save)
             })
             .map_err(|e| format!("spawning a worker: {e}"))?;
         threads.push(thread);
     }
     drop(ready_tx);
+    // Each worker imports what it owns; this copy would keep every restored message alive.
+    drop(restored);
     for _ in 0..workers {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -272,10 +318,18 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         bridge.stop();
     }
     comet_ring::sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
-    for thread in threads {
-        let _ = thread.join();
-    }
+    // A worker's panic aborts the process (the hook above): a join fails only then.
+    let shards: Vec<_> = threads
+        .into_iter()
+        .filter_map(|thread| thread.join().ok().flatten())
+        .collect();
     drop((public, publish));
+    if let Some(dir) = &args.state_dir {
+        let epoch = cfg.epoch;
+        let (path, bytes) = state::save(dir, &state::State { epoch, shards })?;
+        let (path, epoch) = (path.display(), format!("{epoch:08x}"));
+        tracing::info!(epoch, bytes, "state saved to {path}");
+    }
     tracing::info!("stopped");
     Ok(())
 }

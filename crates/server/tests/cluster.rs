@@ -223,7 +223,8 @@ fn a_publish_straight_to_nats_reaches_every_node() {
     let b = node(&nats.url());
     let mut on_a = subscribe(a.public, "/test/5,6");
     let mut on_b = subscribe(b.public, "/events/6");
-    // An SSE stream starts with the client's position.
+    // An SSE stream starts with its reconnect delay and the client's position.
+    on_b.expect_retry();
     let position = String::from_utf8(on_b.read_chunk().expect("a position")).unwrap();
     assert!(position.starts_with("id: "), "{position:?}");
     nats_pub(&nats, "comet.user.5", "hi");

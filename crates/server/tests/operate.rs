@@ -260,6 +260,7 @@ fn readiness_is_503_during_shutdown() {
     }
 
     server.signal("TERM");
+    reader.expect_retry(); // the reconnect hint
     assert_eq!(reader.read_chunk(), None, "the reading stream's last chunk");
     reader.expect_eof();
     let answer = health(server.publish, "/healthz");

@@ -10,8 +10,9 @@ use common::{publish, seed_msg, subscribe, Client, Server};
 /// 1. Open a chunked stream, an SSE stream, an idle keep-alive publisher and a client stalled
 ///    mid-request; check the streams are live.
 /// 2. Send `signal`.
-/// 3. The streams receive their last chunk (`0\r\n\r\n`) then EOF; the others get EOF; the
-///    process exits 0 and its ports refuse connections.
+/// 3. The streams receive their last chunk (`0\r\n\r\n`) then EOF, the SSE stream a jittered
+///    `retry:` before it (a reconnect hint); the others get EOF; the process exits 0 and its
+///    ports refuse connections.
 fn graceful_shutdown(signal: &str) {
     let mut server = Server::start(&["--workers", "2"]);
     let mut chunked = subscribe(server.public, "/test/1");
@@ -32,6 +33,8 @@ fn graceful_shutdown(signal: &str) {
 
     assert_eq!(chunked.read_chunk(), None, "last chunk of /test/1");
     chunked.expect_eof();
+    let retry = sse.expect_retry();
+    assert!((1_000..=2_000).contains(&retry), "retry: {retry}");
     assert_eq!(sse.read_chunk(), None, "last chunk of /events/1");
     sse.expect_eof();
     publisher.expect_eof();
@@ -65,7 +68,8 @@ fn an_idle_server_exits_0() {
     assert!(status.success(), "{status}");
 }
 
-/// An HTTP/1.0 stream (no chunked framing) has no last chunk: at shutdown it just gets EOF.
+/// An HTTP/1.0 stream (no chunked framing) has no last chunk: at shutdown it gets EOF (after a
+/// `retry:` on SSE, which also opens the stream).
 #[test]
 fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     let mut server = Server::start(&["--workers", "2"]);
@@ -79,8 +83,12 @@ fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     let line = seed_msg(1, "live");
     assert_eq!(raw.read_exact(line.len()), line.as_bytes());
     assert!(
+        common::retry_ms(&raw_sse.read_raw_event()).is_some(),
+        "retry: first"
+    );
+    assert!(
         raw_sse.read_raw_event().starts_with("id: "),
-        "the position first"
+        "the position next"
     );
     let event = raw_sse.read_raw_event();
     assert!(event.ends_with("\ndata: live\n\n"), "{event:?}");
@@ -88,6 +96,10 @@ fn http_1_0_streams_at_shutdown_get_eof_and_exit_0() {
     let status = server.stop("TERM");
     assert!(status.success(), "exit status: {status}");
     raw.expect_eof();
+    assert!(
+        common::retry_ms(&raw_sse.read_raw_event()).is_some(),
+        "retry: last"
+    );
     raw_sse.expect_eof();
 }
 
@@ -105,4 +117,53 @@ fn a_second_server_on_a_port_in_use_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is in use"), "stderr: {stderr}");
     assert!(output.stdout.is_empty(), "it must not report listening");
+}
+
+/// Reconnect hints: every SSE stream opens with a `retry:` drawn per connection in
+/// [1000, 2000] ms on a small server (the window grows with the connection count), and gets
+/// another before its end at shutdown; a WebSocket is closed with 1012 (service restart).
+#[test]
+fn shutdown_tells_clients_to_come_back_spread_out() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let mut streams: Vec<_> = (0..12)
+        .map(|_| subscribe(server.public, "/events/1"))
+        .collect();
+    let opening: Vec<u64> = streams.iter_mut().map(Client::expect_retry).collect();
+    assert!(
+        opening.iter().all(|ms| (1_000..=2_000).contains(ms)),
+        "{opening:?}"
+    );
+    let mut ws = Client::connect(server.public);
+    ws.write(
+        b"GET /ws/1 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert_eq!(ws.read_head().status, 101);
+    for sse in &mut streams {
+        sse.expect_position();
+    }
+
+    assert!(server.stop("TERM").success());
+    let closing: Vec<u64> = streams.iter_mut().map(Client::expect_retry).collect();
+    assert!(
+        closing.iter().all(|ms| (1_000..=2_000).contains(ms)),
+        "{closing:?}"
+    );
+    let mut all = [opening, closing].concat();
+    all.sort_unstable();
+    all.dedup();
+    assert!(all.len() > 12, "the same retry for everyone: {all:?}");
+    for sse in &mut streams {
+        assert_eq!(sse.read_chunk(), None, "the last chunk");
+    }
+    // The WebSocket: its position first, then the close frame with 1012.
+    let rest = ws.read_to_end();
+    let close = rest
+        .windows(2)
+        .position(|w| w[0] == 0x88)
+        .map(|at| &rest[at..])
+        .expect("a close frame");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1012, "{close:?}");
+    assert_eq!(&close[4..], b"service restart");
 }

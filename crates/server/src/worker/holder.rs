@@ -404,7 +404,7 @@ impl Holder {
             self.close(owner, slot, reason);
             return;
         }
-        Streams::write_end(&mut self.conns, slot, why);
+        self.streams.write_end(&mut self.conns, slot, why);
         self.finish_stream(owner, slot, reason);
     }
 

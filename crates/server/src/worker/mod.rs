@@ -42,7 +42,7 @@ use std::sync::{Arc, Barrier};
 
 use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
-use comet_router::{ConnRef, Id};
+use comet_router::{ConnRef, History, Id, Saved};
 
 use crate::config::Config;
 use crate::metrics::{CloseReason, Stats};
@@ -93,9 +93,12 @@ impl Worker {
         ring: Ring,
         listeners: [RawFd; 2],
         cluster: Option<comet_cluster::Publisher>,
+        history: Option<History>,
     ) -> Worker {
         let mut holder = Holder::new(index, cfg.clone(), shared.clone(), ring);
-        let shard = Shard::new(cfg.history, holder.clock().unix_us());
+        let history =
+            history.unwrap_or_else(|| History::new(cfg.history, holder.clock().unix_us()));
+        let shard = Shard::new(history);
         Worker {
             index,
             holder,
@@ -118,8 +121,9 @@ impl Worker {
     }
 
     /// Runs until shutdown completes. `done` keeps every ring open until all workers have left
-    /// their loops, so that no MSG_RING targets a closed ring descriptor.
-    pub fn run(mut self, shutdown_fd: RawFd, done: &Barrier) {
+    /// their loops, so that no MSG_RING targets a closed ring descriptor. With `save`, returns
+    /// the shard's history for `--state-dir`, taken once every stream has ended.
+    pub fn run(mut self, shutdown_fd: RawFd, done: &Barrier, save: bool) -> Option<Saved> {
         let ring = self.holder.conns.ring();
         ring.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
         ring.poll_fd(shutdown_fd, pack(Op::Shutdown, 0, 0));
@@ -157,7 +161,9 @@ impl Worker {
             "accepted vs closed"
         );
         tracing::debug!(worker = self.index, "worker stopped");
+        let saved = save.then(|| self.owner.shard().history().export());
         done.wait();
+        saved
     }
 
     fn complete(&mut self, c: Completion) {

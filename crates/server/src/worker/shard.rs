@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use comet_router::{ConnRef, History, HistoryConfig, Id, Subscribers};
+use comet_router::{ConnRef, History, Id, Subscribers};
 
 use super::post::Ack;
 
@@ -20,10 +20,11 @@ pub struct Shard {
 }
 
 impl Shard {
-    pub fn new(history: HistoryConfig, now_us: u64) -> Shard {
+    /// A shard with no one logged in and `history` (new, or restored by `--state-dir`).
+    pub fn new(history: History) -> Shard {
         Shard {
             subs: Subscribers::new(),
-            history: History::new(history, now_us),
+            history,
         }
     }
 
@@ -73,6 +74,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use comet_router::HistoryConfig;
 
     fn shard() -> Shard {
         let cfg = HistoryConfig {
@@ -80,7 +82,7 @@ mod tests {
             age_us: 60_000_000,
             bytes_max: 1 << 20,
         };
-        Shard::new(cfg, 1_000_000)
+        Shard::new(History::new(cfg, 1_000_000))
     }
 
     fn msg(text: &str) -> Arc<[u8]> {

@@ -2,6 +2,14 @@
 //! several ids, the framing of each message, and the slow-consumer policy. A stream with one id
 //! keeps nothing here: its id is in its slot and its position is the seq of the message being
 //! framed.
+//!
+//! Reconnects: an SSE stream starts with a `retry:` field, and one comes again before its end
+//! at shutdown; a WebSocket ends at shutdown with close code 1012 (service restart). The
+//! `retry:` value is drawn per connection, uniform in `[RETRY_MIN_MS, RETRY_MIN_MS + N]` with
+//! `N = clamp(connections / RESUMES_PER_S, RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)` (in ms, the
+//! node's connections estimated as this worker's times the worker count): the clients of a
+//! server that stops, or crashes, come back spread over a window that grows with their number,
+//! not all at once.
 
 use std::sync::Arc;
 
@@ -13,6 +21,20 @@ use super::conns::{Conns, IDS};
 use super::post::Ack;
 use crate::config::{Config, SlowConsumer};
 use crate::metrics::Stats;
+
+/// The shortest reconnect delay an SSE client is told (`retry:`), in ms.
+const RETRY_MIN_MS: u64 = 1_000;
+/// Reconnects per second a node is taken to resume (replay and log in) without stalling live
+/// delivery: the jitter window spreads a node's clients over `connections / RESUMES_PER_S`
+/// seconds. A design figure, not a measurement.
+const RESUMES_PER_S: u64 = 10_000;
+/// The widest jitter window, ms (1M connections would otherwise wait up to 100 s).
+const RETRY_SPREAD_MAX_MS: u64 = 60_000;
+
+/// `N`, the width of the `retry:` jitter window in ms, for `connections` on the node.
+fn retry_spread_ms(connections: u64) -> u64 {
+    (connections.saturating_mul(1_000) / RESUMES_PER_S).clamp(RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)
+}
 
 /// Bytes counted per replayed message beside its payload, when a replay is fitted into a
 /// connection's queue bounds (framing and position).
@@ -42,6 +64,9 @@ pub struct Streams {
     queue_bytes_max: usize,
     queue_messages_max: usize,
     slow_consumer: SlowConsumer,
+    /// Draws each connection's `retry:` value.
+    rng: fastrand::Rng,
+    workers: u64,
 }
 
 impl Streams {
@@ -53,11 +78,20 @@ impl Streams {
             queue_bytes_max: cfg.queue_bytes_max,
             queue_messages_max: cfg.queue_messages_max,
             slow_consumer: cfg.slow_consumer,
+            rng: fastrand::Rng::new(),
+            workers: cfg.workers as u64,
         }
     }
 
-    /// A stream for `ids` on `slot`. With several ids, each id's position is kept: the
-    /// client's, or `start` until its owner answers.
+    /// A `retry:` value for one connection: uniform in `[RETRY_MIN_MS, RETRY_MIN_MS + N]`,
+    /// `N` growing with the node's connections (see the module doc).
+    fn retry_ms(&mut self, conns: &Conns) -> u64 {
+        let connections = conns.live() as u64 * self.workers;
+        RETRY_MIN_MS + self.rng.u64(0..=retry_spread_ms(connections))
+    }
+
+    /// A stream for `ids` on `slot`, after its head. With several ids, each id's position is
+    /// kept: the client's, or `start` until its owner answers. An SSE stream gets its `retry:`.
     pub fn begin(
         &mut self,
         conns: &mut Conns,
@@ -66,6 +100,11 @@ impl Streams {
         since: Option<&[u64]>,
         start: u64,
     ) {
+        let format = conns.get(slot).format;
+        if matches!(format, http::Format::Sse | http::Format::SseRaw) {
+            let retry_ms = self.retry_ms(conns);
+            conns.write(slot, |out| http::frame_retry(out, format, retry_ms));
+        }
         let conn = conns.get_mut(slot);
         conn.id = ids[0];
         if ids.len() > 1 {
@@ -262,15 +301,21 @@ impl Streams {
     }
 
     /// Writes the end of a stream: the last chunk, or a WebSocket close (a raw stream ends with
-    /// the close itself); for an expired token, the `expired` event or close code before it.
-    pub fn write_end(conns: &mut Conns, slot: u32, why: End) {
+    /// the close itself); for an expired token, the `expired` event or close code before it;
+    /// at shutdown, the reconnect hint (SSE `retry:`, WebSocket 1012).
+    pub fn write_end(&mut self, conns: &mut Conns, slot: u32, why: End) {
         let format = conns.get(slot).format;
         match (format, why) {
             (http::Format::Ws | http::Format::Sse | http::Format::SseRaw, End::Expired) => {
                 conns.write(slot, |out| http::frame_expired(out, format))
             }
+            (http::Format::Sse | http::Format::SseRaw, End::Shutdown) => {
+                let retry_ms = self.retry_ms(conns);
+                conns.write(slot, |out| http::frame_retry(out, format, retry_ms))
+            }
             (http::Format::Ws, End::Shutdown) => conns.write(slot, |out| {
-                http::ws::close(out, http::ws::code::GOING_AWAY, "server shutting down")
+                let code = http::ws::code::SERVICE_RESTART;
+                http::ws::close(out, code, "service restart")
             }),
             (http::Format::Ws, End::Disconnected) => conns.write(slot, |out| {
                 http::ws::close(out, http::ws::code::NORMAL, "disconnected by the server")
@@ -286,7 +331,7 @@ impl Streams {
 /// Why a stream ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    /// SIGINT/SIGTERM (WebSocket: 1001).
+    /// SIGINT/SIGTERM (SSE: a jittered `retry:`; WebSocket: 1012 service restart).
     Shutdown,
     /// `POST /disconnect/<id>` (WebSocket: 1000).
     Disconnected,
@@ -300,4 +345,18 @@ enum Room {
     DropNew,
     /// The connection is cut (disconnect).
     Cut,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_window_grows_with_the_connections() {
+        assert_eq!(retry_spread_ms(0), RETRY_MIN_MS);
+        assert_eq!(retry_spread_ms(10_000), 1_000);
+        assert_eq!(retry_spread_ms(100_000), 10_000);
+        assert_eq!(retry_spread_ms(1_000_000), RETRY_SPREAD_MAX_MS);
+        assert_eq!(retry_spread_ms(u64::MAX), RETRY_SPREAD_MAX_MS);
+    }
 }

@@ -280,6 +280,15 @@ impl Event {
     }
 }
 
+/// The milliseconds of an SSE block that is a `retry:` field alone (`retry: 1234\n\n`).
+pub fn retry_ms(block: &str) -> Option<u64> {
+    block
+        .strip_prefix("retry: ")?
+        .strip_suffix("\n\n")?
+        .parse()
+        .ok()
+}
+
 /// The sequence number of a one-id position `<epoch>:<seq>`.
 pub fn position_seq(pos: &str) -> u64 {
     let (_epoch, seq) = pos.split_once(':').expect("<epoch>:<seq>");
@@ -405,15 +414,25 @@ impl Client {
     }
 
     /// The next position-only event (`id: <pos>` and nothing else) of a chunked SSE stream,
-    /// failing on anything else.
+    /// failing on anything else; the `retry:` that opens a stream is skipped.
     pub fn expect_position(&mut self) -> String {
-        let chunk = String::from_utf8(self.read_chunk().expect("a position")).unwrap();
+        let mut chunk = String::from_utf8(self.read_chunk().expect("a position")).unwrap();
+        if retry_ms(&chunk).is_some() {
+            chunk = String::from_utf8(self.read_chunk().expect("a position")).unwrap();
+        }
         let event = Event::parse(&chunk);
         assert!(
             event.data.is_none() && event.event.is_none(),
             "not a position: {chunk:?}"
         );
         event.id.expect("an id line")
+    }
+
+    /// The next chunk of an SSE stream must be a `retry:` field alone (the reconnect delay the
+    /// server tells the client, jittered per connection); returns its milliseconds.
+    pub fn expect_retry(&mut self) -> u64 {
+        let chunk = String::from_utf8(self.read_chunk().expect("a retry: field")).unwrap();
+        retry_ms(&chunk).unwrap_or_else(|| panic!("not a retry: field alone: {chunk:?}"))
     }
 
     /// Consumes a response head.
@@ -794,4 +813,20 @@ pub fn jwt(secret: &str, claims: serde_json::Value) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("encode a token")
+}
+
+/// A fresh, empty folder for `--state-dir`, unique to the test (`name`) and the test process;
+/// it does not exist yet (comet creates it).
+pub fn state_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("comet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+impl Server {
+    /// SIGKILL: a crash. Waits for the exit.
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        assert!(self.wait(TIMEOUT).is_some(), "comet survived SIGKILL");
+    }
 }
