@@ -397,7 +397,6 @@ proptest! {
 mod restart_tests {
     use super::*;
     use crate::shard_of;
-    use proptest::prelude::*;
 
     fn cfg(messages_max: usize, age_us: u64, bytes_max: usize) -> HistoryConfig {
         HistoryConfig {
