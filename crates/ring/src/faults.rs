@@ -1,8 +1,8 @@
 //! Deterministic fault injection (cargo feature `faults`; test builds only).
 //!
 //! With `COMET_FAULTS=<seed>:<rate>[:<kinds>]` in the environment (`rate` a probability, `0.05`;
-//! `kinds` a comma-separated subset of `sq,dry,recv,poll,short,eagain,reset,accept`, all by
-//! default),
+//! `kinds` a comma-separated subset of `sq,dry,recv,poll,short,eagain,reset,accept,msg`, all
+//! by default),
 //! each
 //! [`crate::Ring`] draws from a seeded generator (the seed mixed with the ring's creation
 //! index) at every decision point below and, with probability `rate`, makes the kernel's answer
@@ -25,6 +25,7 @@
 //! | send | `-EAGAIN` | not submitted; a completion with `-EAGAIN` is posted instead (nothing was sent) | the answer for a socket that cannot take bytes now without blocking (non-blocking or with a send timeout) |
 //! | send | `-ECONNRESET` | not submitted; a completion with `-ECONNRESET` is posted (nothing sent) | the peer reset the connection |
 //! | multishot accept, a completion with `MORE` | `-EMFILE`, `-ENFILE`, `-ECONNABORTED` or `-ENOBUFS` as its last completion | the ring cancels the accept itself and reports its `-ECANCELED` as the error; the connection that completion brought passes unchanged | a multishot accept ends on its first error: descriptor limits (EMFILE, ENFILE: no free fixed-file slot), a peer that reset before accept (ECONNABORTED), no memory (ENOBUFS) |
+//! | MSG_RING (a doorbell to another worker) | `-EOVERFLOW` | not submitted; its failure completion (with the caller's own user_data) is posted | the target ring's completion queue was full, so the message could not be posted there |
 //!
 //! Not injected: `-ECANCELED` on sends, polls and one-shot recvs (only a cancel the caller asked
 //! for produces it there); a failed accept in place of one that brought a connection (the
@@ -83,6 +84,7 @@ pub struct FaultStats {
     pub send_eagain: u64,
     pub send_reset: u64,
     pub accept_failed: u64,
+    pub msg_ring_failed: u64,
 }
 
 impl FaultStats {
@@ -96,6 +98,7 @@ impl FaultStats {
             + self.send_eagain
             + self.send_reset
             + self.accept_failed
+            + self.msg_ring_failed
     }
 }
 
@@ -119,8 +122,8 @@ pub(crate) struct Faults {
 }
 
 /// The kinds of fault, by name, in the order of their bits.
-pub const KINDS: [&str; 8] = [
-    "sq", "dry", "recv", "poll", "short", "eagain", "reset", "accept",
+pub const KINDS: [&str; 9] = [
+    "sq", "dry", "recv", "poll", "short", "eagain", "reset", "accept", "msg",
 ];
 const SQ: u32 = 1;
 const DRY: u32 = 2;
@@ -130,7 +133,8 @@ const SHORT: u32 = 16;
 const EAGAIN: u32 = 32;
 const RESET: u32 = 64;
 const ACCEPT: u32 = 128;
-const ALL: u32 = 255;
+const MSG: u32 = 256;
+const ALL: u32 = 511;
 
 /// The creation index of each ring, mixed into its seed.
 static RINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -239,6 +243,16 @@ impl Faults {
         }
     }
 
+    /// True when a MSG_RING is failed instead of submitted (its completion is posted).
+    pub(crate) fn msg_ring(&mut self, own_user_data: u64) -> bool {
+        if !self.hit(MSG) {
+            return false;
+        }
+        self.stats.msg_ring_failed += 1;
+        self.post(own_user_data, -libc::EOVERFLOW);
+        true
+    }
+
     fn post(&mut self, user_data: u64, result: i32) {
         self.posted.push(Completion {
             user_data,
@@ -344,7 +358,7 @@ impl Faults {
         format!(
             "comet faults: seed={} injected={} sq_full={} dry_spells={} enobufs_seen={} \
              recv_cancelled={} recv_reset={} poll_reset={} send_short={} send_eagain={} \
-             send_reset={} accept_failed={}",
+             send_reset={} accept_failed={} msg_ring_failed={}",
             self.seed,
             s.total(),
             s.sq_full,
@@ -356,7 +370,8 @@ impl Faults {
             s.send_short,
             s.send_eagain,
             s.send_reset,
-            s.accept_failed
+            s.accept_failed,
+            s.msg_ring_failed
         )
     }
 }
@@ -399,7 +414,7 @@ mod tests {
         assert_eq!(parse("7:0.05"), Some((7, 0.05, ALL)));
         assert_eq!(parse("7:0.5:short,eagain"), Some((7, 0.5, SHORT | EAGAIN)));
         assert_eq!(
-            parse("7:0.5:sq,dry,recv,poll,reset,accept"),
+            parse("7:0.5:sq,dry,recv,poll,reset,accept,msg"),
             Some((7, 0.5, ALL & !SHORT & !EAGAIN))
         );
         assert_eq!(parse("7:0.5:nope"), None);

@@ -295,6 +295,14 @@ impl Ring {
     /// the cross-core doorbell. No completion is posted here unless it fails, and then with
     /// `own_user_data`.
     pub fn msg_ring(&mut self, target: RawFd, result: i32, user_data: u64, own_user_data: u64) {
+        #[cfg(feature = "faults")]
+        if self
+            .faults
+            .as_mut()
+            .is_some_and(|f| f.msg_ring(own_user_data))
+        {
+            return;
+        }
         let e = opcode::MsgRingData::new(types::Fd(target), result, user_data, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)

@@ -604,7 +604,7 @@ fn wait_log(server: &Server, workers: usize) -> String {
 }
 
 /// The counts of the `comet faults:` line, by name.
-const KINDS: [&str; 11] = [
+const KINDS: [&str; 12] = [
     "injected",
     "sq_full",
     "dry_spells",
@@ -616,6 +616,7 @@ const KINDS: [&str; 11] = [
     "send_eagain",
     "send_reset",
     "accept_failed",
+    "msg_ring_failed",
 ];
 
 /// What a seed's run found.
