@@ -9,6 +9,26 @@ serve *ARGS:
 test *ARGS:
     bash tools/test.sh {{ARGS}}
 
+# Fault injection: SEEDS seeded runs of the real server built with the `faults` feature (its ring
+# fails completions from the seed's schedule, crates/ring/src/faults.rs), invariants checked after
+# each (crates/server/tests/faults.rs). SEEDS (1000), FIRST (the first seed, 1), RATE (a fault's
+# chance per decision; by default 0.02, 0.05 or 0.1 by seed), THREADS (servers at once, the
+# cores). E.g. `just faults SEEDS=10000 RATE=0.3`; a failing seed is rerun with FIRST=<seed> SEEDS=1.
+faults *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    SEEDS=1000 FIRST=1 RATE= THREADS=
+    for arg in {{ARGS}}; do
+        case "$arg" in
+            SEEDS=*|FIRST=*|RATE=*|THREADS=*) declare "$arg" ;;
+            *) echo "just faults: unknown argument $arg (SEEDS=, FIRST=, RATE=, THREADS=)" >&2; exit 2 ;;
+        esac
+    done
+    export COMET_FAULT_SEEDS="$SEEDS" COMET_FAULT_SEED="$FIRST"
+    if [ -n "$RATE" ]; then export COMET_FAULT_RATE="$RATE"; fi
+    if [ -n "$THREADS" ]; then export COMET_FAULT_THREADS="$THREADS"; fi
+    cargo test -p comet --features faults --test faults -- --nocapture
+
 # fmt + clippy + tests, exactly as CI.
 ci:
     bash .ci/run

@@ -9,9 +9,14 @@
 //! - [`writes`]: the pool of write buffers. A buffer handed to the kernel is frozen until its send
 //!   completes; the pool enforces that, so nothing above this crate needs `unsafe`.
 //!
+//! - [`faults`] (cargo feature `faults`, test builds only): completions rewritten from a seeded
+//!   schedule into other answers the kernel could have given (`COMET_FAULTS=<seed>:<rate>`).
+//!
 //! All `unsafe` of comet lives in this crate, and each block says who keeps the memory the
 //! kernel reads or writes alive until the operation completes.
 
+#[cfg(feature = "faults")]
+pub mod faults;
 pub mod reads;
 pub mod sys;
 pub mod writes;
@@ -78,6 +83,9 @@ pub struct Ring {
     /// Entries that found the submission queue full while the kernel refused a flush (EBUSY).
     /// Rare and short: it is emptied by the next `submit_and_wait`.
     backlog: Vec<squeue::Entry>,
+    /// The fault schedule, when the feature is on and `COMET_FAULTS` is set.
+    #[cfg(feature = "faults")]
+    faults: Option<Box<faults::Faults>>,
 }
 
 impl Ring {
@@ -98,6 +106,8 @@ impl Ring {
             tick: Box::new(types::Timespec::new()),
             stats: RingStats::default(),
             backlog: Vec::new(),
+            #[cfg(feature = "faults")]
+            faults: faults::Faults::from_env().map(Box::new),
         })
     }
 
@@ -112,9 +122,25 @@ impl Ring {
     /// # Safety
     /// Every buffer or descriptor the entry points to must stay valid until its completion.
     unsafe fn push(&mut self, entry: squeue::Entry) {
+        #[cfg(feature = "faults")]
+        let forced = self
+            .faults
+            .as_mut()
+            .map_or(faults::Push::Normal, |f| f.push());
+        #[cfg(feature = "faults")]
+        if forced == faults::Push::Backlog {
+            // As if the queue were full and the kernel refused the flush (EBUSY).
+            self.stats.sq_full_flushes += 1;
+            self.backlog.push(entry);
+            return;
+        }
         if self.backlog.is_empty() {
+            #[cfg(not(feature = "faults"))]
+            let forced_full = false;
+            #[cfg(feature = "faults")]
+            let forced_full = forced == faults::Push::Flush;
             // SAFETY: the caller guarantees the entry's memory outlives the operation.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            if !forced_full && unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
             }
             // A full queue is flushed, not an error.
@@ -152,6 +178,8 @@ impl Ring {
     /// Multishot accept on a listening socket; each connection goes straight into a free slot
     /// of the fixed-file table and the completion's result is that slot.
     pub fn accept_multi(&mut self, listener: RawFd, user_data: u64) {
+        #[cfg(feature = "faults")]
+        self.track(user_data, faults::Kind::Accept);
         let e = opcode::AcceptMulti::new(types::Fd(listener))
             .allocate_file_index(true)
             .build()
@@ -163,6 +191,8 @@ impl Ring {
 
     /// Multishot recv on a fixed-file slot, drawing buffers from the provided buffer ring.
     pub fn recv_multi(&mut self, slot: u32, user_data: u64) {
+        #[cfg(feature = "faults")]
+        self.track(user_data, faults::Kind::Recv);
         let e = opcode::RecvMulti::new(types::Fixed(slot), READ_GROUP)
             .build()
             .user_data(user_data);
@@ -173,6 +203,8 @@ impl Ring {
     /// One-shot recv into a provided buffer: for a connection that is read rarely (a
     /// WebSocket's control frames) and otherwise watched by `poll_read`.
     pub fn recv_once(&mut self, slot: u32, user_data: u64) {
+        #[cfg(feature = "faults")]
+        self.track(user_data, faults::Kind::Recv);
         let e = opcode::Recv::new(types::Fixed(slot), std::ptr::null_mut(), 0)
             .buf_group(READ_GROUP)
             .build()
@@ -186,6 +218,8 @@ impl Ring {
     /// One-shot poll for readability or hang-up: the cheapest armed request that notices a
     /// close (no buffer, ~263 B of kernel memory against ~855 B for a multishot recv).
     pub fn poll_read(&mut self, slot: u32, user_data: u64) {
+        #[cfg(feature = "faults")]
+        self.track(user_data, faults::Kind::Poll);
         let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
         let e = opcode::PollAdd::new(types::Fixed(slot), mask)
             .build()
@@ -208,6 +242,10 @@ impl Ring {
     /// this send's result.
     pub fn send(&mut self, slot: u32, buf: WBuf, user_data: u64) {
         let (ptr, len) = self.writes.freeze(buf);
+        #[cfg(feature = "faults")]
+        let Some(len) = self.fault_send(user_data, len) else {
+            return;
+        };
         let e = opcode::Send::new(types::Fixed(slot), ptr, len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -221,6 +259,10 @@ impl Ring {
     /// Sends bytes that live for the whole program (a heartbeat): no write buffer needed.
     pub fn send_static(&mut self, slot: u32, bytes: &'static [u8], user_data: u64) {
         let len = u32::try_from(bytes.len()).expect("a small static message");
+        #[cfg(feature = "faults")]
+        let Some(len) = self.fault_send(user_data, len) else {
+            return;
+        };
         let e = opcode::Send::new(types::Fixed(slot), bytes.as_ptr(), len)
             .flags(libc::MSG_NOSIGNAL)
             .build()
@@ -253,6 +295,14 @@ impl Ring {
     /// the cross-core doorbell. No completion is posted here unless it fails, and then with
     /// `own_user_data`.
     pub fn msg_ring(&mut self, target: RawFd, result: i32, user_data: u64, own_user_data: u64) {
+        #[cfg(feature = "faults")]
+        if self
+            .faults
+            .as_mut()
+            .is_some_and(|f| f.msg_ring(own_user_data))
+        {
+            return;
+        }
         let e = opcode::MsgRingData::new(types::Fd(target), result, user_data, None)
             .build()
             .flags(squeue::Flags::SKIP_SUCCESS)
@@ -281,6 +331,12 @@ impl Ring {
         self.flush_backlog();
         // Entries still in the backlog mean the queue is full: submit them without sleeping.
         let want = if self.backlog.is_empty() { want } else { 0 };
+        // Completions posted by the fault schedule are waiting: do not sleep either.
+        #[cfg(feature = "faults")]
+        let want = match &self.faults {
+            Some(f) if !f.posted.is_empty() => 0,
+            _ => want,
+        };
         match self.ring.submit_and_wait(want) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
@@ -292,14 +348,112 @@ impl Ring {
     /// never borrows the completion queue.
     pub fn drain(&mut self, out: &mut Vec<Completion>, max: usize) {
         out.clear();
+        #[cfg(feature = "faults")]
+        if self.faults.is_some() {
+            self.drain_faults(out, max);
+            return;
+        }
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in cq.take(max) {
+            // A faults build counts the buffers handed out even without a schedule.
+            #[cfg(feature = "faults")]
+            if cqueue::buffer_select(cqe.flags()).is_some() {
+                self.reads.out += 1;
+            }
             out.push(Completion {
                 user_data: cqe.user_data(),
                 result: cqe.result(),
                 flags: cqe.flags(),
             });
+        }
+    }
+}
+
+#[cfg(feature = "faults")]
+impl Ring {
+    /// What was injected so far (`None` without `COMET_FAULTS`).
+    pub fn fault_stats(&self) -> Option<faults::FaultStats> {
+        self.faults.as_ref().map(|f| f.stats)
+    }
+
+    fn track(&mut self, user_data: u64, kind: faults::Kind) {
+        if let Some(f) = &mut self.faults {
+            f.track(user_data, kind);
+        }
+    }
+
+    /// The length to submit a send with, or `None` when the schedule failed it (its completion
+    /// is posted by `drain`; the write buffer stays frozen until the caller handles it).
+    fn fault_send(&mut self, user_data: u64, len: u32) -> Option<u32> {
+        match self.faults.as_mut().map(|f| f.send(user_data, len)) {
+            None => Some(len),
+            Some(faults::Send::Submit(len)) => Some(len),
+            Some(faults::Send::Fail(_)) => None,
+        }
+    }
+
+    /// [`Ring::drain`] through the fault schedule.
+    fn drain_faults(&mut self, out: &mut Vec<Completion>, max: usize) {
+        let Some(f) = self.faults.as_mut() else {
+            return;
+        };
+        if f.dry() {
+            self.reads.dry = true;
+        } else if self.reads.dry {
+            self.reads.end_dry_spell();
+        }
+        let f = self.faults.as_mut().expect("faults");
+        let posted = f.posted.len().min(max);
+        out.extend(f.posted.drain(..posted));
+        let mut cancels = Vec::new();
+        let mut recycle = Vec::new();
+        {
+            let mut cq = self.ring.completion();
+            cq.sync();
+            while out.len() < max {
+                let Some(cqe) = cq.next() else { break };
+                let mut c = Completion {
+                    user_data: cqe.user_data(),
+                    result: cqe.result(),
+                    flags: cqe.flags(),
+                };
+                if c.buffer().is_some() {
+                    self.reads.out += 1;
+                }
+                match f.rewrite(&mut c) {
+                    faults::Rewrite::Keep => out.push(c),
+                    faults::Rewrite::Recycle(bid) => {
+                        recycle.push(bid);
+                        out.push(c);
+                    }
+                    faults::Rewrite::Cancel => {
+                        cancels.push(c.user_data);
+                        out.push(c);
+                    }
+                    faults::Rewrite::Swallow => {}
+                }
+            }
+        }
+        for bid in recycle {
+            self.reads.recycle(bid);
+        }
+        for target in cancels {
+            self.cancel(target, faults::FAULT_CANCEL);
+        }
+    }
+}
+
+#[cfg(feature = "faults")]
+impl Drop for Ring {
+    fn drop(&mut self) {
+        let Some(f) = &self.faults else { return };
+        eprintln!("{}", f.summary());
+        if !std::thread::panicking() {
+            assert_eq!(
+                self.reads.out, 0,
+                "read buffers handed out and never recycled"
+            );
         }
     }
 }

@@ -23,6 +23,14 @@ pub struct ReadBufs {
     size: u32,
     /// Our copy of the ring's tail: buffers handed to the kernel so far (wrapping).
     tail: u16,
+    /// Fault injection (see `faults`): buffers handed to the caller and not yet recycled, and
+    /// while a dry spell lasts (`dry`), the buffers recycled and held back from the kernel.
+    #[cfg(feature = "faults")]
+    pub(crate) out: u64,
+    #[cfg(feature = "faults")]
+    pub(crate) dry: bool,
+    #[cfg(feature = "faults")]
+    held: Vec<u16>,
 }
 
 impl ReadBufs {
@@ -56,6 +64,12 @@ impl ReadBufs {
             count,
             size,
             tail: 0,
+            #[cfg(feature = "faults")]
+            out: 0,
+            #[cfg(feature = "faults")]
+            dry: false,
+            #[cfg(feature = "faults")]
+            held: Vec::new(),
         };
         // SAFETY: `entries` is page-aligned, `count` entries long and owned by `bufs`, which is
         // dropped only after the ring (field order in `Ring`), so the kernel never sees it freed.
@@ -82,7 +96,31 @@ impl ReadBufs {
     /// Gives buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
         assert!(bid < self.count);
+        #[cfg(feature = "faults")]
+        {
+            self.out = self
+                .out
+                .checked_sub(1)
+                .expect("a read buffer recycled twice");
+            if self.dry {
+                self.held.push(bid);
+                return;
+            }
+        }
         self.put(bid);
+        self.publish();
+    }
+
+    /// Ends a dry spell: the buffers held back go to the kernel.
+    #[cfg(feature = "faults")]
+    pub(crate) fn end_dry_spell(&mut self) {
+        self.dry = false;
+        if self.held.is_empty() {
+            return;
+        }
+        for bid in std::mem::take(&mut self.held) {
+            self.put(bid);
+        }
         self.publish();
     }
 

@@ -403,6 +403,24 @@ impl Conns {
     pub fn on_send(&mut self, slot: u32, gen: u32, c: Completion) -> Sent {
         let conn = self.check(slot, gen);
         conn.inflight &= !SEND;
+        // EAGAIN (a socket that cannot take bytes now) and EINTR: nothing was sent; the same
+        // bytes go again, unless the connection is closing (its send was being cancelled).
+        if matches!(-c.result, libc::EAGAIN | libc::EINTR) && conn.state != State::Closing {
+            conn.inflight |= SEND;
+            let format = conn.format;
+            match conn.sending {
+                Some(buf) => {
+                    let rest = self.ring.writes.complete(buf, 0);
+                    debug_assert_eq!(rest, comet_ring::Sent::Partial);
+                    self.ring.send(slot, buf, pack(Op::Send, slot, gen));
+                }
+                None => {
+                    let beat = http::heartbeat(format);
+                    self.ring.send_static(slot, beat, pack(Op::Send, slot, gen));
+                }
+            }
+            return Sent::Busy;
+        }
         let Some(buf) = conn.sending.take() else {
             // A heartbeat, sent from static bytes. A socket that cannot take it whole has a
             // peer that stopped reading long ago (nothing else was queued): cut it.
