@@ -61,6 +61,14 @@ bench-resume *ARGS:
 bench-features *ARGS:
     bash tools/bench/features.sh {{ARGS}}
 
+# The seed's 24-hour experiment with everything on: 10k SSE subscribers with auth, history and
+# heartbeats, 5 % of them dropping and resuming a minute, 1000 msg/s for DURATION (default 24h);
+# checks RSS slope, flat connections/descriptors/sockets and 0 lost; writes
+# results/soak/<date>-<label>/. Settings in the header of tools/bench/soak.sh
+# (a smoke run: `DURATION=10m LABEL=smoke-10m just soak`).
+soak *ARGS:
+    bash tools/bench/soak.sh {{ARGS}}
+
 # Redraw a results folder's graphs: `just plot results/c10k/<date>-<label>`.
 plot DIR:
     bash tools/plot/plot.sh {{DIR}}

@@ -3,7 +3,8 @@
 #   gnuplot -e "memlog='mem.log'; out='memory.png'; label='c10k'" tools/plot/memory.gp
 #
 # memlog columns: 1 date, 2 epoch, 3 rss_kb, 4 connections, 5 tcp_inuse, 6 tcp_alloc,
-# 7 tcp_mem_pages, 8 slab_kb, 9 cpu_s. Lines starting with '#' are ignored.
+# 7 tcp_mem_pages, 8 slab_kb, 9 cpu_s, 10 open_fds, 11 heap_kb,
+# 12 history_kb. Lines starting with '#' are ignored.
 if (!exists("memlog")) memlog = 'mem.log'
 if (!exists("out")) out = 'memory.png'
 if (!exists("label")) label = ''

@@ -41,9 +41,15 @@ impl Drop for Server {
 /// Starts comet with 2 workers on ports the kernel picks, and reads its addresses from its
 /// `comet: listening public=... publish=...` line.
 pub fn start_comet(bin: &PathBuf) -> Server {
+    start_comet_with(bin, &[])
+}
+
+/// [`start_comet`] with more `comet serve` arguments (e.g. `--auth-secret`).
+pub fn start_comet_with(bin: &PathBuf, args: &[&str]) -> Server {
     let mut child = Command::new(bin)
         .args(["serve", "--workers", "2"])
         .args(["--listen", "127.0.0.1:0", "--publish-listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -1,7 +1,11 @@
 //! memlog: one line per interval in the seed's `mochimem.log` layout,
 //! `date<TAB>epoch<TAB>rss_kb<TAB>connections`, followed by extra columns:
 //! kernel TCP sockets in use and allocated, TCP memory pages (from /proc/net/sockstat), slab KB
-//! (/proc/meminfo `Slab:`) and the process's CPU seconds (utime + stime).
+//! (/proc/meminfo `Slab:`), the process's CPU seconds (utime + stime), and from /metrics the
+//! server's open descriptors (`process_open_fds`; sockets in io_uring fixed-file tables are not
+//! among them), its heap (`comet_heap_bytes`, what its allocator holds for it) and its message
+//! history (`comet_history_bytes`), both in KB: what tells a leak from a cache filling up or
+//! from the allocator's own growth when RSS rises.
 //!
 //! Every source is O(1) in the number of connections: /proc/PID/status, /proc/PID/stat,
 //! /proc/net/sockstat, /proc/meminfo and the server's `GET /metrics` (the sum of its
@@ -38,7 +42,7 @@ struct Opts {
 }
 
 const HEADER: &str =
-    "# date\tepoch\trss_kb\tconnections\ttcp_inuse\ttcp_alloc\ttcp_mem_pages\tslab_kb\tcpu_s";
+    "# date\tepoch\trss_kb\tconnections\ttcp_inuse\ttcp_alloc\ttcp_mem_pages\tslab_kb\tcpu_s\topen_fds\theap_kb\thistory_kb";
 
 /// /proc reports CPU time in USER_HZ ticks, 100 per second on every Linux architecture.
 const USER_HZ: f64 = 100.0;
@@ -94,10 +98,15 @@ fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
 
 /// Sum of every `comet_connections` sample (one per worker) in Prometheus text.
 fn metrics_connections(text: &str) -> Option<u64> {
+    metric_sum(text, "comet_connections")
+}
+
+/// Sum of every sample of the metric `name` (one per worker, or a single one).
+fn metric_sum(text: &str, name: &str) -> Option<u64> {
     let mut found = false;
     let mut sum = 0.0;
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("comet_connections") else {
+        let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
         let value = if rest.starts_with('{') {
@@ -192,10 +201,12 @@ fn sample(opts: &Opts) -> Option<String> {
         }
         None => (None, None),
     };
-    let connections = opts
-        .metrics
-        .and_then(fetch_metrics)
-        .and_then(|m| metrics_connections(&m));
+    let metrics = opts.metrics.and_then(fetch_metrics);
+    let connections = metrics.as_deref().and_then(metrics_connections);
+    let metric = |name: &str| metrics.as_deref().and_then(|m| metric_sum(m, name));
+    let open_fds = metric("process_open_fds");
+    let heap_kb = metric("comet_heap_bytes").map(|b| b / 1024);
+    let history_kb = metric("comet_history_bytes").map(|b| b / 1024);
     let tcp = std::fs::read_to_string("/proc/net/sockstat")
         .ok()
         .and_then(|s| parse_sockstat(&s));
@@ -204,7 +215,7 @@ fn sample(opts: &Opts) -> Option<String> {
         .and_then(|m| kb_field(&m, "Slab"));
     let epoch = epoch_s();
     Some(format!(
-        "{}\t{epoch}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        "{}\t{epoch}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
         iso_utc(epoch),
         or_nan(rss_kb),
         or_nan(connections),
@@ -213,6 +224,9 @@ fn sample(opts: &Opts) -> Option<String> {
         or_nan(tcp.map(|t| t.mem_pages)),
         or_nan(slab_kb),
         or_nan(cpu_s),
+        or_nan(open_fds),
+        or_nan(heap_kb),
+        or_nan(history_kb),
     ))
 }
 
@@ -304,6 +318,8 @@ mod tests {
         assert_eq!(metrics_connections(text), Some(10001));
         assert_eq!(metrics_connections("comet_connections 7\n"), Some(7));
         assert_eq!(metrics_connections("other 1\n"), None);
+        let text = "process_open_fds 42\nprocess_open_fds_max 9\n";
+        assert_eq!(metric_sum(text, "process_open_fds"), Some(42));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The delivery check for one id: the publisher numbers the messages of each id 1, 2, 3, ...
 //! (body `<id>:<n>`), and a subscriber must see every n exactly once, in order, across all its
-//! reconnections. Pure: no I/O, no time.
+//! reconnections. Pure: no I/O, no time. Its memory is bounded: at most [`MISSING_MAX`]
+//! skipped numbers are remembered (a skipped number still missing when older ones are forgotten
+//! is counted then), so a day-long run costs what a minute does.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +39,10 @@ impl Counts {
     }
 }
 
+/// Skipped numbers remembered per id, in case they arrive late (reordered); past this the
+/// oldest is counted as lost (or announced) for good.
+pub const MISSING_MAX: usize = 1024;
+
 #[derive(Clone, Debug)]
 pub struct Checker {
     /// The next n expected.
@@ -45,6 +51,8 @@ pub struct Checker {
     gap_pending: bool,
     /// Skipped numbers not (yet) received, and whether a gap notice announced each.
     missing: BTreeMap<u64, bool>,
+    /// Entries of `missing` with no gap notice (`false`).
+    missing_unannounced: u64,
     counts: Counts,
 }
 
@@ -56,6 +64,7 @@ impl Checker {
             next: first.max(1),
             gap_pending: false,
             missing: BTreeMap::new(),
+            missing_unannounced: 0,
             counts: Counts::default(),
         }
     }
@@ -66,6 +75,38 @@ impl Checker {
         self.next.saturating_sub(1)
     }
 
+    /// Counts so far, for progress lines: `lost` holds the skipped numbers not (yet)
+    /// received and not announced, which a late arrival can still take back.
+    pub fn progress(&self) -> Counts {
+        Counts {
+            lost: self.counts.lost + self.missing_unannounced,
+            ..self.counts
+        }
+    }
+
+    fn insert_missing(&mut self, n: u64, announced: bool) {
+        if self.missing.insert(n, announced) == Some(false) {
+            self.missing_unannounced -= 1;
+        }
+        if !announced {
+            self.missing_unannounced += 1;
+        }
+        while self.missing.len() > MISSING_MAX {
+            let (_, announced) = self.missing.pop_first().expect("not empty");
+            self.count_missing(announced);
+        }
+    }
+
+    /// One skipped number given up for good.
+    fn count_missing(&mut self, announced: bool) {
+        if announced {
+            self.counts.gap_skipped += 1;
+        } else {
+            self.missing_unannounced -= 1;
+            self.counts.lost += 1;
+        }
+    }
+
     pub fn gap(&mut self) {
         self.counts.gaps += 1;
         self.gap_pending = true;
@@ -74,12 +115,18 @@ impl Checker {
     pub fn message(&mut self, n: u64) {
         if n >= self.next {
             let announced = std::mem::take(&mut self.gap_pending);
-            for skipped in self.next..n {
-                self.missing.insert(skipped, announced);
+            // Only the newest MISSING_MAX of a huge skip are remembered.
+            let from = self.next.max(n.saturating_sub(MISSING_MAX as u64));
+            self.count_missing_new(announced, from - self.next);
+            for skipped in from..n {
+                self.insert_missing(skipped, announced);
             }
             self.next = n + 1;
             self.counts.received += 1;
-        } else if self.missing.remove(&n).is_some() {
+        } else if let Some(announced) = self.missing.remove(&n) {
+            if !announced {
+                self.missing_unannounced -= 1;
+            }
             self.counts.received += 1;
             self.counts.reordered += 1;
         } else {
@@ -87,24 +134,32 @@ impl Checker {
         }
     }
 
+    /// `count` skipped numbers counted at once, never remembered.
+    fn count_missing_new(&mut self, announced: bool, count: u64) {
+        if announced {
+            self.counts.gap_skipped += count;
+        } else {
+            self.counts.lost += count;
+        }
+    }
+
     /// Ends the check: `published` is the last n published for this id, `failed` the numbers
     /// whose publish failed. Everything up to `published` not received is lost (or announced).
     pub fn finish(mut self, published: u64, failed: &[u64]) -> Counts {
         let announced = std::mem::take(&mut self.gap_pending);
-        for skipped in self.next..=published {
-            self.missing.insert(skipped, announced);
-        }
+        let tail = self.next..=published;
+        let mut tail_count = (published + 1).saturating_sub(self.next);
         for n in failed {
-            if self.missing.remove(n).is_some() {
+            if tail.contains(n) {
+                tail_count -= 1;
+                self.counts.not_published += 1;
+            } else if self.missing.remove(n).is_some() {
                 self.counts.not_published += 1;
             }
         }
-        for announced in self.missing.values() {
-            if *announced {
-                self.counts.gap_skipped += 1;
-            } else {
-                self.counts.lost += 1;
-            }
+        self.count_missing_new(announced, tail_count);
+        for announced in std::mem::take(&mut self.missing).into_values() {
+            self.count_missing_new(announced, 1);
         }
         self.counts
     }
@@ -193,6 +248,29 @@ mod tests {
                 ..counts(1, 0, 0)
             }
         );
+    }
+
+    #[test]
+    fn memory_is_bounded_and_progress_counts_what_is_missing() {
+        let mut c = Checker::expecting(1);
+        c.message(1);
+        c.message(4); // 2, 3 missing
+        assert_eq!(c.progress().lost, 2);
+        c.message(2); // late: reordered, no longer missing
+        assert_eq!(c.progress().lost, 1);
+        assert_eq!(c.progress().reordered, 1);
+        // A skip far larger than what is remembered: the oldest are counted at once.
+        let far = 4 + 3 * MISSING_MAX as u64;
+        c.message(far);
+        assert!(c.missing.len() <= MISSING_MAX);
+        assert_eq!(c.progress().lost, far - 1 - 3);
+        c.gap();
+        c.message(far + 2 * MISSING_MAX as u64); // announced: not lost
+        assert!(c.missing.len() <= MISSING_MAX);
+        let counts = c.finish(far + 2 * MISSING_MAX as u64 + 1, &[]);
+        assert_eq!(counts.lost, far - 4 + 1);
+        assert_eq!(counts.gap_skipped, 2 * MISSING_MAX as u64 - 1);
+        assert_eq!(counts.received, 5);
     }
 
     #[test]

@@ -10,13 +10,24 @@
 //! publishing window; by RST, FIN or either at random), stay away a random moment below
 //! `--away-max` (so that messages are published meanwhile) and reconnect with
 //! `Last-Event-ID: <the last id seen>`. The first connection starts without it and gets the
-//! server's initial position line.
+//! server's initial position line. With `--churn P` instead, each subscriber drops once every
+//! 100/P minutes from its own phase, so that P % of them drop and resume every minute, evenly
+//! spread: a soak test's churn, as long as the run lasts, in constant memory.
+//!
+//! A gap notice is *explained* when the messages it skips could have left comet's history
+//! (`--history-messages`, `--history-age`: comet's settings): more than that many messages were
+//! published for the id since the last one the subscriber received, or that last one is older
+//! than the age. Otherwise it is counted in `gaps_unexplained`, a failure.
 //!
 //! Each subscriber checks its ids' numbers ([`check`]): `lost` (a number skipped with no
 //! `event: gap` before the next message, or never received), `duplicated`, `reordered`,
 //! `gaps`. At the end it waits (at most `--drain`) until every subscriber has seen the last
 //! number published for its id, prints a summary and one JSON line, and exits 1 if anything
-//! was lost, duplicated or reordered, or a publish failed; 2 if the run could not be set up.
+//! was lost, duplicated or reordered, a gap was unexplained or a publish failed; 2 if the run
+//! could not be set up. Every `--stats-interval` it prints a progress line (`t=...`).
+//!
+//! One thread per subscriber, with a small stack and read buffer: thousands work (a soak runs
+//! 10,000); a resume time goes into one shared histogram, so memory does not grow with the run.
 
 mod check;
 mod sse;
@@ -25,13 +36,15 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use fastrand::Rng;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 use tools_common::clock::{epoch_s, Schedule};
 use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
@@ -40,8 +53,18 @@ use tools_common::response::Answer;
 
 use check::{Checker, Counts};
 
-/// Longest a subscriber blocks in one read, so it notices a due drop or the end of the run.
+/// Longest a subscriber sleeps while it is away or a drop waits.
 const POLL: Duration = Duration::from_millis(100);
+/// Longest a subscriber blocks in one read, so it notices the end of the run (a due drop
+/// shortens it): with 10,000 subscribers, 10,000 wake-ups a second.
+const READ_WAIT_MAX: Duration = Duration::from_secs(1);
+/// Subscriber threads' stack: they hold little (the read buffer is on the heap).
+const STACK_SIZE: usize = 256 * 1024;
+/// Per subscriber; comet's messages here are a few dozen bytes.
+const READ_BUFFER_SIZE: usize = 16 * 1024;
+/// How much older than `--history-age` a subscriber's last message must be for a gap to be
+/// explained by the age: it was received a little after the next one was published.
+const AGE_SLACK: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a first connection waits for the initial position line before it counts as ready
 /// without one.
@@ -84,6 +107,23 @@ struct Opts {
     /// publishing window.
     #[arg(long, default_value_t = 1000)]
     reconnects: u64,
+    /// Churn instead of --reconnects: this percentage of the subscribers drops and resumes
+    /// every minute (each one once every 100/churn minutes, phases spread evenly).
+    #[arg(long)]
+    churn: Option<f64>,
+    /// Open the first connections at most this many per second (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    connect_rate: f64,
+    /// comet's --history-messages: a gap is explained when more messages than this were
+    /// published for the id since the last one received.
+    #[arg(long, default_value_t = 32)]
+    history_messages: u64,
+    /// comet's --history-age-ms: a gap is explained when the last message received is older.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    history_age: Duration,
+    /// Time between progress lines.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    stats_interval: Duration,
     /// How a subscriber drops its connection.
     #[arg(long = "drop", value_enum, default_value_t = DropMode::Mixed)]
     drop_mode: DropMode,
@@ -136,6 +176,59 @@ fn drop_schedule(
         .collect()
 }
 
+/// When one subscriber drops, relative to the start of publishing.
+#[derive(Clone, Debug, PartialEq)]
+enum Drops {
+    /// These moments (sorted).
+    At(Vec<Duration>),
+    /// `first`, then every `period`, while inside `window`.
+    Every {
+        first: Duration,
+        period: Duration,
+        window: Duration,
+    },
+}
+
+impl Drops {
+    /// The moment of drop `i` (0-based), None past the last one.
+    fn get(&self, i: usize) -> Option<Duration> {
+        match self {
+            Drops::At(times) => times.get(i).copied(),
+            Drops::Every {
+                first,
+                period,
+                window,
+            } => {
+                let t = *first + period.mul_f64(i as f64);
+                (t < *window).then_some(t)
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        (0..).take_while(|&i| self.get(i).is_some()).count() as u64
+    }
+}
+
+/// Churn: `percent_per_minute` % of `subscribers` drop every minute. Each drops once a period
+/// (100 / percent minutes), subscriber k first at `period * (k + u) / subscribers` with u
+/// uniform in [0, 1), so that the drops spread evenly over every minute.
+fn churn_schedule(
+    percent_per_minute: f64,
+    subscribers: usize,
+    window: Duration,
+    rng: &mut Rng,
+) -> Vec<Drops> {
+    let period = Duration::from_secs(60).mul_f64(100.0 / percent_per_minute);
+    (0..subscribers)
+        .map(|k| Drops::Every {
+            first: period.mul_f64((k as f64 + rng.f64()) / subscribers as f64),
+            period,
+            window,
+        })
+        .collect()
+}
+
 /// `<id>:<n>` -> (id, n).
 fn parse_body(data: &str) -> Option<(u64, u64)> {
     let (id, n) = data.split_once(':')?;
@@ -154,6 +247,17 @@ struct Shared {
     reconnects: AtomicU64,
     /// Scheduled drops not done yet (a drop waits until its connection streams).
     drops_left: AtomicU64,
+    /// Per subscriber: the last n the publisher sent, for explaining gaps.
+    published: Vec<AtomicU64>,
+    /// Progress sums over the subscribers (see `Checker::progress`).
+    duplicated: AtomicU64,
+    reordered: AtomicU64,
+    gaps: AtomicU64,
+    gaps_unexplained: AtomicU64,
+    lost_so_far: AtomicI64,
+    server_closes: AtomicU64,
+    /// Resume times (connect to head), microseconds.
+    resume_us: Mutex<Histogram<u64>>,
 }
 
 /// Connection-level counts of one subscriber (or, summed, of all).
@@ -165,6 +269,8 @@ struct ConnStats {
     drops_fin: u64,
     /// Streams the server ended (EOF, reset, final chunk); resumed like a drop.
     server_closes: u64,
+    /// Gap notices the history's limits do not explain (see the crate doc): failures.
+    gaps_unexplained: u64,
     /// Reconnects made with no id seen yet (they cannot resume; should be 0).
     resumed_without_id: u64,
     connect_errors: u64,
@@ -191,6 +297,7 @@ impl ConnStats {
         self.drops_rst += o.drops_rst;
         self.drops_fin += o.drops_fin;
         self.server_closes += o.server_closes;
+        self.gaps_unexplained += o.gaps_unexplained;
         self.resumed_without_id += o.resumed_without_id;
         self.connect_errors += o.connect_errors;
         self.status_errors += o.status_errors;
@@ -207,8 +314,6 @@ impl ConnStats {
 struct SubResult {
     checker: Checker,
     stats: ConnStats,
-    /// Microseconds from the connect of each resuming connection to its 200 head.
-    resume_us: Vec<u64>,
 }
 
 struct Conn {
@@ -268,7 +373,7 @@ fn drop_conn(conn: Conn, rst: bool) {
 fn subscriber(
     opts: &Opts,
     k: usize,
-    schedule: &[Duration],
+    schedule: &Drops,
     shared: &Shared,
     ready: &mpsc::Sender<usize>,
     seed: u64,
@@ -279,7 +384,10 @@ fn subscriber(
     let signer = opts.jwt_secret.as_deref().map(Signer::new);
     let mut checker = Checker::expecting(1);
     let mut stats = ConnStats::default();
-    let mut resume_us = Vec::with_capacity(schedule.len() + 4);
+    // What this subscriber last added to the shared progress sums.
+    let mut reported = check::Counts::default();
+    // When the last message arrived (or the subscriber started): for explaining gaps.
+    let mut last_message_at = Instant::now();
     let mut last_event_id: Option<String> = None;
     let mut conn: Option<Conn> = None;
     // Ready (publishing may start) once the first connection has given a position.
@@ -290,7 +398,7 @@ fn subscriber(
     let mut lost = false;
     // After a drop: stay away until then.
     let mut away_until: Option<Instant> = None;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUFFER_SIZE];
     let mut items = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(c) = conn.as_mut() else {
@@ -333,7 +441,7 @@ fn subscriber(
         let due = shared
             .start
             .get()
-            .and_then(|start| schedule.get(next_drop).map(|d| *start + *d));
+            .and_then(|start| schedule.get(next_drop).map(|d| *start + d));
         if let Some(due) = due {
             // Drop only a streaming connection, and only once there is a position to resume
             // from; a drop that is not possible yet waits for both.
@@ -358,15 +466,16 @@ fn subscriber(
                 continue;
             }
         }
-        let wait = due.map_or(POLL, |d| {
+        let wait = due.map_or(READ_WAIT_MAX, |d| {
             d.saturating_duration_since(now)
-                .clamp(Duration::from_millis(1), POLL)
+                .clamp(Duration::from_millis(1), READ_WAIT_MAX)
         });
         let _ = c.stream.set_read_timeout(Some(wait));
         let n = match c.stream.read(&mut buf) {
             Err(e) if timed_out(&e) => continue,
             Ok(0) | Err(_) => {
                 stats.server_closes += 1;
+                shared.server_closes.fetch_add(1, Ordering::Relaxed);
                 conn = None;
                 lost = true;
                 continue;
@@ -382,7 +491,10 @@ fn subscriber(
                     c.streaming = true;
                     lost = false;
                     if c.resuming {
-                        resume_us.push(c.opened_at.elapsed().as_micros() as u64);
+                        let us = c.opened_at.elapsed().as_micros() as u64;
+                        if let Ok(mut h) = shared.resume_us.lock() {
+                            h.saturating_record(us);
+                        }
                     }
                     head_at.get_or_insert(now);
                 }
@@ -402,13 +514,32 @@ fn subscriber(
                         }
                     }
                     match (event.event.as_str(), &event.data) {
-                        ("gap", _) => checker.gap(),
+                        ("gap", _) => {
+                            checker.gap();
+                            let behind = shared.published[k]
+                                .load(Ordering::Relaxed)
+                                .saturating_sub(checker.last());
+                            let silent = last_message_at.elapsed();
+                            if behind <= opts.history_messages
+                                && silent + AGE_SLACK < opts.history_age
+                            {
+                                if stats.gaps_unexplained == 0 {
+                                    eprintln!(
+                                        "resumetest: subscriber {id}: a gap with {behind} messages published since the last received, {:.1} s ago",
+                                        silent.as_secs_f64()
+                                    );
+                                }
+                                stats.gaps_unexplained += 1;
+                                shared.gaps_unexplained.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                         ("" | "message", Some(data)) => match parse_body(data) {
                             Some((for_id, n)) if for_id == id => {
                                 if c.resuming && !c.positioned {
                                     stats.replayed += 1;
                                 }
                                 checker.message(n);
+                                last_message_at = Instant::now();
                                 shared.received.fetch_add(1, Ordering::Relaxed);
                             }
                             Some(_) => stats.foreign += 1,
@@ -424,11 +555,15 @@ fn subscriber(
                 sse::Item::Comment => stats.heartbeats += 1,
                 sse::Item::End => {
                     stats.server_closes += 1;
+                    shared.server_closes.fetch_add(1, Ordering::Relaxed);
                     end = true;
                 }
             }
         }
         shared.last[k].store(checker.last(), Ordering::Relaxed);
+        let now_counts = checker.progress();
+        report_progress(shared, &reported, &now_counts);
+        reported = now_counts;
         if fed.is_err() {
             stats.framing_errors += 1;
             end = true;
@@ -441,10 +576,23 @@ fn subscriber(
             }
         }
     }
-    SubResult {
-        checker,
-        stats,
-        resume_us,
+    SubResult { checker, stats }
+}
+
+/// Adds what changed between two of one subscriber's progress counts to the shared sums.
+fn report_progress(shared: &Shared, before: &check::Counts, now: &check::Counts) {
+    let add = |sum: &AtomicU64, a: u64, b: u64| {
+        if b != a {
+            sum.fetch_add(b.saturating_sub(a), Ordering::Relaxed);
+        }
+    };
+    add(&shared.duplicated, before.duplicated, now.duplicated);
+    add(&shared.reordered, before.reordered, now.reordered);
+    add(&shared.gaps, before.gaps, now.gaps);
+    if now.lost != before.lost {
+        shared
+            .lost_so_far
+            .fetch_add(now.lost as i64 - before.lost as i64, Ordering::Relaxed);
     }
 }
 
@@ -567,7 +715,7 @@ fn read_answers(
 }
 
 /// Publishes `rate * duration` messages from `start`, round-robin over the subscribers' ids.
-fn publisher(opts: &Opts, start: Instant) -> PubResult {
+fn publisher(opts: &Opts, start: Instant, shared: &Shared) -> PubResult {
     let subscribers = opts.subscribers as usize;
     let mut result = PubResult {
         last: vec![0; subscribers],
@@ -638,6 +786,7 @@ fn publisher(opts: &Opts, start: Instant) -> PubResult {
                 .as_bytes(),
             );
             result.last[k] = n;
+            shared.published[k].store(n, Ordering::Relaxed);
             let _ = tx.send((k, n));
         }
         if let Err(e) = (&stream).write_all(&out) {
@@ -690,6 +839,9 @@ struct Summary {
     duration_s: f64,
     elapsed_s: f64,
     resume_ms: ResumeMs,
+    history_messages: u64,
+    history_age_s: f64,
+    churn_percent_per_minute: Option<f64>,
     #[serde(flatten)]
     conn: ConnStats,
 }
@@ -704,12 +856,8 @@ struct ResumeMs {
 }
 
 impl ResumeMs {
-    fn of_us(values: &[u64]) -> Self {
-        let mut histogram = new_histogram();
-        for &us in values {
-            histogram.saturating_record(us);
-        }
-        let p = Percentiles::of(&histogram);
+    fn of_us(histogram: &Histogram<u64>) -> Self {
+        let p = Percentiles::of(histogram);
         let ms = |us: u64| us as f64 / 1000.0;
         ResumeMs {
             count: p.count,
@@ -722,8 +870,8 @@ impl ResumeMs {
 
 fn main() {
     let opts = Opts::parse();
-    if opts.subscribers == 0 || opts.rate <= 0.0 {
-        eprintln!("resumetest: --subscribers and --rate must be positive");
+    if opts.subscribers == 0 || opts.rate <= 0.0 || opts.churn.is_some_and(|c| c <= 0.0) {
+        eprintln!("resumetest: --subscribers, --rate and --churn must be positive");
         std::process::exit(2);
     }
     match run(&opts) {
@@ -740,24 +888,42 @@ fn run(opts: &Opts) -> Result<bool, String> {
     let subscribers = opts.subscribers as usize;
     let seed = opts.seed.unwrap_or_else(|| fastrand::u64(..));
     let mut rng = Rng::with_seed(seed);
-    let schedules = drop_schedule(opts.reconnects, subscribers, opts.duration, &mut rng);
+    let schedules: Vec<Drops> = match opts.churn {
+        Some(churn) => churn_schedule(churn, subscribers, opts.duration, &mut rng),
+        None => drop_schedule(opts.reconnects, subscribers, opts.duration, &mut rng)
+            .into_iter()
+            .map(Drops::At)
+            .collect(),
+    };
+    let drops_total: u64 = schedules.iter().map(Drops::count).sum();
     let shared = Arc::new(Shared {
         start: OnceLock::new(),
         stop: AtomicBool::new(false),
         last: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
         received: AtomicU64::new(0),
         reconnects: AtomicU64::new(0),
-        drops_left: AtomicU64::new(opts.reconnects),
+        drops_left: AtomicU64::new(drops_total),
+        published: (0..subscribers).map(|_| AtomicU64::new(0)).collect(),
+        duplicated: AtomicU64::new(0),
+        reordered: AtomicU64::new(0),
+        gaps: AtomicU64::new(0),
+        gaps_unexplained: AtomicU64::new(0),
+        lost_so_far: AtomicI64::new(0),
+        server_closes: AtomicU64::new(0),
+        resume_us: Mutex::new(new_histogram()),
     });
     println!(
-        "resumetest: {subscribers} subscribers on /events/{}..{}, {} msg/s for {:?}, {} client-side reconnects ({:?}), seed {seed}",
+        "resumetest: {subscribers} subscribers on /events/{}..{}, {} msg/s for {:?}, {drops_total} client-side reconnects ({:?}{}), seed {seed}",
         opts.first_id,
         opts.first_id + opts.subscribers - 1,
         opts.rate,
         opts.duration,
-        opts.reconnects,
-        opts.drop_mode
+        opts.drop_mode,
+        opts.churn
+            .map(|c| format!(", churn {c} % a minute"))
+            .unwrap_or_default()
     );
+    let spawn_start = Instant::now();
     let (ready_tx, ready_rx) = mpsc::channel();
     let threads: Vec<_> = schedules
         .into_iter()
@@ -767,7 +933,14 @@ fn run(opts: &Opts) -> Result<bool, String> {
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
             let seed = rng.u64(..);
-            thread::spawn(move || subscriber(&opts, k, &schedule, &shared, &ready, seed))
+            if opts.connect_rate > 0.0 {
+                let at = Duration::from_secs_f64(k as f64 / opts.connect_rate);
+                thread::sleep(at.saturating_sub(spawn_start.elapsed()));
+            }
+            thread::Builder::new()
+                .stack_size(STACK_SIZE)
+                .spawn(move || subscriber(&opts, k, &schedule, &shared, &ready, seed))
+                .expect("spawn a subscriber thread")
         })
         .collect();
     drop(ready_tx);
@@ -797,19 +970,16 @@ fn run(opts: &Opts) -> Result<bool, String> {
     println!("all {subscribers} subscribers streaming; publishing");
     let publisher = {
         let opts = opts.clone();
-        thread::spawn(move || publisher(&opts, start))
+        let shared = Arc::clone(&shared);
+        thread::spawn(move || publisher(&opts, start, &shared))
     };
-    let mut next_tick = start + Duration::from_secs(1);
+    let interval = opts.stats_interval.max(Duration::from_millis(100));
+    let mut next_tick = start + interval;
     while !publisher.is_finished() {
         thread::sleep(Duration::from_millis(20));
         if Instant::now() >= next_tick {
-            next_tick += Duration::from_secs(1);
-            println!(
-                "t={:.0}s received={} reconnects={}",
-                start.elapsed().as_secs_f64(),
-                shared.received.load(Ordering::Relaxed),
-                shared.reconnects.load(Ordering::Relaxed)
-            );
+            next_tick += interval;
+            println!("{}", progress_line(&shared, start));
         }
     }
     let published = publisher
@@ -833,7 +1003,6 @@ fn run(opts: &Opts) -> Result<bool, String> {
 
     let mut counts = Counts::default();
     let mut conn = ConnStats::default();
-    let mut resume_us = Vec::new();
     for (k, r) in results.into_iter().enumerate() {
         let failed: Vec<u64> = published
             .failed
@@ -843,8 +1012,12 @@ fn run(opts: &Opts) -> Result<bool, String> {
             .collect();
         counts.add(&r.checker.finish(published.last[k], &failed));
         conn.add(&r.stats);
-        resume_us.extend(r.resume_us);
     }
+    println!("{}", progress_line(&shared, start));
+    let resume_ms = match shared.resume_us.lock() {
+        Ok(h) => ResumeMs::of_us(&h),
+        Err(_) => return Err("a subscriber panicked holding the resume histogram".into()),
+    };
     let summary = Summary {
         tool: "resumetest",
         published: published.accepted,
@@ -865,12 +1038,16 @@ fn run(opts: &Opts) -> Result<bool, String> {
         target_rate: opts.rate,
         duration_s: opts.duration.as_secs_f64(),
         elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
-        resume_ms: ResumeMs::of_us(&resume_us),
+        resume_ms,
+        history_messages: opts.history_messages,
+        history_age_s: opts.history_age.as_secs_f64(),
+        churn_percent_per_minute: opts.churn,
         conn,
     };
     let failed = summary.lost > 0
         || summary.duplicated > 0
         || summary.reordered > 0
+        || summary.conn.gaps_unexplained > 0
         || summary.publish_failed > 0
         || published.error.is_some();
     print_summary(&summary, failed);
@@ -883,6 +1060,23 @@ fn run(opts: &Opts) -> Result<bool, String> {
     Ok(failed)
 }
 
+/// `t=<s>s received=... lost_so_far=...`: the shared sums, one line (the soak's log).
+fn progress_line(shared: &Shared, start: Instant) -> String {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    format!(
+        "t={:.0}s received={} reconnects={} server_closes={} gaps={} gaps_unexplained={} lost_so_far={} duplicated={} reordered={}",
+        start.elapsed().as_secs_f64(),
+        n(&shared.received),
+        n(&shared.reconnects),
+        n(&shared.server_closes),
+        n(&shared.gaps),
+        n(&shared.gaps_unexplained),
+        shared.lost_so_far.load(Ordering::Relaxed),
+        n(&shared.duplicated),
+        n(&shared.reordered),
+    )
+}
+
 fn print_summary(s: &Summary, failed: bool) {
     let c = &s.conn;
     println!(
@@ -890,8 +1084,8 @@ fn print_summary(s: &Summary, failed: bool) {
         s.published, s.publish_sent, s.publish_failed, s.publish_unanswered, s.publish_connections, s.publish_lag_max_ms
     );
     println!(
-        "received {}: lost {}, duplicated {}, reordered {}, gaps {} (messages skipped after a gap notice {}), subscribers not caught up {}",
-        s.received, s.lost, s.duplicated, s.reordered, s.gaps, s.gap_skipped, s.unfinished
+        "received {}: lost {}, duplicated {}, reordered {}, gaps {} (unexplained by the history's limits {}; messages skipped after a gap notice {}), subscribers not caught up {}",
+        s.received, s.lost, s.duplicated, s.reordered, s.gaps, c.gaps_unexplained, s.gap_skipped, s.unfinished
     );
     println!(
         "reconnects {} (rst {}, fin {}), server closes {}, resumed without an id {}, connect errors {}, non-200 {}, framing errors {}",
@@ -902,7 +1096,7 @@ fn print_summary(s: &Summary, failed: bool) {
         s.resume_ms.p50, s.resume_ms.p99, s.resume_ms.max, s.resume_ms.count, c.replayed, c.positions, c.heartbeats, c.malformed, c.foreign
     );
     if failed {
-        println!("FAIL: messages lost, duplicated or reordered, or publishing failed");
+        println!("FAIL: messages lost, duplicated or reordered, a gap inside the history window, or publishing failed");
     } else if s.gap_skipped > 0 || s.unfinished > 0 {
         println!(
             "OK: nothing lost silently; {} messages announced lost by gap notices (outside the history)",
@@ -936,6 +1130,39 @@ mod tests {
         assert!(all.iter().all(|t| *t < window));
         let first_half = all.iter().filter(|t| **t < window / 2).count();
         assert!((4500..5500).contains(&first_half), "{first_half}");
+    }
+
+    #[test]
+    fn churn_spreads_drops_evenly_over_every_minute() {
+        let mut rng = Rng::with_seed(3);
+        let window = Duration::from_secs(600);
+        // 5 % of 1000 a minute: each drops every 20 minutes, so once or not at all in 10.
+        let s = churn_schedule(5.0, 1000, window, &mut rng);
+        let total: u64 = s.iter().map(Drops::count).sum();
+        assert!((499..=501).contains(&total), "{total}");
+        for minute in 0..10 {
+            let (from, to) = (
+                Duration::from_secs(60 * minute),
+                Duration::from_secs(60 * (minute + 1)),
+            );
+            let in_minute = s
+                .iter()
+                .flat_map(|d| (0..).map_while(|i| d.get(i)))
+                .filter(|t| (from..to).contains(t))
+                .count();
+            assert!(
+                (49..=51).contains(&in_minute),
+                "minute {minute}: {in_minute}"
+            );
+        }
+        // 200 % a minute: each drops twice a minute, forever in constant memory.
+        let d = &churn_schedule(200.0, 10, Duration::from_secs(86_400), &mut rng)[0];
+        assert_eq!(d.count(), 2 * 1440);
+        assert_eq!(
+            d.get(1).unwrap() - d.get(0).unwrap(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(Drops::At(vec![Duration::ZERO]).count(), 1);
     }
 
     /// The bodies resumetest publishes (the answers: tools_common::response).
