@@ -29,9 +29,15 @@ faults *ARGS:
     if [ -n "$THREADS" ]; then export COMET_FAULT_THREADS="$THREADS"; fi
     cargo test -p comet --features faults --test faults -- --nocapture
 
-# fmt + clippy + tests, exactly as CI.
+# fmt + clippy + tests + fault-injection seeds + a short fuzz pass over the committed corpora, exactly as CI.
 ci:
     bash .ci/run
+
+# Every fuzz target (or those named) for FUZZ_SECONDS each (default 60); new inputs go into
+# crates/http/fuzz/corpus/. `FUZZ_RUNS=10000000 bash tools/fuzz.sh --record` writes
+# results/fuzz/<date>-<target>/. Installs cargo-fuzz if missing (tools/fuzz.sh).
+fuzz *TARGETS:
+    bash tools/fuzz.sh {{TARGETS}}
 
 # The seed's experiment on loopback: 10k subscribers at 100/s, hold, 1000 msg/s for DURATION;
 # writes results/c10k/<date>-<label>/. E.g. `DURATION=60s LABEL=quick just bench-c10k`.

@@ -167,39 +167,38 @@ pub const SEQ_UNKNOWN: u64 = 0;
 /// another epoch comes back as all [`SEQ_UNKNOWN`], so the client is told of a gap. A number of
 /// this epoch below 1 (`since=0`: "from the start") comes back as 1, which means the same to the
 /// history (before this epoch's first message) and stays apart from `SEQ_UNKNOWN`. `None` when
-/// malformed.
+/// malformed, whatever the epoch: a text is judged first and its epoch compared after.
 pub fn parse_position(text: &[u8], ids: usize, epoch: u32) -> Option<Vec<u64>> {
-    let text = match memchr::memchr(b':', text) {
-        Some(colon) => {
-            let theirs = std::str::from_utf8(&text[..colon]).ok()?;
-            if theirs.is_empty()
-                || theirs.len() > 8
-                || !theirs.bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return None;
-            }
-            let rest = &text[colon + 1..];
-            if u32::from_str_radix(theirs, 16).ok()? != epoch {
-                parse_position(rest, ids, epoch)?;
-                return Some(vec![SEQ_UNKNOWN; ids]);
-            }
-            rest
-        }
-        None => text,
+    let (theirs, numbers) = match memchr::memchr(b':', text) {
+        Some(colon) => (Some(parse_epoch(&text[..colon])?), &text[colon + 1..]),
+        None => (None, text),
     };
     let mut pos = Vec::with_capacity(ids);
-    for part in text.split(|&b| b == b',') {
+    // A second `:` is not a digit: one epoch at most.
+    for part in numbers.split(|&b| b == b',') {
         if part.is_empty() || part.len() > 20 || !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
         let seq = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
         pos.push(seq.max(SEQ_UNKNOWN + 1));
     }
-    match pos.len() {
-        1 => Some(vec![pos[0]; ids]),
-        n if n == ids => Some(pos),
-        _ => None,
+    let pos = match pos.len() {
+        1 => vec![pos[0]; ids],
+        n if n == ids => pos,
+        _ => return None,
+    };
+    if theirs.is_some_and(|theirs| theirs != epoch) {
+        return Some(vec![SEQ_UNKNOWN; ids]);
     }
+    Some(pos)
+}
+
+/// The epoch of a position: 1 to 8 hex digits.
+fn parse_epoch(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text.len() > 8 || !text.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u32::from_str_radix(std::str::from_utf8(text).ok()?, 16).ok()
 }
 
 /// Writes `payload` and wraps it as `format` frames one event: a chunk (SSE over HTTP/1.1),
@@ -507,6 +506,13 @@ mod tests {
             b"ac:x",
         ] {
             assert_eq!(parse_position(bad, 2, 0xab), None, "{bad:?}");
+        }
+        // Found by fuzzing (parse_position): a second epoch was accepted when the first was
+        // another epoch's (read as unknown) and refused when it was ours. Malformed under
+        // every epoch now.
+        for epoch in [0, 0x80, 0x116] {
+            assert_eq!(parse_position(b"0:80:9", 1, epoch), None, "{epoch:x}");
+            assert_eq!(parse_position(b"ab:ab:1,2", 2, epoch), None, "{epoch:x}");
         }
         let mut out = Vec::new();
         push_position(&mut out, p(&[1, 2]));

@@ -18,6 +18,12 @@
 //!   SSE, WebSocket and long-poll.
 //! - [`batch`]: [`batch_lines`] splits a `POST /send` batch body into messages.
 //! - [`ws`]: WebSocket handshake answer, server frames, client frame decoder.
+//! - [`token`]: where a subscriber's token is ([`token_from`]: `Authorization: Bearer` or
+//!   `?token=`); checking it is the server's.
+//!
+//! Every function here that reads bytes from the network has a fuzz target in `fuzz/`
+//! (`just fuzz`) asserting its properties: round trips, the same answer however the bytes
+//! are split, limits.
 #![forbid(unsafe_code)]
 
 pub mod batch;
@@ -26,6 +32,7 @@ pub mod events;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod token;
 pub mod ws;
 
 pub use batch::{batch_lines, BatchLines};
@@ -43,3 +50,4 @@ pub use response::{
     stream_end, stream_head, Format, NO_CORS,
 };
 pub use route::{query_param, route, Endpoint, Listener};
+pub use token::{bearer, token_from};

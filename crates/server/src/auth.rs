@@ -226,38 +226,21 @@ fn invalid_reason(kind: &ErrorKind) -> String {
     }
 }
 
-/// The token of an `Authorization` header value `Bearer <token>` (scheme case-insensitive,
-/// spaces and tabs around the scheme and the token ignored); `None` for another scheme or an
-/// empty token.
-fn bearer(authorization: &[u8]) -> Option<&[u8]> {
-    let value = authorization.trim_ascii();
-    let scheme_end = value
-        .iter()
-        .position(|&b| b == b' ' || b == b'\t')
-        .unwrap_or(value.len());
-    let (scheme, rest) = value.split_at(scheme_end);
-    let token = rest.trim_ascii();
-    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Picks a subscriber's token: the `Authorization: Bearer <t>` header value (scheme
-/// case-insensitive, surrounding spaces trimmed) wins over the `token=` query parameter (passed
-/// as is, already percent-decoded if need be). An `Authorization` header with another scheme or
-/// an empty token is ignored, and so is an empty query token. `None` if neither gives a token.
+/// Picks a subscriber's token: the `Authorization: Bearer <t>` header value wins over the
+/// `token=` query parameter; see [`comet_http::token_from`] (with the other parsers of request
+/// bytes, so that it is fuzzed with them).
 pub fn token_from<'a>(
     authorization: Option<&'a [u8]>,
     query_token: Option<&'a [u8]>,
 ) -> Option<&'a [u8]> {
-    authorization
-        .and_then(bearer)
-        .or(query_token.filter(|t| !t.is_empty()))
+    comet_http::token_from(authorization, query_token)
 }
 
 /// Whether a publish request's `Authorization: Bearer <secret>` holds `secret`, compared in
 /// constant time (the time shows only whether the lengths are equal: see `constant_time_eq`).
 /// An empty `secret` never matches.
 pub fn bearer_matches(authorization: Option<&[u8]>, secret: &[u8]) -> bool {
-    let Some(given) = authorization.and_then(bearer) else {
+    let Some(given) = authorization.and_then(comet_http::bearer) else {
         return false;
     };
     !secret.is_empty() && constant_time_eq(given, secret)
