@@ -33,9 +33,9 @@ faults *ARGS:
 ci:
     bash .ci/run
 
-# Every fuzz target (or those named) for FUZZ_SECONDS each (default 60); new inputs go into
-# crates/http/fuzz/corpus/. `FUZZ_RUNS=10000000 bash tools/fuzz.sh --record` writes
-# results/fuzz/<date>-<target>/. Installs cargo-fuzz if missing (tools/fuzz.sh).
+# New inputs go into crates/http/fuzz/corpus/; `FUZZ_RUNS=10000000 bash tools/fuzz.sh --record`
+# writes results/fuzz/<date>-<target>/. Installs cargo-fuzz if missing (tools/fuzz.sh).
+# Every fuzz target (or those named) for FUZZ_SECONDS each (default 60).
 fuzz *TARGETS:
     bash tools/fuzz.sh {{TARGETS}}
 

@@ -7,7 +7,7 @@
 #                                            (default 60), or FUZZ_RUNS executions each; new
 #                                            inputs go into crates/http/fuzz/corpus/<target>
 #   bash tools/fuzz.sh --ci [TARGET...]      CI: the committed corpus, then FUZZ_CI_RUNS (default
-#                                            20000) new executions per target; the corpus in the
+#                                            50000) new executions per target; the corpus in the
 #                                            tree is left as it is
 #   bash tools/fuzz.sh --record [TARGET...]  as the first form, then minimize the corpus
 #                                            (cargo fuzz cmin) and write
@@ -50,7 +50,7 @@ for target in "${targets[@]}"; do
         # New inputs go to a scratch folder; the committed corpus is read only.
         scratch=$(mktemp -d)
         inputs=$(find "$corpus" -type f | wc -l)
-        limit=(-runs=$((inputs + ${FUZZ_CI_RUNS:-20000})))
+        limit=(-runs=$((inputs + ${FUZZ_CI_RUNS:-50000})))
         dirs=("$scratch" "$corpus")
     else
         scratch=
@@ -83,7 +83,7 @@ for target in "${targets[@]}"; do
         before=$(find "$corpus" -type f | wc -l)
         cargo fuzz cmin "$target" "$corpus" -- "${dict[@]}" >/dev/null 2>&1
         after=$(find "$corpus" -type f | wc -l)
-        size=$(du -sk "$corpus" | cut -f1)
+        size=$(($(cat "$corpus"/* | wc -c) / 1024))
         out=$root/results/fuzz/$date-$target
         mkdir -p "$out"
         {
