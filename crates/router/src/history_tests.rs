@@ -398,18 +398,6 @@ mod restart_tests {
     use super::*;
     use crate::shard_of;
 
-    fn cfg(messages_max: usize, age_us: u64, bytes_max: usize) -> HistoryConfig {
-        HistoryConfig {
-            messages_max,
-            age_us,
-            bytes_max,
-        }
-    }
-
-    fn msg(text: &str) -> Arc<[u8]> {
-        Arc::from(text.as_bytes())
-    }
-
     fn answer(h: &History, id: Id, since: u64) -> (Vec<Message>, bool) {
         let mut out = Vec::new();
         let gap = h.since(id, since, &mut out);
