@@ -4,6 +4,9 @@
 //! A connection with nothing to send holds no buffer. Typically a connection holds one frozen
 //! buffer (in flight) and appends later messages to a second one, which becomes the next send.
 //! Freed buffers are kept for reuse up to a bound, and oversized ones shrink when freed.
+//! [`WriteBufs::trim`], called on a timer, gives back the capacity of the free buffers the
+//! last period did not need, so the pool follows the load down after a burst instead of
+//! keeping its high-water mark for ever (a slow climb that a 24-hour soak shows as a slope).
 
 use std::num::NonZeroU32;
 
@@ -42,7 +45,13 @@ const FREE_CAPACITY_MAX: usize = 16 * 1024;
 #[derive(Default)]
 pub struct WriteBufs {
     slots: Vec<Slot>,
+    /// Free buffers that keep their capacity, most recently freed last (reused first).
     free: Vec<u32>,
+    /// Free buffers that hold no memory (trimmed, or freed past [`FREE_KEPT_MAX`]).
+    bare: Vec<u32>,
+    /// The fewest entries `free` had since the last trim: its oldest `free_low` entries were
+    /// not needed during the period.
+    free_low: usize,
     /// Buffers handed out now (used).
     used: usize,
 }
@@ -60,7 +69,14 @@ impl WriteBufs {
     /// An empty buffer, open for appending.
     pub fn alloc(&mut self) -> WBuf {
         self.used += 1;
-        if let Some(index) = self.free.pop() {
+        let reused = match self.free.pop() {
+            Some(index) => {
+                self.free_low = self.free_low.min(self.free.len());
+                Some(index)
+            }
+            None => self.bare.pop(),
+        };
+        if let Some(index) = reused {
             let slot = &mut self.slots[index as usize];
             debug_assert!(!slot.used && slot.data.is_empty());
             slot.used = true;
@@ -108,8 +124,35 @@ impl WriteBufs {
             self.free.push(buf.index() as u32);
         } else {
             slot.data = Vec::new();
-            self.free.push(buf.index() as u32);
+            slot.records = Vec::new();
+            self.bare.push(buf.index() as u32);
         }
+    }
+
+    /// Gives back the memory of the free buffers that were not needed since the last trim
+    /// (the oldest ones on the free list, which no allocation reached), and returns how many.
+    /// Meant for a periodic timer: what a burst grew is released one period after it ends.
+    pub fn trim(&mut self) -> usize {
+        let idle = self.free_low.min(self.free.len());
+        for index in self.free.drain(..idle) {
+            let slot = &mut self.slots[index as usize];
+            slot.data = Vec::new();
+            slot.records = Vec::new();
+            self.bare.push(index);
+        }
+        self.free_low = self.free.len();
+        idle
+    }
+
+    /// Bytes of capacity the free buffers keep for reuse.
+    pub fn kept_bytes(&self) -> usize {
+        self.free
+            .iter()
+            .map(|&i| {
+                let slot = &self.slots[i as usize];
+                slot.data.capacity() + slot.records.capacity() * std::mem::size_of::<(u32, u32)>()
+            })
+            .sum()
     }
 
     /// Marks `data[start..]` of an open buffer, just appended, as one record.
@@ -237,6 +280,42 @@ mod tests {
         bufs.free(b);
         let again = bufs.alloc();
         assert_eq!(bufs.records(again), 0);
+    }
+
+    #[test]
+    fn trim_releases_what_the_last_period_did_not_need() {
+        let mut bufs = WriteBufs::default();
+        // A burst: 10 buffers of 1000 bytes at once, then all freed.
+        let burst: Vec<WBuf> = (0..10).map(|_| bufs.alloc()).collect();
+        for &b in &burst {
+            bufs.get_mut(b).extend_from_slice(&[7; 1000]);
+        }
+        for &b in &burst {
+            bufs.free(b);
+        }
+        assert!(bufs.kept_bytes() >= 10_000);
+        // The first trim closes the burst's period (which needed them all).
+        assert_eq!(bufs.trim(), 0);
+        // A quiet period: two buffers at a time.
+        for _ in 0..5 {
+            let (a, b) = (bufs.alloc(), bufs.alloc());
+            bufs.get_mut(a).push(1);
+            bufs.free(a);
+            bufs.free(b);
+        }
+        assert_eq!(
+            bufs.trim(),
+            8,
+            "the 8 buffers the quiet period never reached go"
+        );
+        assert!(bufs.kept_bytes() <= 2 * 1000 + 2 * 64 * 8);
+        assert_eq!(bufs.trim(), 2, "nothing allocated since: the rest goes too");
+        assert_eq!(bufs.kept_bytes(), 0);
+        // Trimmed buffers are reused before new ones are made.
+        let again: Vec<WBuf> = (0..10).map(|_| bufs.alloc()).collect();
+        assert!(again.iter().all(|b| b.index() < 10));
+        assert_eq!(bufs.used(), 10);
+        assert!(again.iter().all(|&b| bufs.unsent(b) == 0));
     }
 
     #[test]

@@ -42,6 +42,9 @@ use metrics::Stats;
 use shared::Shared;
 use worker::post::Boxes;
 
+/// How often the allocator's free pages are handed back to the kernel (`malloc_trim`).
+const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 // The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
 // this workload at every scale we ran (results/alloc/2026-11-26/summary.md).
 
@@ -310,6 +313,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     println!("comet: listening public={public_addr} publish={publish_addr} workers={workers}");
     let _ = std::io::stdout().flush();
 
+    // Memory a burst used and freed goes back to the kernel within TRIM_EVERY (the write
+    // buffers' own pool gives back its idle buffers on the workers' timer first).
+    std::thread::Builder::new()
+        .name("comet-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(TRIM_EVERY);
+            comet_ring::sys::release_free_memory();
+        })
+        .map_err(|e| format!("spawning the trim thread: {e}"))?;
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }

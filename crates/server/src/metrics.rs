@@ -176,6 +176,12 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.write_buffers.get(),
     ),
     (
+        "comet_write_buffers_kept_bytes",
+        Kind::Gauge,
+        "Bytes the free write buffers keep for reuse (given back 5-10 s after a burst).",
+        |s| s.write_buffers_kept_bytes.get(),
+    ),
+    (
         "comet_sq_full_flushes_total",
         Kind::Counter,
         "Times a full submission queue was flushed early (not an error).",

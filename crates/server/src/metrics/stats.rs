@@ -219,6 +219,7 @@ pub struct Stats {
     pub dropped: Counter,
     pub stale: Counter,
     pub write_buffers: Gauge,
+    pub write_buffers_kept_bytes: Gauge,
     pub sq_full_flushes: Counter,
     pub dropped_oldest: Counter,
     pub heartbeats: Counter,

@@ -459,6 +459,11 @@ impl Conns {
         }
     }
 
+    /// Gives back the write buffers the last period did not need (see `WriteBufs::trim`).
+    pub fn trim_writes(&mut self) -> usize {
+        self.ring.writes.trim()
+    }
+
     /// What the connection has waiting: (bytes, messages).
     pub fn queued(&self, slot: u32) -> (usize, usize) {
         let conn = &self.slots[slot as usize];

@@ -39,6 +39,8 @@ pub struct Holder {
     clock: Clock,
     /// When the next heartbeat round is due.
     next_beat_ms: u64,
+    /// When the write-buffer pool next gives back what it did not need.
+    next_trim_ms: u64,
     /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once (on the
     /// publish port: answers one request, see `mod.rs`).
     shutting_down: bool,
@@ -60,6 +62,7 @@ impl Holder {
             expiry: Expiry::default(),
             clock: Clock::new(),
             next_beat_ms: cfg.heartbeat_ms,
+            next_trim_ms: WRITE_TRIM_MS,
             shutting_down: false,
             late: 0,
             cfg,
@@ -615,6 +618,10 @@ impl Holder {
             self.stats().heartbeats.add(sent);
         }
         self.expire_tokens(owner);
+        if now >= self.next_trim_ms {
+            self.next_trim_ms = now + WRITE_TRIM_MS;
+            self.conns.trim_writes();
+        }
     }
 
     /// SIGINT/SIGTERM: every stream ends properly, other connections close.
@@ -643,9 +650,16 @@ impl Holder {
         let ring = self.conns.ring_ref();
         stats.connections.set(self.conns.live() as u64);
         stats.write_buffers.set(ring.writes.used() as u64);
+        stats
+            .write_buffers_kept_bytes
+            .set(ring.writes.kept_bytes() as u64);
         stats.sq_full_flushes.set(ring.stats.sq_full_flushes);
     }
 }
+
+/// How often the write-buffer pool gives back the free buffers the period did not need: a
+/// burst's buffers are released 5-10 s after it ends.
+const WRITE_TRIM_MS: u64 = 5_000;
 
 /// A 408 answer: the request was not complete in time.
 pub fn request_timeout(out: &mut Vec<u8>) {
