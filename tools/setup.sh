@@ -4,7 +4,8 @@
 #
 #   bash tools/setup.sh --test   what the tests need (tools/test.sh calls this):
 #                                nats-server (crates/server/tests/cluster.rs), chromium
-#                                (browser.rs), nginx, haproxy, caddy and openssl (proxies.rs)
+#                                (browser.rs), nginx, haproxy, caddy and openssl (proxies.rs),
+#                                nft (dead_peers.rs)
 #   bash tools/setup.sh          that, and for the benchmarks: gnuplot (Debian's gnuplot-nox)
 #                                for the graphs, jq for JSON summaries, `just` (not packaged in
 #                                this Debian release) for the recipes
@@ -26,7 +27,7 @@ sudo_cmd=()
 [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
 
 # program:package pairs; a program is looked for in /usr/sbin too (not in every user's PATH).
-wanted=(nats-server:nats-server chromium:chromium nginx:nginx haproxy:haproxy caddy:caddy openssl:openssl)
+wanted=(nats-server:nats-server chromium:chromium nginx:nginx haproxy:haproxy caddy:caddy openssl:openssl nft:nftables)
 $tests_only || wanted+=(gnuplot:gnuplot-nox jq:jq)
 
 have() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 ]]; }

@@ -88,6 +88,12 @@ pub struct ServeArgs {
     /// 0 turns heartbeats off.
     #[arg(long, default_value_t = 15_000)]
     pub heartbeat_ms: u64,
+    /// Data a peer leaves unacknowledged this long fails its connection (TCP_USER_TIMEOUT on
+    /// the listeners, inherited by every accepted socket): with heartbeats on, a peer that
+    /// vanished without a FIN is freed within --heartbeat-ms + this; 0 keeps the kernel's
+    /// retransmission limit (~15 minutes).
+    #[arg(long, default_value_t = 30_000)]
+    pub unacked_timeout_ms: u64,
     /// Heartbeats on the seed's `/test/` streams too (a chunk holding one newline).
     #[arg(long)]
     pub test_heartbeats: bool,

@@ -109,13 +109,19 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Socket> {
+fn listener(addr: SocketAddr, backlog: u32, unacked_ms: u64) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     // One listener per worker on the same port: the kernel spreads connections by 4-tuple hash.
     socket.set_reuse_port(true)?;
     // Accepted sockets inherit TCP_NODELAY: a message is one small write that must not wait.
     socket.set_tcp_nodelay(true)?;
+    // And TCP_USER_TIMEOUT: a peer that vanished without a FIN (a phone off the network, a
+    // dropped NAT entry) leaves the next heartbeat unacknowledged; the kernel then fails the
+    // socket after this long instead of retransmitting for ~15 minutes (tcp_retries2).
+    if unacked_ms > 0 {
+        socket.set_tcp_user_timeout(Some(std::time::Duration::from_millis(unacked_ms)))?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
@@ -127,6 +133,7 @@ fn listeners(
     mut addr: SocketAddr,
     workers: usize,
     backlog: u32,
+    unacked_ms: u64,
 ) -> std::io::Result<(Vec<Socket>, SocketAddr)> {
     if addr.port() != 0 {
         // SO_REUSEPORT would let a second server join this port silently and take a share of
@@ -139,7 +146,7 @@ fn listeners(
     }
     let mut sockets = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let socket = listener(addr, backlog)
+        let socket = listener(addr, backlog, unacked_ms)
             .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr}: {e}")))?;
         if addr.port() == 0 {
             addr = socket
@@ -188,9 +195,15 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     let workers = cfg.workers;
     let (public, public_addr) =
-        listeners(args.listen, workers, args.backlog).map_err(|e| e.to_string())?;
-    let (publish, publish_addr) =
-        listeners(args.publish_listen, workers, args.backlog).map_err(|e| e.to_string())?;
+        listeners(args.listen, workers, args.backlog, args.unacked_timeout_ms)
+            .map_err(|e| e.to_string())?;
+    let (publish, publish_addr) = listeners(
+        args.publish_listen,
+        workers,
+        args.backlog,
+        args.unacked_timeout_ms,
+    )
+    .map_err(|e| e.to_string())?;
     // Bound: from here the process serves, and its state file must not outlive it (a crash
     // must start a new epoch). A start that failed before this point keeps the file.
     let restored = match (&args.state_dir, restored) {

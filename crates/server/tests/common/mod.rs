@@ -317,6 +317,13 @@ impl Client {
         }
     }
 
+    /// This end's address (its port names the connection to the server).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.stream
+            .local_addr()
+            .expect("a connected socket's address")
+    }
+
     pub fn write(&mut self, bytes: &[u8]) {
         self.stream
             .write_all(bytes)
