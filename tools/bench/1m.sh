@@ -9,12 +9,16 @@
 #   4. ramp: RAMP_RATES msg/s, RAMP_STEP each, batched; a step passes when every promised
 #      delivery arrived and its p99 (highest per-second p99 in the step) stays under
 #      RAMP_P99_MS; the ramp stops at the first failing step;
-#   5. stop everything this script started (by pid); write results/1m/<date>-<label>/ with
+#   5. faults (FAULTS=1, as root): SILENT subscribers vanish without a FIN, STORM are cut and
+#      reconnect at once, the backlog overflows (tools/bench/faults-1m.sh says how);
+#   6. stop everything this script started (by pid); write results/1m/<date>-<label>/ with
 #      raw logs, graphs and summary.md.
 #
 # Settings (environment): CONNECTIONS=1000000 RATE=0 HOLD=30s DURATION=2m MSG_RATE=1000
 # MSG_SIZE=64 RAMP_RATES="5000 10000 20000 40000 60000 80000 100000" RAMP_STEP=15s
 # RAMP_P99_MS=100 WORKERS=(auto) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
+# HEARTBEAT_MS=15000 UNACKED_MS=30000 (comet's --heartbeat-ms, --unacked-timeout-ms)
+# FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 FAULT_DEADLINE=180
 set -euo pipefail
 
 BENCH=bench-1m
@@ -36,6 +40,13 @@ SETTINGS=(
     LABEL            -  run
     MEMLOG_INTERVAL  -  5
     RESULTS          -  results/1m
+    HEARTBEAT_MS     -  15000
+    UNACKED_MS       -  30000
+    FAULTS           -  1
+    SILENT           -  50000
+    STORM            -  100000
+    STORM_PENDING    -  20000
+    FAULT_DEADLINE   -  180
 )
 bench_settings "$@"
 BIN=$PWD/target/release
@@ -61,12 +72,15 @@ bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
 echo "$TUNE" >"$DIR/tune.log"
 
-COMET_PID= MEMLOG_PID= FLOOD_PID=
-cleanup() { kill_quietly "$FLOOD_PID" "$MEMLOG_PID" "$COMET_PID"; }
+COMET_PID= MEMLOG_PID= FLOOD_PID= STORM_PID=
+cleanup() {
+    kill_quietly "$STORM_PID" "$FLOOD_PID" "$MEMLOG_PID" "$COMET_PID"
+    [[ $FAULTS == 1 ]] && nft delete table inet "comet_bench_faults_$$" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 log "starting comet with $WORKERS workers"
-start_comet --workers "$WORKERS"
+start_comet --workers "$WORKERS" --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS"
 sleep 2
 RSS_BASE=$(rss_kb "$COMET_PID")
 SLAB_BASE=$(slab_kb)
@@ -75,8 +89,14 @@ TCP_INUSE_BASE=$(tcp_field inuse)
 
 start_memlog
 
-log "floodtest: $CONNECTIONS subscribers at ${RATE}/s (0 = as fast as holds up)"
-"$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --duration 3h \
+# The fault phase needs heartbeats (a silent peer is found by its unacknowledged heartbeat),
+# which the seed's /test/ streams get only with --test-heartbeats, as chunks floodtest would
+# count as messages: with FAULTS=1 the subscribers are SSE streams (/events/<id>), whose
+# heartbeats are comments.
+STREAM_PATH=test
+[[ $FAULTS == 1 ]] && STREAM_PATH=events
+log "floodtest: $CONNECTIONS subscribers (/$STREAM_PATH/<id>) at ${RATE}/s (0 = as fast as holds up)"
+"$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --duration 3h --path "$STREAM_PATH" \
     --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" \
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
@@ -147,16 +167,25 @@ for rate in $RAMP_RATES; do
 done
 log "highest sustained: $BEST msg/s"
 
+FAULTS_FAILED=
+if [[ $FAULTS == 1 ]]; then
+    # shellcheck source=tools/bench/faults-1m.sh
+    source tools/bench/faults-1m.sh
+    fault_phase
+fi
+
 RSS_PEAK=$(hwm_kb "$COMET_PID")
 CPU_END=$(cpu_s "$COMET_PID")
 # Graceful shutdown while every stream is open: each gets its last chunk, then the close.
-log "stopping comet (SIGTERM) with every stream open, then floodtest"
+save_metrics "$DIR/metrics-before-stop.txt"
+OPEN_AT_STOP=$(metric_sum comet_connections "$DIR/metrics-before-stop.txt")
+log "stopping comet (SIGTERM) with every stream open ($OPEN_AT_STOP), then floodtest"
 SHUTDOWN_S=$(stop_comet 180)
 COMET_PID=
 sleep 2
-kill -TERM "$FLOOD_PID" 2>/dev/null || true
-wait "$FLOOD_PID" 2>/dev/null || true
-FLOOD_PID=
+kill -TERM "$FLOOD_PID" $STORM_PID 2>/dev/null || true
+wait "$FLOOD_PID" $STORM_PID 2>/dev/null || true
+FLOOD_PID= STORM_PID=
 wait "$MEMLOG_PID" 2>/dev/null || true
 MEMLOG_PID=
 tools/plot/plot.sh "$DIR" "$LABEL" >/dev/null || log "WARNING: plotting failed"
@@ -171,13 +200,17 @@ TCP_MEM_B=$(div $(((TCP_MEM_IDLE - TCP_MEM_BASE) * 4096)) "$SOCKETS")
 CLIENT_B=$(div $((CLIENT_RSS * 1024)) "$CONNECTED")
 LOST=$((M_PROMISED - M_RECEIVED))
 GRACEFUL=$(jq -r '.counters.closed_graceful' "$F")
+if [[ -f $DIR/floodtest-storm.json ]]; then
+    GRACEFUL=$((GRACEFUL + $(jq -r '.counters.closed_graceful' "$DIR/floodtest-storm.json")))
+fi
 
 cat >"$DIR/summary.md" <<EOF
 # bench-1m: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
-RAMP_P99_MS=$RAMP_P99_MS; comet \`--workers $WORKERS\` (open-files hard limit $(ulimit -Hn)).
+RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --heartbeat-ms $HEARTBEAT_MS
+--unacked-timeout-ms $UNACKED_MS\` (open-files hard limit $(ulimit -Hn)); subscribers \`/$STREAM_PATH/<id>\`.
 
 Machine: $(machine_line); comet $(git rev-parse --short HEAD); server and clients on loopback,
 same machine (so every figure includes both ends' kernel work). Tuning applied: see tune.log.
@@ -196,12 +229,14 @@ same machine (so every figure includes both ends' kernel work). Tuning applied: 
 | latency over the whole run p50 / p90 / p99 / p99.9 / max | $(lat p50) / $(lat p90) / $(lat p99) / $(lat p999) / $(lat max) ms |
 | highest sustained delivery rate | **$BEST msg/s** (ramp below; the loopback ceiling measured with a bare io_uring sender and epoll reader is ~170k/s at 10k sockets) |
 | server CPU | $CPU_IDLE s to connect and hold, $CPU_END s at the end (utime + stime) |
-| graceful shutdown (SIGTERM) with $CONNECTED streams open | $SHUTDOWN_S s until the process exited; $GRACEFUL streams ended with their last chunk (floodtest) |
+| graceful shutdown (SIGTERM) with $OPEN_AT_STOP connections open | $SHUTDOWN_S s until the process exited; $GRACEFUL streams ended with their last chunk (floodtest) |
 | floodtest errors | $(jq -r .errors "$F") |
 
 ## Ramp
 
 $RAMP_TABLE
+
+$(if [[ $FAULTS == 1 ]]; then cat "$DIR/faults.md"; echo; echo "Fault phase: ${FAULTS_FAILED:-every step completed}."; else echo "Fault phase: skipped (FAULTS=0)."; fi)
 
 Files: memlog.log, floodtest.{log,tsv,json}, msggen-*.{log,json}, comet.{out,err}, tune.log;
 graphs memory.png (the seed's graph) and run.png.

@@ -1,0 +1,204 @@
+# bench-1m's fault phase (sourced by tools/bench/1m.sh once the ramp is over, every subscriber
+# still connected; needs root for nft and `ss -K`). Issue 15's "faults at a million":
+#
+#   silent peers: SILENT subscribers (whole source addresses of floodtest, picked from the
+#     client sockets `ss` lists) vanish without a FIN: an nftables rule drops every packet from
+#     and to those addresses, as when phones leave the network. Their client sockets stay open
+#     and say nothing. comet must notice and free each within the bound it states (README,
+#     "Dead peers": --heartbeat-ms + --unacked-timeout-ms and the retransmission timer);
+#     measured: seconds from the rule to the last one freed (comet_connections, /metrics).
+#   reconnect storm: STORM other subscribers are cut at once (`ss -K` aborts their client
+#     sockets: comet sees a reset each, as after a proxy or client-fleet restart) and the same
+#     count reconnect at once from the same addresses (a second floodtest, --rate 0, with up to
+#     STORM_PENDING connects in flight per process so that the listen backlog overflows:
+#     TcpExtListenOverflows/ListenDrops from /proc/net/netstat, before and after). While they
+#     come back, msggen publishes MSG_RATE msg/s to every id: every promised delivery must
+#     arrive (both floodtests counted) and the live streams' per-second p99 is reported.
+#   throughout: comet's RSS (sampled every second), connections, open descriptors, accepted and
+#     closed counters, before and after.
+#
+# Settings (environment): FAULTS=1 (0 skips the phase), SILENT=50000, STORM=100000,
+# STORM_PENDING=20000, FAULT_DEADLINE=180 (seconds each step may take at most).
+# Writes $DIR/faults.md (included in summary.md), faults-*.log and floodtest-storm.*.
+
+FAULT_TABLE=comet_bench_faults_$$
+
+# Sum of the netstat counter $1 (TcpExt) now.
+netstat_field() {
+    awk -v k="$1" '$1 == "TcpExt:" && !h {for (i = 2; i <= NF; i++) n[i] = $i; h = 1; next}
+        $1 == "TcpExt:" {for (i = 2; i <= NF; i++) if (n[i] == k) print $i}' /proc/net/netstat
+}
+
+# comet's /metrics, summed over workers: metric $1 (with label pair $2).
+live_metric() {
+    local f
+    f=$(mktemp)
+    save_metrics "$f"
+    metric_sum "$1" "$f" "${2:-}"
+    rm -f "$f"
+}
+
+# Source addresses of the subscribers' client sockets with their counts, in order:
+# "addr count" lines. Client sockets are the ones whose peer is comet's public port.
+client_sources() {
+    local port=${PUBLIC##*:}
+    ss -Htn state established "( dport = :$port )" |
+        awk '{a = $3; sub(/:[0-9]+$/, "", a); n[a]++} END {for (k in n) print k, n[k]}' | sort -V
+}
+
+# Picks whole addresses from $1 (client_sources output), skipping the first $2 lines, until
+# their count reaches $3: prints "lines_used count addr,addr,...".
+pick_sources() {
+    awk -v skip="$2" -v want="$3" 'NR > skip && c < want {c += $2; a = a (a ? "," : "") $1; used++}
+        END {print used + 0, c + 0, a}' "$1"
+}
+
+# Samples comet's RSS every second into $DIR/faults-rss.log until killed.
+sample_rss() {
+    while kill -0 "$COMET_PID" 2>/dev/null; do
+        echo "$(date +%s) $(rss_kb "$COMET_PID")"
+        sleep 1
+    done >>"$DIR/faults-rss.log"
+}
+
+fault_phase() {
+    local sources=$DIR/faults-sources.txt
+    log "fault phase: listing the subscribers' source addresses"
+    client_sources >"$sources"
+    local used silent_n silent_addrs storm_used storm_n storm_addrs
+    read -r used silent_n silent_addrs < <(pick_sources "$sources" 0 "$SILENT")
+    read -r storm_used storm_n storm_addrs < <(pick_sources "$sources" "$used" "$STORM")
+    ((silent_n > 0 && storm_n > 0)) || die "fault phase: not enough subscribers ($(wc -l <"$sources") addresses)"
+
+    sample_rss &
+    local rss_pid=$!
+    local rss_before conns_before fds_before accepted_before closed_before
+    rss_before=$(rss_kb "$COMET_PID")
+    conns_before=$(live_metric comet_connections)
+    fds_before=$(live_metric process_open_fds)
+    accepted_before=$(live_metric comet_connections_accepted_total)
+    closed_before=$(live_metric comet_connections_closed_total)
+
+    # ---- silent peers ----
+    log "silent peers: $silent_n subscribers from $silent_addrs vanish (nftables drops their packets)"
+    local set="{ ${silent_addrs//,/, } }"
+    nft -f - <<EOF || die "nft refused the rule (the fault phase needs root and nftables)"
+table inet $FAULT_TABLE {
+  chain out {
+    type filter hook output priority 0;
+    ip saddr $set drop
+    ip daddr $set drop
+  }
+}
+EOF
+    local t0=$SECONDS want=$((conns_before - silent_n)) now silent_s=never
+    while ((SECONDS - t0 <= FAULT_DEADLINE)); do
+        now=$(live_metric comet_connections)
+        echo "$((SECONDS - t0)) $now" >>"$DIR/faults-silent.log"
+        if ((now <= want)); then
+            silent_s=$((SECONDS - t0))
+            break
+        fi
+        sleep 1
+    done
+    local silent_left=$(($(live_metric comet_connections) - want))
+    ((silent_left < 0)) && silent_left=0
+    local error_closes=$(($(live_metric comet_connections_closed_total 'reason="error"')))
+    nft delete table inet "$FAULT_TABLE" || true
+    local rss_silent conns_silent
+    rss_silent=$(rss_kb "$COMET_PID")
+    conns_silent=$(live_metric comet_connections)
+    log "silent peers: freed in ${silent_s}s ($silent_left left)"
+
+    # ---- reconnect storm ----
+    local over0 drops0
+    over0=$(netstat_field ListenOverflows)
+    drops0=$(netstat_field ListenDrops)
+    log "storm: cutting $storm_n subscribers from $storm_addrs (ss -K)"
+    local filter=()
+    local a
+    for a in ${storm_addrs//,/ }; do
+        ((${#filter[@]})) && filter+=(or)
+        filter+=(src "$a")
+    done
+    ss -K -Htn state established "( dport = :${PUBLIC##*:} )" and "(" "${filter[@]}" ")" >/dev/null
+    t0=$SECONDS
+    want=$((conns_silent - storm_n))
+    while ((SECONDS - t0 <= FAULT_DEADLINE)) && (($(live_metric comet_connections) > want)); do
+        sleep 1
+    done
+    local cut_s=$((SECONDS - t0))
+    log "storm: comet closed them in ${cut_s}s; $storm_n reconnect at once"
+    local before_main before_storm=0 t_pub0 t_pub1
+    before_main=$(flood_messages)
+    t_pub0=$(date +%s)
+    "$BIN/msggen" --target "$PUBLISH" --rate "$MSG_RATE" --max-id "$CONNECTIONS" --size "$MSG_SIZE" \
+        --duration 60s --json "$DIR/msggen-storm.json" >"$DIR/msggen-storm.log" 2>&1 &
+    local msggen_pid=$!
+    "$BIN/floodtest" --target "$PUBLIC" -n "$storm_n" --rate 0 --duration 3h --path events \
+        --source-addrs "$storm_addrs" --pending-max "$STORM_PENDING" \
+        --stats-file "$DIR/floodtest-storm.tsv" --json "$DIR/floodtest-storm.json" \
+        >"$DIR/floodtest-storm.log" 2>"$DIR/floodtest-storm.err" &
+    STORM_PID=$!
+    t0=$SECONDS
+    local storm_s=never storm_connected=0
+    while ((SECONDS - t0 <= FAULT_DEADLINE)); do
+        storm_connected=$(awk -F'\t' '!/^#/ {c = $3} END {print c + 0}' "$DIR/floodtest-storm.tsv" 2>/dev/null || echo 0)
+        if ((storm_connected >= storm_n)); then
+            storm_s=$((SECONDS - t0))
+            break
+        fi
+        kill -0 "$STORM_PID" 2>/dev/null || break
+        sleep 1
+    done
+    wait "$msggen_pid" || true
+    t_pub1=$(date +%s)
+    local promised received after
+    promised=$(jq -r '.connections' "$DIR/msggen-storm.json")
+    for _ in $(seq 20); do
+        sleep 1
+        after=$(($(flood_messages) - before_main + $(awk -F'\t' '!/^#/ {c = $7} END {print c + 0}' "$DIR/floodtest-storm.tsv")))
+        ((after >= promised)) && break
+    done
+    received=$after
+    local p99
+    p99=$(awk -F'\t' -v a="$t_pub0" -v b="$t_pub1" '!/^#/ && $2 > a && $2 <= b + 1 && $12 > m {m = $12} END {printf "%.2f", m / 1000}' "$DIR/floodtest.tsv")
+    local over1 drops1
+    over1=$(netstat_field ListenOverflows)
+    drops1=$(netstat_field ListenDrops)
+    kill "$rss_pid" 2>/dev/null || true
+    wait "$rss_pid" 2>/dev/null || true
+    local rss_after conns_after fds_after accepted_after closed_after rss_peak
+    rss_after=$(rss_kb "$COMET_PID")
+    conns_after=$(live_metric comet_connections)
+    fds_after=$(live_metric process_open_fds)
+    accepted_after=$(live_metric comet_connections_accepted_total)
+    closed_after=$(live_metric comet_connections_closed_total)
+    rss_peak=$(awk '$2 > m {m = $2} END {print m + 0}' "$DIR/faults-rss.log")
+    log "storm: $storm_connected of $storm_n back in ${storm_s}s; deliveries $received of $promised"
+
+    cat >"$DIR/faults.md" <<EOF
+## Faults at $CONNECTED connections (tools/bench/faults-1m.sh)
+
+| | |
+|---|---|
+| silent peers | $silent_n subscribers (source addresses $silent_addrs) cut off by an nftables rule (no FIN, no RST reaches comet); comet \`--heartbeat-ms\` $HEARTBEAT_MS, \`--unacked-timeout-ms\` $UNACKED_MS: stated bound $(((HEARTBEAT_MS + UNACKED_MS) / 1000)) s plus the retransmission timer |
+| silent peers freed in | **${silent_s} s** ($silent_left not freed by the deadline of ${FAULT_DEADLINE} s); connections closed for a socket error so far: $error_closes |
+| reconnect storm | $storm_n subscribers (source addresses $storm_addrs) aborted at once with \`ss -K\` (comet got a reset each and closed them in ${cut_s} s), then $storm_n reconnected at once (floodtest --rate 0, $STORM_PENDING connects in flight per process) |
+| reconnected | **$storm_connected of $storm_n in ${storm_s} s** |
+| listen backlog during the storm | TcpExtListenOverflows +$((over1 - over0)), ListenDrops +$((drops1 - drops0)) (machine-wide; a dropped SYN is retried by the client's kernel) |
+| live delivery during the storm | msggen $MSG_RATE msg/s for 60 s: $promised deliveries promised, $received received ($((promised - received)) lost); worst per-second p99 of the streams that stayed: $p99 ms |
+| comet RSS before / after the silent peers / after the storm / peak during the phase | $rss_before / $rss_silent / $rss_after / $rss_peak KB |
+| comet connections before / after the silent peers / after the storm | $conns_before / $conns_silent / $conns_after |
+| comet open descriptors before / after | $fds_before / $fds_after |
+| accepted - closed before / after (= connections open) | $((accepted_before - closed_before)) / $((accepted_after - closed_after)) |
+
+Files: faults-sources.txt (subscribers per source address), faults-silent.log (seconds, connections),
+faults-rss.log, msggen-storm.{log,json}, floodtest-storm.{log,tsv,json,err}.
+EOF
+    FAULTS_FAILED=
+    [[ $silent_s == never ]] && FAULTS_FAILED+=" silent-peers"
+    [[ $storm_s == never ]] && FAULTS_FAILED+=" storm"
+    ((received < promised)) && FAULTS_FAILED+=" storm-delivery"
+    true
+}
