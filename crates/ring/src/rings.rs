@@ -1,0 +1,248 @@
+//! [`Rings`]: the rings one thread drives, seen as one table of slots.
+//!
+//! A ring's fixed-file table is bounded by RLIMIT_NOFILE, so a thread that must hold more
+//! sockets than that drives several rings. Slot `s` of the set is index `s % files` in the
+//! table of ring `s / files` (`files`: the table size, the same for every ring), so a slot
+//! names its ring and operations on connections take the set's slot.
+//!
+//! Ring 0, the primary, is the one the thread sleeps on; the others (secondaries, created by
+//! [`Rings::add`] when the caller needs them) have one eventfd registered, which the kernel
+//! signals when it posts a completion on one of them or queues deferred task work there (the
+//! first item of an empty list). The primary keeps a one-shot poll armed on that eventfd, so
+//! the thread sleeps on all its rings in one wait and wakes when any needs it:
+//! 1. [`Rings::wait`] submits what each secondary has queued, sleeps on the primary (unless a
+//!    secondary already has completions), then runs the deferred work of every secondary that
+//!    has some (`IORING_SQ_TASKRUN`), which posts their completions;
+//! 2. the caller drains every ring ([`Rings::drain`]) and handles the completions;
+//! 3. on the poll's completion the caller calls [`Rings::woken`], which empties the eventfd
+//!    *then* re-arms the poll: a signal after the emptying completes the new poll at once, and
+//!    whatever came before it is found by step 1's task-run flags and step 2's drain.
+//!
+//! One `io_uring_enter` per ring with work per wait, none for a ring without. An idle thread
+//! sleeps: nothing re-arms the poll while the eventfd is empty.
+//!
+//! The rings share one pool of write buffers (a connection's buffers move to no other ring, but
+//! one pool keeps one bound on the buffers kept for reuse whatever the number of rings).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::{sys, Completion, Config, Ring, RingStats, WBuf, WriteBufs};
+
+pub struct Rings {
+    /// Ring 0 is the primary. Declared before `writes` and `wake`, so dropped before them: no
+    /// ring outlives the write pool its sends read, or the eventfd its poll watches.
+    rings: Vec<Ring>,
+    pub writes: WriteBufs,
+    config: Config,
+    rings_max: usize,
+    /// Registered with every secondary; created with the first one.
+    wake: Option<OwnedFd>,
+    /// The user_data of the primary's poll on `wake`.
+    wake_user_data: u64,
+}
+
+impl Rings {
+    /// The primary ring, and room for `rings_max` rings of `config` in all. Create it on the
+    /// thread that will drive it (each ring is single-issuer).
+    pub fn new(config: Config, rings_max: usize) -> io::Result<Rings> {
+        assert!(rings_max >= 1);
+        assert!(
+            (config.files as u64) * (rings_max as u64) <= u64::from(u32::MAX),
+            "slots of the set must fit a u32"
+        );
+        Ok(Rings {
+            rings: vec![Ring::new(config)?],
+            writes: WriteBufs::default(),
+            config,
+            rings_max,
+            wake: None,
+            wake_user_data: 0,
+        })
+    }
+
+    /// Rings set up so far.
+    pub fn len(&self) -> usize {
+        self.rings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rings.is_empty()
+    }
+
+    /// True while another ring may be added.
+    pub fn can_add(&self) -> bool {
+        self.rings.len() < self.rings_max
+    }
+
+    /// Slots of each ring's fixed-file table.
+    pub fn files(&self) -> u32 {
+        self.config.files
+    }
+
+    /// Adds a secondary ring and returns its index. The first one creates the eventfd and arms
+    /// the primary's poll on it with `wake_user_data` (its completion goes to
+    /// [`Rings::woken`]).
+    pub fn add(&mut self, wake_user_data: u64) -> io::Result<usize> {
+        assert!(
+            self.can_add(),
+            "ring {} of {}",
+            self.rings.len(),
+            self.rings_max
+        );
+        let ring = Ring::new(self.config)?;
+        if self.wake.is_none() {
+            self.wake = Some(sys::eventfd()?);
+            self.wake_user_data = wake_user_data;
+            self.arm_wake();
+        }
+        let wake = self.wake.as_ref().expect("the eventfd");
+        ring.register_eventfd(wake.as_raw_fd())?;
+        self.rings.push(ring);
+        Ok(self.rings.len() - 1)
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = self.wake.as_ref().expect("the eventfd").as_raw_fd();
+        // The eventfd is owned by `self` and outlives the primary (field order).
+        self.rings[0].poll_fd(fd, self.wake_user_data);
+    }
+
+    /// The primary's poll on the eventfd completed: empties the eventfd, then re-arms the poll
+    /// (see the protocol in the module doc).
+    pub fn woken(&mut self) -> io::Result<()> {
+        if let Some(wake) = &self.wake {
+            sys::eventfd_clear(wake)?;
+            self.arm_wake();
+        }
+        Ok(())
+    }
+
+    /// Ring `index` (0: the primary, which timers, doorbells and the shutdown poll use).
+    pub fn ring(&mut self, index: usize) -> &mut Ring {
+        &mut self.rings[index]
+    }
+
+    pub fn primary(&mut self) -> &mut Ring {
+        &mut self.rings[0]
+    }
+
+    /// The set's slot of index `local` in ring `ring`'s table (what an accept on that ring
+    /// returned).
+    pub fn slot(&self, ring: usize, local: u32) -> u32 {
+        debug_assert!(local < self.config.files && ring < self.rings.len());
+        ring as u32 * self.config.files + local
+    }
+
+    /// The ring that holds slot `slot`.
+    pub fn ring_of(&self, slot: u32) -> usize {
+        (slot / self.config.files) as usize
+    }
+
+    /// The ring of `slot` and its index in that ring's table.
+    fn at(&mut self, slot: u32) -> (&mut Ring, u32) {
+        let files = self.config.files;
+        (&mut self.rings[(slot / files) as usize], slot % files)
+    }
+
+    // ---- operations on a slot (see the same names on `Ring`) ----------------------------
+
+    pub fn recv_multi(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.recv_multi(local, user_data);
+    }
+
+    pub fn recv_once(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.recv_once(local, user_data);
+    }
+
+    pub fn poll_read(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.poll_read(local, user_data);
+    }
+
+    /// [`Ring::send`] from the shared pool.
+    pub fn send(&mut self, slot: u32, buf: WBuf, user_data: u64) {
+        let files = self.config.files;
+        let ring = &mut self.rings[(slot / files) as usize];
+        // The pool outlives every ring of the set (field order), so a frozen buffer stays
+        // valid until its completion whatever ring sends it.
+        ring.send(&mut self.writes, slot % files, buf, user_data);
+    }
+
+    pub fn send_static(&mut self, slot: u32, bytes: &'static [u8], user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.send_static(local, bytes, user_data);
+    }
+
+    /// Cancels the request `target` made on `slot` (a cancel must go to the request's ring).
+    pub fn cancel(&mut self, slot: u32, target: u64, user_data: u64) {
+        let (ring, _) = self.at(slot);
+        ring.cancel(target, user_data);
+    }
+
+    pub fn close_slot(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.close_slot(local, user_data);
+    }
+
+    /// The bytes a recv on `slot` put in provided buffer `bid` (of the slot's ring).
+    pub fn read(&self, slot: u32, bid: u16, len: usize) -> &[u8] {
+        self.rings[(slot / self.config.files) as usize]
+            .reads
+            .get(bid, len)
+    }
+
+    /// Gives buffer `bid` of `slot`'s ring back to the kernel.
+    pub fn recycle(&mut self, slot: u32, bid: u16) {
+        let (ring, _) = self.at(slot);
+        ring.reads.recycle(bid);
+    }
+
+    // ---- the loop -------------------------------------------------------------------------
+
+    /// Submits what every ring has queued and sleeps until some ring has completions; then
+    /// runs the deferred work of the secondaries. An interrupted wait returns normally.
+    pub fn wait(&mut self) -> io::Result<()> {
+        let (primary, secondaries) = self.rings.split_first_mut().expect("the primary");
+        let mut ready = false;
+        for ring in secondaries.iter_mut() {
+            if ring.wants_enter() {
+                ring.submit_and_wait(0)?;
+            }
+            ready |= ring.has_completions();
+        }
+        primary.submit_and_wait(if ready { 0 } else { 1 })?;
+        for ring in secondaries.iter_mut() {
+            if ring.wants_enter() {
+                ring.submit_and_wait(0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies up to `max` completions from the rings, the primary first, into `out` (after
+    /// clearing it). Empty when no ring has any.
+    pub fn drain(&mut self, out: &mut Vec<Completion>, max: usize) {
+        out.clear();
+        for ring in &mut self.rings {
+            if out.len() >= max {
+                break;
+            }
+            ring.drain_more(out, max);
+        }
+    }
+
+    /// The reactor's counters, summed over the rings.
+    pub fn stats(&self) -> RingStats {
+        RingStats {
+            sq_full_flushes: self.rings.iter().map(|r| r.stats.sq_full_flushes).sum(),
+        }
+    }
+
+    /// The eventfd's descriptor, once a secondary exists (for tests).
+    pub fn wake_fd(&self) -> Option<RawFd> {
+        self.wake.as_ref().map(|w| w.as_raw_fd())
+    }
+}
