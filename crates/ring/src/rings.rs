@@ -211,7 +211,10 @@ impl Rings {
             if ring.wants_enter() {
                 ring.submit_and_wait(0)?;
             }
-            ready |= ring.has_completions();
+            // Still wanting an enter: task work the kernel left for later (it runs a bounded
+            // batch per enter and sets the task-run flag again) or a backlog; neither would
+            // signal the eventfd, so the thread must not sleep.
+            ready |= ring.has_completions() || ring.wants_enter();
         }
         primary.submit_and_wait(if ready { 0 } else { 1 })?;
         for ring in secondaries.iter_mut() {

@@ -276,19 +276,22 @@ impl Config {
         let ring_cap = u64::from(files - margin);
         // Rings a worker needs for its share; each ring's slots follow the previous ring's in
         // the worker's table, which a ConnRef (and a user_data) must be able to name.
-        let connections = args
-            .connections_max
-            .unwrap_or(CONNECTIONS_DEFAULT.max(workers as u64 * ring_cap));
-        if connections == 0 {
-            return Err("--connections-max must be at least 1".into());
-        }
+        let slots_max = comet_router::ConnRef::SLOTS_MAX as u64;
+        let addressable = workers as u64 * (slots_max / u64::from(files)) * ring_cap;
+        let connections = match args.connections_max {
+            Some(0) => return Err("--connections-max must be at least 1".into()),
+            Some(n) => n,
+            // The default, within what the workers can address (tiny test rings).
+            None => CONNECTIONS_DEFAULT
+                .max(workers as u64 * ring_cap)
+                .min(addressable),
+        };
         let worker_cap = connections.div_ceil(workers as u64);
         let rings_max = worker_cap.div_ceil(ring_cap);
-        let slots = rings_max * u64::from(files);
-        let slots_max = comet_router::ConnRef::SLOTS_MAX as u64;
-        if slots > slots_max {
+        if rings_max * u64::from(files) > slots_max {
             return Err(format!(
-                "--connections-max {connections} needs {rings_max} rings of {files} slots per worker,                  over the {slots_max} slots a worker can address: use more --workers"
+                "--connections-max {connections} needs {rings_max} rings of {files} slots per \
+                 worker, over the {slots_max} slots a worker can address: use more --workers"
             ));
         }
         if !args.read_buffers.is_power_of_two() || args.read_buffers > 32768 {

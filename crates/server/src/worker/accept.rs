@@ -31,8 +31,9 @@ pub struct Accept {
     /// The ring a multishot accept is armed on for each listener, exactly while one is (and
     /// not being cancelled).
     armed: [Option<usize>; 2],
-    /// The ring whose accept for the listener is being cancelled, until its last completion.
-    /// A connection it takes meanwhile is accepted into its ring, within that ring's margin.
+    /// The ring whose accept for the listener is being cancelled, until its last completion
+    /// (no other accept is armed on the listener meanwhile, see `manage`). A connection it
+    /// takes meanwhile is accepted into its ring, within that ring's margin.
     leaving: [Option<usize>; 2],
 }
 
@@ -95,30 +96,31 @@ impl Accept {
 
     /// Arms the accept of each listener on the ring `open` names for it (in the order of
     /// [`Listener`]); cancels an accept armed elsewhere or on a listener that is closed (`None`).
-    /// Moving to another ring arms the new accept at once, beside the cancel (so that a burst
-    /// of connections does not overflow the listen backlog meanwhile), unless a cancel is still
-    /// in flight for the listener: then at a later call. True when an armed accept was
-    /// cancelled because its listener closed (no ring has room, or shutdown began).
+    /// True when an armed accept was cancelled because its listener closed (no ring has room, or
+    /// shutdown began).
+    ///
+    /// Moving to another ring arms the new accept only once the old one's last completion came:
+    /// never two on one listener. The kernel wakes one accept per connection (accept polls are
+    /// exclusive waiters), and a wake taken by an accept being cancelled is lost with it: the
+    /// connection stays queued with the other accept asleep (seen here: a client stalled until
+    /// the next connection came). An accept armed later takes what is queued at once.
     pub fn manage(&mut self, rings: &mut Rings, open: [Option<usize>; 2]) -> bool {
         let mut paused = false;
         for l in LISTENERS {
             let i = l as usize;
             let want = open[i];
+            if self.leaving[i].is_some() {
+                continue; // until the cancelled accept's last completion
+            }
             if let Some(ring) = self.armed[i].filter(|&r| Some(r) != want) {
-                if self.leaving[i].is_some() {
-                    continue; // one cancel at a time per listener
-                }
                 let target = pack(Op::Accept, accept_slot(ring, i), 0);
                 rings.ring(ring).cancel(target, pack(Op::Ignore, 0, 0));
                 self.leaving[i] = Some(ring);
                 self.armed[i] = None;
                 paused |= want.is_none();
+                continue;
             }
-            // A ring whose accept is still leaving gets a new one only after its last
-            // completion (one accept per listener and ring: their user_data is the same).
-            if let Some(want) =
-                want.filter(|&w| self.armed[i].is_none() && self.leaving[i] != Some(w))
-            {
+            if let Some(want) = want.filter(|_| self.armed[i].is_none()) {
                 let user_data = pack(Op::Accept, accept_slot(want, i), 0);
                 rings.ring(want).accept_multi(self.listeners[i], user_data);
                 self.armed[i] = Some(want);
