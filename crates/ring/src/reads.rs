@@ -15,10 +15,12 @@ pub struct ReadBufs {
     /// The ring of buffer descriptors shared with the kernel (page-aligned, `count` entries).
     entries: *mut BufRingEntry,
     entries_layout: Layout,
-    /// The buffers themselves, `count * size` bytes. Only the kernel writes them; pages are
-    /// committed on first use.
+    /// The buffers themselves, `count * size` bytes of an anonymous mapping. Only the kernel
+    /// writes them, and a page costs memory only once the kernel has written it: a ring whose
+    /// connections read little holds little (the allocator's zeroed or aligned allocations would
+    /// touch every page up front, 256 KiB per ring at the defaults).
     data: *mut u8,
-    data_layout: Layout,
+    data_len: usize,
     count: u16,
     size: u32,
     /// Our copy of the ring's tail: buffers handed to the kernel so far (wrapping).
@@ -43,24 +45,33 @@ impl ReadBufs {
         let entries_layout =
             Layout::from_size_align(count as usize * std::mem::size_of::<BufRingEntry>(), 4096)
                 .expect("buffer ring layout");
-        let data_layout = Layout::from_size_align(count as usize * size as usize, 4096)
-            .expect("read buffer layout");
-        // SAFETY: both layouts have non-zero size (count >= 1, size >= 1).
-        let (entries, data) = unsafe {
-            (
-                alloc::alloc_zeroed(entries_layout) as *mut BufRingEntry,
-                alloc::alloc_zeroed(data_layout),
+        let data_len = count as usize * size as usize;
+        // SAFETY: the layout has non-zero size (count >= 1).
+        let entries = unsafe { alloc::alloc_zeroed(entries_layout) as *mut BufRingEntry };
+        assert!(!entries.is_null(), "out of memory for read buffers");
+        // SAFETY: a new private anonymous mapping: no pointer is handed in, none is aliased.
+        let data = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                data_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
             )
         };
-        assert!(
-            !entries.is_null() && !data.is_null(),
-            "out of memory for read buffers"
-        );
+        if data == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: allocated above with this layout and not handed to anyone yet.
+            unsafe { alloc::dealloc(entries as *mut u8, entries_layout) };
+            return Err(e);
+        }
+        let data = data as *mut u8;
         let mut bufs = ReadBufs {
             entries,
             entries_layout,
             data,
-            data_layout,
+            data_len,
             count,
             size,
             tail: 0,
@@ -149,11 +160,11 @@ impl ReadBufs {
 
 impl Drop for ReadBufs {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with these layouts; the ring that used them is already
-        // closed (it is dropped first), so the kernel holds no reference.
+        // SAFETY: allocated and mapped in `new` with these sizes; the ring that used them is
+        // already closed (it is dropped first), so the kernel holds no reference.
         unsafe {
             alloc::dealloc(self.entries as *mut u8, self.entries_layout);
-            alloc::dealloc(self.data, self.data_layout);
+            libc::munmap(self.data.cast(), self.data_len);
         }
     }
 }
