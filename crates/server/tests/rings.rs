@@ -34,7 +34,7 @@ impl Sub {
     /// head and its first position came.
     fn open(server: &Server, i: u64) -> Sub {
         let id = i % IDS;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             let mut c = common::subscribe(server.public, &format!("/events/{id}"));
             c.expect_position();
             Sub::Sse(c)
