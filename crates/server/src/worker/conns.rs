@@ -151,6 +151,8 @@ pub struct Conns {
     /// Connections a ring admits at most, and the worker in all (see `Config`).
     ring_cap: usize,
     worker_cap: usize,
+    /// After a ring failed to open: no new attempt before this time.
+    open_retry_ms: u64,
     /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
     deadlines: VecDeque<(u32, u32, u64)>,
@@ -167,6 +169,7 @@ impl Conns {
             live: 0,
             ring_cap,
             worker_cap,
+            open_retry_ms: 0,
             deadlines: VecDeque::new(),
         }
     }
@@ -188,8 +191,14 @@ impl Conns {
     /// while it has room: else the first ring with room, else a new ring (created here, its
     /// eventfd poll with `wake_user_data`). `None` when the worker holds its cap, or every
     /// ring is at its cap and no other may be opened: the admission policy then applies
-    /// (accepting stops; connections wait in the listen backlog).
-    pub fn admitting_ring(&mut self, current: Option<usize>, wake_user_data: u64) -> Option<usize> {
+    /// (accepting stops; connections wait in the listen backlog). A ring that fails to open
+    /// (no memory, say) is tried again a second later (`now_ms`).
+    pub fn admitting_ring(
+        &mut self,
+        current: Option<usize>,
+        wake_user_data: u64,
+        now_ms: u64,
+    ) -> Option<usize> {
         if self.live >= self.worker_cap {
             return None;
         }
@@ -200,7 +209,7 @@ impl Conns {
         if let Some(ring) = self.ring_live.iter().position(|&n| n < cap) {
             return Some(ring);
         }
-        if !self.rings.can_add() {
+        if !self.rings.can_add() || now_ms < self.open_retry_ms {
             return None;
         }
         match self.rings.add(wake_user_data) {
@@ -210,9 +219,10 @@ impl Conns {
                 Some(ring)
             }
             Err(e) => {
-                // Not fatal: the worker serves with the rings it has.
+                // Not fatal: the worker serves with the rings it has meanwhile.
                 let worker = self.worker;
                 tracing::warn!(worker, "opening ring {}: {e}", self.rings.len());
+                self.open_retry_ms = now_ms + 1000;
                 None
             }
         }

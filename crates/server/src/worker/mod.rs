@@ -459,16 +459,17 @@ impl Worker {
             true
         });
         let live = self.holder.conns.live();
+        let now = self.holder.clock().now_ms();
         let conns = &mut self.holder.conns;
         // The ring with room that accepts next (opened here when every other is full).
-        let admit = conns.admitting_ring(self.accept.admitting(), pack(Op::Rings, 0, 0));
+        let admit = conns.admitting_ring(self.accept.admitting(), pack(Op::Rings, 0, 0), now);
         let open = match self.shutdown_deadline {
             None => [admit, admit],
             // While streams are still being ended, the publish port answers health checks
             // (`/readyz`: 503); what it accepts now does not hold the exit.
             Some(deadline) => {
                 let ending = live > self.holder.late();
-                let open = ending && self.holder.clock().now_ms() < deadline;
+                let open = ending && now < deadline;
                 [None, admit.filter(|_| open)]
             }
         };
