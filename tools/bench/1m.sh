@@ -91,7 +91,7 @@ TCP_INUSE_IDLE=$(tcp_field inuse)
 CLIENT_RSS=$(tree_rss_kb "$FLOOD_PID")
 CPU_IDLE=$(cpu_s "$COMET_PID")
 save_metrics "$DIR/metrics-idle.txt"
-RINGS=$(metric_sum "$DIR/metrics-idle.txt" comet_rings)
+RINGS=$(metric_sum comet_rings "$DIR/metrics-idle.txt")
 
 # One msggen run; prints "<promised> <received> <worst_p99_us> <sent> <failed> <median_p99_us>"
 # for its window: the highest and the median of the per-second p99s floodtest saw in it.

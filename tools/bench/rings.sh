@@ -63,7 +63,7 @@ run() {
     sleep "$IDLE"
     cpu1=$(cpu_s "$COMET_PID")
     save_metrics "$DIR/metrics-idle.txt"
-    rings=$(metric_sum "$DIR/metrics-idle.txt" comet_rings)
+    rings=$(metric_sum comet_rings "$DIR/metrics-idle.txt")
     before=$(flood_messages)
     "$BIN/msggen" --target "$PUBLISH" --rate "$RATE" --batch $((RATE / 500 > 0 ? RATE / 500 : 1)) \
         --max-id "$CONNECTIONS" --duration "${SECS}s" --json "$DIR/msggen.json" >"$DIR/msggen.log" 2>&1 || true
