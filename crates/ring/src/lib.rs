@@ -394,6 +394,7 @@ impl Ring {
             self.drain_faults(out, max);
             return;
         }
+        let mut ran_out = false;
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in cq.take(max.saturating_sub(out.len())) {
@@ -402,11 +403,16 @@ impl Ring {
             if cqueue::buffer_select(cqe.flags()).is_some() {
                 self.reads.out += 1;
             }
+            ran_out |= cqe.result() == -libc::ENOBUFS;
             out.push(Completion {
                 user_data: cqe.user_data(),
                 result: cqe.result(),
                 flags: cqe.flags(),
             });
+        }
+        // A recv found no buffer (or another operation no memory: more buffers are harmless).
+        if ran_out {
+            self.reads.grow();
         }
     }
 }
@@ -449,6 +455,7 @@ impl Ring {
         out.extend(f.posted.drain(..posted));
         let mut cancels = Vec::new();
         let mut recycle = Vec::new();
+        let mut ran_out = false;
         {
             let mut cq = self.ring.completion();
             cq.sync();
@@ -462,6 +469,8 @@ impl Ring {
                 if c.buffer().is_some() {
                     self.reads.out += 1;
                 }
+                // As the kernel answered, before the schedule rewrites it.
+                ran_out |= c.result == -libc::ENOBUFS;
                 match f.rewrite(&mut c) {
                     faults::Rewrite::Keep => out.push(c),
                     faults::Rewrite::Recycle(bid) => {
@@ -478,6 +487,9 @@ impl Ring {
         }
         for bid in recycle {
             self.reads.recycle(bid);
+        }
+        if ran_out {
+            self.reads.grow();
         }
         for target in cancels {
             self.cancel(target, faults::FAULT_CANCEL);

@@ -3,6 +3,12 @@
 //! The kernel picks a buffer when data arrives (multishot recv), so a connection with nothing
 //! to read owns no buffer. The caller looks at the bytes with [`ReadBufs::get`] and hands the
 //! buffer back with [`ReadBufs::recycle`] as soon as it has copied or parsed what it needs.
+//!
+//! The kernel takes buffers in ring order, so every buffer it was ever given is written in
+//! turn (and costs its pages) however few reads are in flight. It is given [`GROW_STEP`] at
+//! first and that many more each time it runs out ([`ReadBufs::grow`], on an ENOBUFS): a ring
+//! whose reads come one at a time touches a few pages, not all of its buffers (256 KiB at the
+//! defaults), which matters for a thread that drives dozens of rings.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -10,6 +16,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
+
+/// Buffers handed to the kernel at first, and added each time it ran out.
+pub const GROW_STEP: u16 = 8;
 
 pub struct ReadBufs {
     /// The ring of buffer descriptors shared with the kernel (page-aligned, `count` entries).
@@ -25,6 +34,8 @@ pub struct ReadBufs {
     size: u32,
     /// Our copy of the ring's tail: buffers handed to the kernel so far (wrapping).
     tail: u16,
+    /// Buffers `0..given` have been handed to the kernel; the rest never were (untouched).
+    given: u16,
     /// Fault injection (see `faults`): buffers handed to the caller and not yet recycled, and
     /// while a dry spell lasts (`dry`), the buffers recycled and held back from the kernel.
     #[cfg(feature = "faults")]
@@ -75,6 +86,7 @@ impl ReadBufs {
             count,
             size,
             tail: 0,
+            given: 0,
             #[cfg(feature = "faults")]
             out: 0,
             #[cfg(feature = "faults")]
@@ -88,11 +100,28 @@ impl ReadBufs {
             ring.submitter()
                 .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
         }
-        for bid in 0..count {
-            bufs.put(bid);
-        }
-        bufs.publish();
+        bufs.grow();
         Ok(bufs)
+    }
+
+    /// Hands [`GROW_STEP`] more buffers to the kernel, if any are left: after a recv found none
+    /// (ENOBUFS). True when some were added.
+    pub fn grow(&mut self) -> bool {
+        let end = self.given.saturating_add(GROW_STEP).min(self.count);
+        if end == self.given {
+            return false;
+        }
+        for bid in self.given..end {
+            self.put(bid);
+        }
+        self.given = end;
+        self.publish();
+        true
+    }
+
+    /// Buffers handed to the kernel so far (the rest have never been touched).
+    pub fn given(&self) -> u16 {
+        self.given
     }
 
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.

@@ -172,3 +172,60 @@ fn a_thread_sleeping_on_the_primary_wakes_for_a_secondary() {
         "{wakes} and {wakes_idle} wakes while idle"
     );
 }
+
+/// A ring hands the kernel 8 read buffers at first (a quiet ring touches no more), and 8 more
+/// each time a recv finds none: 10 connections with data and no buffer recycled meanwhile
+/// need a second step.
+#[test]
+fn read_buffers_are_given_to_the_kernel_as_needed() {
+    let config = Config {
+        read_bufs: 32,
+        ..CONFIG
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut rings = Rings::new(config, 1).unwrap();
+    let ring = rings.primary();
+    assert_eq!(ring.reads.given(), comet_ring::reads::GROW_STEP);
+    ring.accept_multi(listener.as_raw_fd(), ACCEPT);
+    let mut clients = Vec::new();
+    let mut slots = Vec::new();
+    for _ in 0..10 {
+        clients.push(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let c = wait_for(ring, ACCEPT);
+        assert!(c.result >= 0, "{c:?}");
+        slots.push(c.result as u32);
+    }
+    for c in &mut clients {
+        c.write_all(b"data").unwrap();
+    }
+    // Each slot's recv is its index + 100; a recv that found no buffer is armed again.
+    for (i, &slot) in slots.iter().enumerate() {
+        ring.recv_multi(slot, 100 + i as u64);
+    }
+    let (mut got, mut ran_out, mut held) = (vec![false; 10], 0, Vec::new());
+    let mut cqes = Vec::new();
+    for _ in 0..1000 {
+        if got.iter().all(|&g| g) {
+            break;
+        }
+        ring.submit_and_wait(1).unwrap();
+        ring.drain(&mut cqes, 64);
+        for c in &cqes {
+            let i = (c.user_data - 100) as usize;
+            if c.result == -libc::ENOBUFS {
+                ran_out += 1;
+                ring.recv_multi(slots[i], c.user_data);
+            } else if c.result > 0 {
+                got[i] = true;
+                // Held, not recycled: the buffers in use add up.
+                held.push(c.buffer().expect("a provided buffer"));
+            }
+        }
+    }
+    assert!(got.iter().all(|&g| g), "{got:?}");
+    assert!(ran_out >= 1, "10 reads in flight from 8 buffers");
+    assert_eq!(ring.reads.given(), 2 * comet_ring::reads::GROW_STEP);
+    for bid in held {
+        ring.reads.recycle(bid);
+    }
+}

@@ -9,9 +9,10 @@
 //! `COMET_FAULT_SEED` (the first, default 1), `COMET_FAULT_RATE` (default: 0.02, 0.05 or 0.1 by
 //! seed), `COMET_FAULT_THREADS` (servers at once, default the cores).
 //!
-//! One seed, one server (`--workers` 1 or 2, one, two or four read buffers so that dry spells
-//! run the kernel out, a 300 ms poll timeout, heartbeats on every tick for a third of them, and
-//! one in sixty idle for two ticks before step 2 so that its streams get some):
+//! One seed, one server (`--workers` 1 or 2, one, two, four or sixteen read buffers so that dry
+//! spells run the kernel out and a ring is given more, a 300 ms poll timeout, heartbeats on
+//! every tick for a third of them, and one in sixty idle for two ticks before step 2 so that its
+//! streams get some):
 //! 1. Subscribe on each transport to id 1: `/test/1`, `/events/1?since=0`, `/ws/1`, and a
 //!    long-poll `/poll/1?since=0` left waiting; open three that leave: a `/test/2` dropped after
 //!    its head, an `/events/1` dropped before reading what it was sent, a half request.
@@ -650,8 +651,9 @@ fn run_seed(seed: u64, rate: &str, kinds: Option<&str>) -> Result<SeedRun, Strin
         None => format!("{seed}:{rate}"),
     };
     let workers_arg = workers.to_string();
-    // One read buffer makes any dry spell an ENOBUFS for the next recv.
-    let read_buffers = ["1", "2", "4"][(seed / 3 % 3) as usize];
+    // One read buffer makes any dry spell an ENOBUFS for the next recv; with 16 the ring is
+    // given 8 at first and 8 more when a recv finds none (ReadBufs::grow).
+    let read_buffers = ["1", "2", "4", "16"][(seed / 3 % 4) as usize];
     let mut args = vec![
         "--workers",
         &workers_arg,
