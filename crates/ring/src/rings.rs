@@ -18,8 +18,14 @@
 //!    *then* re-arms the poll: a signal after the emptying completes the new poll at once, and
 //!    whatever came before it is found by step 1's task-run flags and step 2's drain.
 //!
-//! One `io_uring_enter` per ring with work per wait, none for a ring without. An idle thread
-//! sleeps: nothing re-arms the poll while the eventfd is empty.
+//! A secondary with work is entered at most twice per wait (to submit before the sleep, to run
+//! its deferred work after), one without is not entered. An idle thread sleeps: nothing
+//! re-arms the poll while the eventfd is empty. Our own enters on a secondary post completions
+//! and so signal the eventfd too: a busy thread takes one more wake (the poll's completion and
+//! an eventfd read) per wait in which a secondary had work. Silencing the eventfd while awake
+//! (IORING_CQ_EVENTFD_DISABLED) would save it, but the kernel reads that flag after setting the
+//! task-run flag without a barrier between them on every architecture, so a wake could be lost:
+//! not done. Measured: results/rings.
 //!
 //! The rings share one pool of write buffers (a connection's buffers move to no other ring, but
 //! one pool keeps one bound on the buffers kept for reuse whatever the number of rings).
