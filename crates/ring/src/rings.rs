@@ -8,24 +8,29 @@
 //! Ring 0, the primary, is the one the thread sleeps on; the others (secondaries, created by
 //! [`Rings::add`] when the caller needs them) have one eventfd registered, which the kernel
 //! signals when it posts a completion on one of them or queues deferred task work there (the
-//! first item of an empty list). The primary keeps a one-shot poll armed on that eventfd, so
-//! the thread sleeps on all its rings in one wait and wakes when any needs it:
-//! 1. [`Rings::wait`] submits what each secondary has queued, sleeps on the primary (unless a
-//!    secondary already has completions), then runs the deferred work of every secondary that
-//!    has some (`IORING_SQ_TASKRUN`), which posts their completions;
-//! 2. the caller drains every ring ([`Rings::drain`]) and handles the completions;
-//! 3. on the poll's completion the caller calls [`Rings::woken`], which empties the eventfd
-//!    *then* re-arms the poll: a signal after the emptying completes the new poll at once, and
-//!    whatever came before it is found by step 1's task-run flags and step 2's drain.
+//! first item of an empty list, and the ring's task-run flag is set). Before it sleeps, the
+//! thread arms a one-shot poll on that eventfd on the primary, so it sleeps on all its rings in
+//! one wait and wakes when any needs it. [`Rings::wait`]:
+//! 1. submits what each secondary has queued; a secondary with completions, or with deferred
+//!    work the kernel left for later, means no sleep;
+//! 2. otherwise, unless the poll is armed already, empties the eventfd, looks at the
+//!    secondaries once more (a signal the emptying consumed was sent after the flag it stands
+//!    for was set: the eventfd's lock orders the two), and arms the poll: a signal after the
+//!    emptying completes it at once;
+//! 3. sleeps on the primary (submitting the poll), then runs the deferred work of every
+//!    secondary that has some, which posts their completions.
+//!
+//! The caller drains every ring ([`Rings::drain`]) and, on the poll's completion, calls
+//! [`Rings::woken`]: the poll is armed again only before the next sleep. So a busy thread
+//! that does not sleep pays nothing for the eventfd, and its own entries on the secondaries
+//! (which post completions, and so signal it) wake it at most once, if the poll was armed.
+//! An idle thread sleeps: nothing is signalled while no ring has work.
 //!
 //! A secondary with work is entered at most twice per wait (to submit before the sleep, to run
-//! its deferred work after), one without is not entered. An idle thread sleeps: nothing
-//! re-arms the poll while the eventfd is empty. Our own enters on a secondary post completions
-//! and so signal the eventfd too: a busy thread takes one more wake (the poll's completion and
-//! an eventfd read) per wait in which a secondary had work. Silencing the eventfd while awake
-//! (IORING_CQ_EVENTFD_DISABLED) would save it, but the kernel reads that flag after setting the
-//! task-run flag without a barrier between them on every architecture, so a wake could be lost:
-//! not done. Measured: results/rings.
+//! its deferred work after), one without is not entered. Silencing the eventfd while awake
+//! (IORING_CQ_EVENTFD_DISABLED) instead would not do: the kernel reads that flag after setting
+//! the task-run flag with no barrier between the two on every architecture, so a wake could be
+//! lost. Measured: results/rings.
 //!
 //! The rings share one pool of write buffers (a connection's buffers move to no other ring, but
 //! one pool keeps one bound on the buffers kept for reuse whatever the number of rings).
@@ -46,6 +51,8 @@ pub struct Rings {
     wake: Option<OwnedFd>,
     /// The user_data of the primary's poll on `wake`.
     wake_user_data: u64,
+    /// True from the poll's arming to its completion ([`Rings::woken`]).
+    wake_armed: bool,
 }
 
 impl Rings {
@@ -64,6 +71,7 @@ impl Rings {
             rings_max,
             wake: None,
             wake_user_data: 0,
+            wake_armed: false,
         })
     }
 
@@ -86,8 +94,8 @@ impl Rings {
         self.config.files
     }
 
-    /// Adds a secondary ring and returns its index. The first one creates the eventfd and arms
-    /// the primary's poll on it with `wake_user_data` (its completion goes to
+    /// Adds a secondary ring and returns its index. The first one creates the eventfd, which
+    /// the primary polls with `wake_user_data` before each sleep (its completion goes to
     /// [`Rings::woken`]).
     pub fn add(&mut self, wake_user_data: u64) -> io::Result<usize> {
         assert!(
@@ -100,7 +108,6 @@ impl Rings {
         if self.wake.is_none() {
             self.wake = Some(sys::eventfd()?);
             self.wake_user_data = wake_user_data;
-            self.arm_wake();
         }
         let wake = self.wake.as_ref().expect("the eventfd");
         ring.register_eventfd(wake.as_raw_fd())?;
@@ -108,20 +115,10 @@ impl Rings {
         Ok(self.rings.len() - 1)
     }
 
-    fn arm_wake(&mut self) {
-        let fd = self.wake.as_ref().expect("the eventfd").as_raw_fd();
-        // The eventfd is owned by `self` and outlives the primary (field order).
-        self.rings[0].poll_fd(fd, self.wake_user_data);
-    }
-
-    /// The primary's poll on the eventfd completed: empties the eventfd, then re-arms the poll
+    /// The primary's poll on the eventfd completed: it is armed again before the next sleep
     /// (see the protocol in the module doc).
-    pub fn woken(&mut self) -> io::Result<()> {
-        if let Some(wake) = &self.wake {
-            sys::eventfd_clear(wake)?;
-            self.arm_wake();
-        }
-        Ok(())
+    pub fn woken(&mut self) {
+        self.wake_armed = false;
     }
 
     /// Ring `index` (0: the primary, which timers, doorbells and the shutdown poll use).
@@ -209,19 +206,40 @@ impl Rings {
     // ---- the loop -------------------------------------------------------------------------
 
     /// Submits what every ring has queued and sleeps until some ring has completions; then
-    /// runs the deferred work of the secondaries. An interrupted wait returns normally.
+    /// runs the deferred work of the secondaries (steps 1 to 3 of the module doc). An
+    /// interrupted wait returns normally.
     pub fn wait(&mut self) -> io::Result<()> {
-        let (primary, secondaries) = self.rings.split_first_mut().expect("the primary");
+        let Rings {
+            rings,
+            wake,
+            wake_user_data,
+            wake_armed,
+            ..
+        } = self;
+        let (primary, secondaries) = rings.split_first_mut().expect("the primary");
+        // 1.
         let mut ready = false;
         for ring in secondaries.iter_mut() {
             if ring.wants_enter() {
                 ring.submit_and_wait(0)?;
             }
             // Still wanting an enter: task work the kernel left for later (it runs a bounded
-            // batch per enter and sets the task-run flag again) or a backlog; neither would
-            // signal the eventfd, so the thread must not sleep.
+            // batch per enter and sets the task-run flag again) or a backlog; neither signals.
             ready |= ring.has_completions() || ring.wants_enter();
         }
+        // 2.
+        if let Some(wake) = wake.as_ref().filter(|_| !ready && !*wake_armed) {
+            sys::eventfd_clear(wake)?;
+            for ring in secondaries.iter_mut() {
+                ready |= ring.has_completions() || ring.wants_enter();
+            }
+            if !ready {
+                // The eventfd is owned by `self` and outlives the primary (field order).
+                primary.poll_fd(wake.as_raw_fd(), *wake_user_data);
+                *wake_armed = true;
+            }
+        }
+        // 3.
         primary.submit_and_wait(if ready { 0 } else { 1 })?;
         for ring in secondaries.iter_mut() {
             if ring.wants_enter() {

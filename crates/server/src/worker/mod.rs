@@ -211,12 +211,7 @@ impl Worker {
                 }
                 self.on_tick();
             }
-            Op::Rings => {
-                if let Err(e) = self.holder.conns.rings().woken() {
-                    tracing::error!(worker = self.index, "reading the rings' eventfd: {e}");
-                    std::process::exit(1);
-                }
-            }
+            Op::Rings => self.holder.conns.rings().woken(),
             Op::Shutdown => self.begin_shutdown(),
             Op::Ignore => {}
         }
