@@ -22,8 +22,8 @@
 //! the others signal it through an eventfd, see `comet_ring::rings`), copy a bounded batch out
 //! of the rings and dispatch each, repeat until no ring has any; then read the mailbox; then
 //! flush (long-poll answers, doorbells to the workers mailed, accept arming on the admitting
-//! ring against the admission caps, gauges). Nothing blocks but the wait, and each ring with
-//! work is entered once per wait.
+//! ring against the admission caps, gauges). Nothing blocks but the wait, and a ring without
+//! work is not entered.
 
 mod accept;
 mod clock;
