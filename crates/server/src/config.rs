@@ -427,6 +427,35 @@ fn random_u32() -> u32 {
 mod tests {
     use super::*;
 
+    /// The rings a worker may open follow from --connections-max, the open-files limit (20,000
+    /// here) and the backlog; nobody computes them.
+    #[test]
+    fn rings_per_worker_are_derived() {
+        let cfg = Config::for_tests_with(&["--workers", "2"]);
+        assert_eq!(cfg.ring_files, 20_000);
+        assert_eq!(cfg.ring_cap, 20_000 - 1024 - 64);
+        assert_eq!(cfg.worker_cap, 1 << 19);
+        assert_eq!(cfg.rings_max, (1usize << 19).div_ceil(18_912));
+        assert_eq!(cfg.rings_max, 28);
+        let small = Config::for_tests_with(&["--workers", "1", "--connections-max", "1000"]);
+        assert_eq!((small.worker_cap, small.rings_max), (1000, 1));
+        // The test-only small tables: 48 connections a ring.
+        let tiny =
+            Config::for_tests_with(&["--workers", "1", "--ring-files", "128", "--backlog", "16"]);
+        assert_eq!(tiny.ring_cap, 48);
+        assert!(tiny.rings_max * 128 <= comet_router::ConnRef::SLOTS_MAX);
+        // Past what a worker's slots can name, the start is refused.
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::parse_from(["comet", "--workers", "1", "--connections-max", "100000000"]);
+        let e = Config::new(&cli.serve, 20_000).unwrap_err();
+        assert!(e.contains("use more --workers"), "{e}");
+    }
+
     #[test]
     fn publish_listen_beyond_loopback_needs_a_secret() {
         let addr = |text: &str| text.parse::<SocketAddr>().unwrap();
