@@ -134,7 +134,7 @@ impl Worker {
         self.flush();
         loop {
             if let Err(e) = self.holder.conns.rings().wait() {
-                tracing::error!(worker = self.index, "io_uring_enter failed: {e}");
+                tracing::error!(worker = self.index, "waiting on the rings failed: {e}");
                 std::process::exit(1);
             }
             self.holder.clock().advance();
