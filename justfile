@@ -49,6 +49,12 @@ bench-c10k *ARGS:
 bench-1m:
     bash tools/bench/1m.sh
 
+# One worker's SSE subscribers on one big ring vs many small rings (the test-only
+# COMET_RING_FILES): user bytes per connection, CPU while idle, CPU per delivered message;
+# writes results/rings/<date>-<label>/. Settings in the header of tools/bench/rings.sh.
+bench-rings *ARGS:
+    bash tools/bench/rings.sh {{ARGS}}
+
 # Three comet nodes joined through one nats-server vs one node alone, 10k subscribers, 1000 msg/s,
 # a ramp, then a run with NATS killed and restarted; writes results/cluster/<date>-<label>/.
 # Settings in the header of tools/bench/cluster.sh (e.g. `LABEL=quick DURATION=30s just bench-cluster`).

@@ -52,9 +52,9 @@ want kernel.io_uring_disabled 0 exact
 
 hard=$(ulimit -Hn)
 if [ "$hard" -ge 1048576 ] 2>/dev/null || [ "$hard" = unlimited ]; then
-    printf '%-34s %-28s %s\n' "RLIMIT_NOFILE (hard)" "$hard" "ok: one worker per core holds 1M"
+    printf '%-34s %-28s %s\n' "RLIMIT_NOFILE (hard)" "$hard" "ok: one ring per worker holds 1M"
 else
     printf '%-34s %-28s %s\n' "RLIMIT_NOFILE (hard)" "$hard" \
-        "cannot raise: for 1M use --workers $(( (1200000 + hard - 1089) / (hard - 1088) )) (kernel-tuning.md)"
+        "cannot raise: comet opens $(( (1000000 + hard - 1089) / (hard - 1088) )) rings for 1M, one worker per core (kernel-tuning.md)"
 fi
 exit $status

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench-1m: a million concurrent subscribers on this machine, then messages, then a ramp.
 #
-#   1. apply what tools/tune.sh can; build; start comet with enough workers that their
-#      fixed-file tables hold CONNECTIONS (one worker per core where RLIMIT_NOFILE allows);
+#   1. apply what tools/tune.sh can; build; start comet with one worker per core (its default;
+#      each worker opens as many rings as its share of CONNECTIONS needs under RLIMIT_NOFILE,
+#      see kernel-tuning.md) and --connections-max CONNECTIONS plus 20 % headroom;
 #   2. memlog every MEMLOG_INTERVAL s; floodtest connects CONNECTIONS subscribers at RATE/s
 #      (0 = as fast as holds up), from many source addresses and processes; hold HOLD;
 #   3. msggen sends MSG_RATE msg/s to random ids for DURATION;
@@ -16,7 +17,7 @@
 #
 # Settings (environment): CONNECTIONS=1000000 RATE=0 HOLD=30s DURATION=2m MSG_RATE=1000
 # MSG_SIZE=64 RAMP_RATES="5000 10000 20000 40000 60000 80000 100000" RAMP_STEP=15s
-# RAMP_P99_MS=100 WORKERS=(auto) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
+# RAMP_P99_MS=100 WORKERS=(one per core) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
 # HEARTBEAT_MS=15000 UNACKED_MS=30000 (comet's --heartbeat-ms, --unacked-timeout-ms)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 FAULT_DEADLINE=180
 set -euo pipefail
@@ -59,14 +60,11 @@ log "setup, tuning and build"
 TUNE=$(bash tools/tune.sh 2>&1 || true)
 cargo build --release -q -p comet -p floodtest -p msggen -p memlog
 
-# Workers: each admits its table size less the listen backlog (1024) and a margin of 64; with
-# SO_REUSEPORT spreading connections within a few percent, plan for 20 % headroom.
-if [[ -z $WORKERS ]]; then
-    files=$(ulimit -Hn)
-    [[ $files == unlimited || $files -gt 1048576 ]] && files=1048576
-    WORKERS=$(((CONNECTIONS * 12 / 10 + files - 1089) / (files - 1088)))
-    ((WORKERS < $(nproc))) && WORKERS=$(nproc)
-fi
+# Threads = cores. Each worker admits its share of --connections-max; with SO_REUSEPORT
+# spreading connections within a few percent, plan for 20 % headroom. The rings each worker
+# needs are comet's to derive (one per table of RLIMIT_NOFILE slots, opened as they fill).
+[[ -z $WORKERS ]] && WORKERS=$(nproc)
+CONNECTIONS_MAX=$((CONNECTIONS * 12 / 10))
 
 bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
@@ -79,8 +77,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "starting comet with $WORKERS workers"
-start_comet --workers "$WORKERS" --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS"
+log "starting comet with $WORKERS workers, --connections-max $CONNECTIONS_MAX"
+start_comet --workers "$WORKERS" --connections-max "$CONNECTIONS_MAX" \
+    --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS"
 sleep 2
 RSS_BASE=$(rss_kb "$COMET_PID")
 SLAB_BASE=$(slab_kb)
@@ -112,6 +111,8 @@ TCP_MEM_IDLE=$(tcp_field mem)
 TCP_INUSE_IDLE=$(tcp_field inuse)
 CLIENT_RSS=$(tree_rss_kb "$FLOOD_PID")
 CPU_IDLE=$(cpu_s "$COMET_PID")
+save_metrics "$DIR/metrics-idle.txt"
+RINGS=$(metric_sum comet_rings "$DIR/metrics-idle.txt")
 
 # One msggen run; prints "<promised> <received> <worst_p99_us> <sent> <failed> <median_p99_us>"
 # for its window: the highest and the median of the per-second p99s floodtest saw in it.
@@ -209,8 +210,9 @@ cat >"$DIR/summary.md" <<EOF
 
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
-RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --heartbeat-ms $HEARTBEAT_MS
---unacked-timeout-ms $UNACKED_MS\` (open-files hard limit $(ulimit -Hn)); subscribers \`/$STREAM_PATH/<id>\`.
+RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
+--heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS\` (open-files hard limit $(ulimit -Hn)):
+$RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 
 Machine: $(machine_line); comet $(git rev-parse --short HEAD); server and clients on loopback,
 same machine (so every figure includes both ends' kernel work). Tuning applied: see tune.log.
@@ -238,7 +240,7 @@ $RAMP_TABLE
 
 $(if [[ $FAULTS == 1 ]]; then cat "$DIR/faults.md"; echo; echo "Fault phase: ${FAULTS_FAILED:-every step completed}."; else echo "Fault phase: skipped (FAULTS=0)."; fi)
 
-Files: memlog.log, floodtest.{log,tsv,json}, msggen-*.{log,json}, comet.{out,err}, tune.log;
+Files: memlog.log, floodtest.{log,tsv,json}, msggen-*.{log,json}, comet.{out,err}, tune.log, metrics-idle.txt;
 graphs memory.png (the seed's graph) and run.png.
 
 ![memory](memory.png)

@@ -8,6 +8,9 @@
 //!   owns no read buffer.
 //! - [`writes`]: the pool of write buffers. A buffer handed to the kernel is frozen until its send
 //!   completes; the pool enforces that, so nothing above this crate needs `unsafe`.
+//! - [`rings`]: [`Rings`], the rings one thread drives as one table of slots (slot = ring x files
+//!   per ring + index in that ring's table), with the write pool they share and the eventfd that
+//!   lets the thread sleep on all of them at once.
 //!
 //! - [`faults`] (cargo feature `faults`, test builds only): completions rewritten from a seeded
 //!   schedule into other answers the kernel could have given (`COMET_FAULTS=<seed>:<rate>`).
@@ -18,6 +21,7 @@
 #[cfg(feature = "faults")]
 pub mod faults;
 pub mod reads;
+pub mod rings;
 pub mod sys;
 pub mod writes;
 
@@ -27,6 +31,7 @@ use std::os::fd::RawFd;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 pub use reads::ReadBufs;
+pub use rings::Rings;
 pub use writes::{Sent, WBuf, WriteBufs};
 
 /// The buffer group id of the one provided buffer ring each [`Ring`] registers.
@@ -75,7 +80,6 @@ pub struct RingStats {
 pub struct Ring {
     ring: IoUring,
     pub reads: ReadBufs,
-    pub writes: WriteBufs,
     /// The interval of the multishot tick timer. Boxed: the kernel reads it when the timeout is
     /// (re)armed, so its address must not change while the ring lives.
     tick: Box<types::Timespec>,
@@ -90,11 +94,13 @@ pub struct Ring {
 
 impl Ring {
     /// Sets up a ring for the calling thread only (single issuer, task work deferred to our own
-    /// waits): create it on the thread that will drive it.
+    /// waits): create it on the thread that will drive it. The task-run flag tells the thread
+    /// when deferred work waits on a ring it is not sleeping on ([`Ring::wants_enter`]).
     pub fn new(config: Config) -> io::Result<Ring> {
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            .setup_taskrun_flag()
             .setup_cqsize(config.sq_entries * 4)
             .build(config.sq_entries)?;
         ring.submitter().register_files_sparse(config.files)?;
@@ -102,7 +108,6 @@ impl Ring {
         Ok(Ring {
             ring,
             reads,
-            writes: WriteBufs::default(),
             tick: Box::new(types::Timespec::new()),
             stats: RingStats::default(),
             backlog: Vec::new(),
@@ -237,11 +242,12 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
-    /// Sends the unsent part of a write buffer on a fixed-file slot. The buffer is frozen (the
-    /// pool refuses to hand it out for writing) until [`WriteBufs::complete`] is called with
-    /// this send's result.
-    pub fn send(&mut self, slot: u32, buf: WBuf, user_data: u64) {
-        let (ptr, len) = self.writes.freeze(buf);
+    /// Sends the unsent part of a write buffer of `writes` on a fixed-file slot. The buffer is
+    /// frozen (the pool refuses to hand it out for writing) until [`WriteBufs::complete`] is
+    /// called with this send's result. Crate-private: the pool must outlive the send, which
+    /// [`Rings`] guarantees by owning both (see its `send`).
+    pub(crate) fn send(&mut self, writes: &mut WriteBufs, slot: u32, buf: WBuf, user_data: u64) {
+        let (ptr, len) = writes.freeze(buf);
         #[cfg(feature = "faults")]
         let Some(len) = self.fault_send(user_data, len) else {
             return;
@@ -250,9 +256,10 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data);
-        // SAFETY: `ptr..ptr+len` is the heap storage of a Vec owned by `self.writes`; `freeze`
-        // marked it in flight, and the pool neither grows, shrinks nor frees a frozen buffer
-        // until `complete`, which the caller calls only on this send's completion.
+        // SAFETY: `ptr..ptr+len` is the heap storage of a Vec owned by `writes`; `freeze` marked
+        // it in flight, and the pool neither grows, shrinks nor frees a frozen buffer until
+        // `complete`, which the caller calls only on this send's completion. The pool itself
+        // outlives this ring: both belong to one `Rings`, which drops its rings first.
         unsafe { self.push(e) }
     }
 
@@ -344,28 +351,68 @@ impl Ring {
         }
     }
 
+    /// True when an `io_uring_enter` on this ring has something to do: entries to submit (or
+    /// waiting in the backlog), deferred task work to run (which posts completions), or
+    /// overflowed completions to flush back into the queue.
+    pub fn wants_enter(&mut self) -> bool {
+        if !self.backlog.is_empty() {
+            return true;
+        }
+        let sq = self.ring.submission();
+        !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+    }
+
+    /// True when completions wait in the queue (or, with faults, were posted by the schedule).
+    pub fn has_completions(&mut self) -> bool {
+        #[cfg(feature = "faults")]
+        if self.faults.as_ref().is_some_and(|f| !f.posted.is_empty()) {
+            return true;
+        }
+        let mut cq = self.ring.completion();
+        cq.sync();
+        !cq.is_empty()
+    }
+
+    /// Makes the kernel signal `eventfd` whenever it posts a completion on this ring, or queues
+    /// task work that will post one (the first item of an empty list): how a thread asleep on
+    /// another ring learns that this one needs it.
+    pub(crate) fn register_eventfd(&self, eventfd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(eventfd)
+    }
+
     /// Copies up to `max` completions into `out` (after clearing it), so that handling them
     /// never borrows the completion queue.
     pub fn drain(&mut self, out: &mut Vec<Completion>, max: usize) {
         out.clear();
+        self.drain_more(out, max);
+    }
+
+    /// [`Ring::drain`] without clearing `out`: appends until `out` holds `max` completions.
+    pub fn drain_more(&mut self, out: &mut Vec<Completion>, max: usize) {
         #[cfg(feature = "faults")]
         if self.faults.is_some() {
             self.drain_faults(out, max);
             return;
         }
+        let mut ran_out = false;
         let mut cq = self.ring.completion();
         cq.sync();
-        for cqe in cq.take(max) {
+        for cqe in cq.take(max.saturating_sub(out.len())) {
             // A faults build counts the buffers handed out even without a schedule.
             #[cfg(feature = "faults")]
             if cqueue::buffer_select(cqe.flags()).is_some() {
                 self.reads.out += 1;
             }
+            ran_out |= cqe.result() == -libc::ENOBUFS;
             out.push(Completion {
                 user_data: cqe.user_data(),
                 result: cqe.result(),
                 flags: cqe.flags(),
             });
+        }
+        // A recv found no buffer (or another operation no memory: more buffers are harmless).
+        if ran_out {
+            self.reads.grow();
         }
     }
 }
@@ -404,10 +451,11 @@ impl Ring {
             self.reads.end_dry_spell();
         }
         let f = self.faults.as_mut().expect("faults");
-        let posted = f.posted.len().min(max);
+        let posted = f.posted.len().min(max.saturating_sub(out.len()));
         out.extend(f.posted.drain(..posted));
         let mut cancels = Vec::new();
         let mut recycle = Vec::new();
+        let mut ran_out = false;
         {
             let mut cq = self.ring.completion();
             cq.sync();
@@ -421,6 +469,8 @@ impl Ring {
                 if c.buffer().is_some() {
                     self.reads.out += 1;
                 }
+                // As the kernel answered, before the schedule rewrites it.
+                ran_out |= c.result == -libc::ENOBUFS;
                 match f.rewrite(&mut c) {
                     faults::Rewrite::Keep => out.push(c),
                     faults::Rewrite::Recycle(bid) => {
@@ -437,6 +487,9 @@ impl Ring {
         }
         for bid in recycle {
             self.reads.recycle(bid);
+        }
+        if ran_out {
+            self.reads.grow();
         }
         for target in cancels {
             self.cancel(target, faults::FAULT_CANCEL);

@@ -47,6 +47,22 @@ pub fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Empties a non-blocking eventfd (its counter back to 0); an eventfd that is empty already is
+/// left as it is.
+pub fn eventfd_clear(fd: &OwnedFd) -> io::Result<()> {
+    let mut count: u64 = 0;
+    // SAFETY: reads at most 8 bytes into `count`, which lives for the duration of the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+    if n == 8 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Ok(()),
+        _ => Err(e),
+    }
+}
+
 /// The kernel's page size in bytes, asked once. /proc/self/statm and sockstat's TCP `mem` count
 /// in these pages; 4096 on x86_64, but 16 or 64 KiB on some arm64 and ppc64 kernels.
 pub fn page_size() -> u64 {

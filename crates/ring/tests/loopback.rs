@@ -1,12 +1,12 @@
 //! The reactor against real sockets on loopback: accept into the fixed-file table, multishot
 //! recv through the provided buffer ring (wrapping it many times), sends from the write pool,
-//! MSG_RING between two rings, close.
+//! MSG_RING between two rings, close; several rings driven by one thread asleep on the first.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 
-use comet_ring::{Completion, Config, Ring, Sent};
+use comet_ring::{Completion, Config, Ring, Rings, Sent};
 
 const CONFIG: Config = Config {
     sq_entries: 64,
@@ -36,10 +36,11 @@ fn wait_for(ring: &mut Ring, user_data: u64) -> Completion {
 #[test]
 fn accept_recv_send_close_on_loopback() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut ring = Ring::new(CONFIG).unwrap();
+    let mut rings = Rings::new(CONFIG, 1).unwrap();
+    let ring = rings.primary();
     ring.accept_multi(listener.as_raw_fd(), ACCEPT);
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let accepted = wait_for(&mut ring, ACCEPT);
+    let accepted = wait_for(ring, ACCEPT);
     assert!(accepted.result >= 0 && accepted.more(), "{accepted:?}");
     let slot = accepted.result as u32;
 
@@ -48,25 +49,27 @@ fn accept_recv_send_close_on_loopback() {
     for i in 0..40u32 {
         let msg = format!("message {i:04}");
         client.write_all(msg.as_bytes()).unwrap();
-        let c = wait_for(&mut ring, RECV);
+        let c = wait_for(ring, RECV);
         assert!(c.more(), "multishot recv ended: {c:?}");
         let bid = c.buffer().expect("a provided buffer");
         assert_eq!(ring.reads.get(bid, c.result as usize), msg.as_bytes());
         ring.reads.recycle(bid);
     }
 
-    let buf = ring.writes.alloc();
-    ring.writes.get_mut(buf).extend_from_slice(b"pong");
-    ring.send(slot, buf, SEND);
-    let c = wait_for(&mut ring, SEND);
-    assert_eq!(ring.writes.complete(buf, c.result as usize), Sent::All);
+    let buf = rings.writes.alloc();
+    rings.writes.get_mut(buf).extend_from_slice(b"pong");
+    rings.send(slot, buf, SEND);
+    let ring = rings.primary();
+    let c = wait_for(ring, SEND);
+    assert_eq!(rings.writes.complete(buf, c.result as usize), Sent::All);
+    let ring = rings.primary();
     let mut pong = [0u8; 4];
     client.read_exact(&mut pong).unwrap();
     assert_eq!(&pong, b"pong");
 
     // Closing the peer ends the multishot recv with 0 (EOF).
     drop(client);
-    let c = wait_for(&mut ring, RECV);
+    let c = wait_for(ring, RECV);
     assert_eq!(c.result, 0);
     ring.close_slot(slot, 99);
     ring.submit_and_wait(0).unwrap();
@@ -89,4 +92,140 @@ fn msg_ring_posts_on_the_other_ring() {
     a.msg_ring(b_fd, 7, DOORBELL, 55);
     a.submit_and_wait(0).unwrap();
     assert_eq!(t.join().unwrap(), 7);
+}
+
+const WAKE: u64 = 5;
+const TIMEOUT: u64 = 6;
+
+/// Waits on the set as a worker does until the completion for `user_data` (the eventfd's poll
+/// is re-armed on the way, the timer's ticks skipped); returns it and how many times the
+/// thread woke for the eventfd meanwhile. The timer ticks every 200 ms: a test that never gets
+/// its completion fails by its tick count, not by hanging.
+fn next(rings: &mut Rings, user_data: u64) -> (Completion, u32) {
+    let mut cqes = Vec::new();
+    let (mut wakes, mut ticks) = (0, 0);
+    loop {
+        rings.wait().unwrap();
+        rings.drain(&mut cqes, 1);
+        let Some(&c) = cqes.first() else { continue };
+        match c.user_data {
+            u if u == user_data => return (c, wakes),
+            WAKE => {
+                wakes += 1;
+                rings.woken();
+            }
+            TIMEOUT => {
+                ticks += 1;
+                assert!(ticks < 50, "no completion for {user_data} in 10 s");
+            }
+            _ => panic!("unexpected completion {c:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_thread_sleeping_on_the_primary_wakes_for_a_secondary() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut rings = Rings::new(CONFIG, 3).unwrap();
+    rings.primary().tick_every(200, TIMEOUT);
+    assert_eq!(rings.add(WAKE).unwrap(), 1);
+    assert_eq!(rings.add(WAKE).unwrap(), 2);
+    assert!(!rings.can_add());
+    // Accepts on the last ring; the thread sleeps on the primary.
+    rings.ring(2).accept_multi(listener.as_raw_fd(), ACCEPT);
+    let addr = listener.local_addr().unwrap();
+    let client = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut pong = [0u8; 4];
+        c.read_exact(&mut pong).unwrap();
+        pong
+    });
+    let (accepted, _) = next(&mut rings, ACCEPT);
+    assert!(accepted.result >= 0, "{accepted:?}");
+    let slot = rings.slot(2, accepted.result as u32);
+    assert_eq!(rings.ring_of(slot), 2);
+    assert_eq!(slot, 2 * CONFIG.files + accepted.result as u32);
+    // Deferred work of a secondary (the recv's data) wakes the thread too.
+    rings.recv_multi(slot, RECV);
+    let (c, _) = next(&mut rings, RECV);
+    let bid = c.buffer().expect("a provided buffer");
+    assert_eq!(rings.read(slot, bid, c.result as usize), b"hello");
+    rings.recycle(slot, bid);
+    let buf = rings.writes.alloc();
+    rings.writes.get_mut(buf).extend_from_slice(b"pong");
+    rings.send(slot, buf, SEND);
+    let (c, _) = next(&mut rings, SEND);
+    assert_eq!(rings.writes.complete(buf, c.result as usize), Sent::All);
+    assert_eq!(&client.join().unwrap(), b"pong");
+    // The peer closed: EOF on the secondary.
+    let (c, _) = next(&mut rings, RECV);
+    assert_eq!(c.result, 0, "{c:?}");
+    rings.close_slot(slot, 99);
+    // Idle: the thread sleeps until the timer (at most the one wake our own completions above
+    // signalled, never a spin on the eventfd).
+    let (_, wakes) = next(&mut rings, TIMEOUT);
+    let (_, wakes_idle) = next(&mut rings, TIMEOUT);
+    assert!(
+        wakes <= 1 && wakes_idle == 0,
+        "{wakes} and {wakes_idle} wakes while idle"
+    );
+}
+
+/// A ring hands the kernel 8 read buffers at first (a quiet ring touches no more), and 8 more
+/// each time a recv finds none: 10 connections with data and no buffer recycled meanwhile
+/// need a second step.
+#[test]
+fn read_buffers_are_given_to_the_kernel_as_needed() {
+    let config = Config {
+        read_bufs: 32,
+        ..CONFIG
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut rings = Rings::new(config, 1).unwrap();
+    let ring = rings.primary();
+    assert_eq!(ring.reads.given(), comet_ring::reads::GROW_STEP);
+    ring.accept_multi(listener.as_raw_fd(), ACCEPT);
+    let mut clients = Vec::new();
+    let mut slots = Vec::new();
+    for _ in 0..10 {
+        clients.push(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+        let c = wait_for(ring, ACCEPT);
+        assert!(c.result >= 0, "{c:?}");
+        slots.push(c.result as u32);
+    }
+    for c in &mut clients {
+        c.write_all(b"data").unwrap();
+    }
+    // Each slot's recv is its index + 100; a recv that found no buffer is armed again.
+    for (i, &slot) in slots.iter().enumerate() {
+        ring.recv_multi(slot, 100 + i as u64);
+    }
+    let (mut got, mut ran_out, mut held) = (vec![false; 10], 0, Vec::new());
+    let mut cqes = Vec::new();
+    for _ in 0..1000 {
+        if got.iter().all(|&g| g) {
+            break;
+        }
+        ring.submit_and_wait(1).unwrap();
+        ring.drain(&mut cqes, 64);
+        for c in &cqes {
+            let i = (c.user_data - 100) as usize;
+            if c.result == -libc::ENOBUFS {
+                ran_out += 1;
+                ring.recv_multi(slots[i], c.user_data);
+            } else if c.result > 0 {
+                got[i] = true;
+                // Held, not recycled: the buffers in use add up.
+                held.push(c.buffer().expect("a provided buffer"));
+            }
+        }
+    }
+    assert!(got.iter().all(|&g| g), "{got:?}");
+    assert!(ran_out >= 1, "10 reads in flight from 8 buffers");
+    assert_eq!(ring.reads.given(), 2 * comet_ring::reads::GROW_STEP);
+    for bid in held {
+        ring.reads.recycle(bid);
+    }
 }

@@ -25,14 +25,22 @@ pub struct ServeArgs {
     /// publish port away from everyone who must not publish.
     #[arg(long)]
     pub insecure_publish: bool,
-    /// Worker threads, each with its own io_uring ring, listeners and shard of the id table.
-    /// Default: one per CPU. Where RLIMIT_NOFILE is low, more workers hold more connections
-    /// (each ring's fixed-file table is bounded by it): see kernel-tuning.md.
+    /// Worker threads, each with its own io_uring rings, listeners and shard of the id table.
+    /// Default: one per CPU. A worker drives as many rings as its share of --connections-max
+    /// needs (each ring's fixed-file table is bounded by RLIMIT_NOFILE): see kernel-tuning.md.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Fixed-file slots per worker ring; default: the open-files hard limit (at most 1,048,576).
+    /// Connections the server holds at most, shared equally by the workers; past it accepting
+    /// stops and connections wait in the listen backlog. It bounds how many rings a worker may
+    /// open. Default: 1,048,576, or one full ring per worker if that is more.
     #[arg(long)]
-    pub files_per_worker: Option<u32>,
+    pub connections_max: Option<u64>,
+    /// Test-only: fixed-file slots per ring (default: the open-files limit, at most 1,048,576),
+    /// so that tests can spread a few hundred connections over many rings
+    /// (`COMET_RING_FILES=128 COMET_BACKLOG=16`). Not for production: more, smaller rings only
+    /// cost more.
+    #[arg(long, hide = true, alias = "files-per-worker")]
+    pub ring_files: Option<u32>,
     /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 1024)]
     pub backlog: u32,
@@ -200,11 +208,16 @@ impl Origins {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub workers: usize,
-    pub files_per_worker: u32,
-    /// Connections a worker admits at most: its table size less a margin for connections the
+    /// Fixed-file slots of each ring's table.
+    pub ring_files: u32,
+    /// Connections a ring admits at most: its table size less a margin for connections the
     /// kernel accepts between our decision to stop and the stop taking effect (a multishot
     /// accept drains the whole listen backlog in one go, and a full table drops a connection).
-    pub admission_cap: usize,
+    pub ring_cap: usize,
+    /// Connections a worker admits at most (its share of `--connections-max`).
+    pub worker_cap: usize,
+    /// Rings a worker may open: enough for `worker_cap` at `ring_cap` each.
+    pub rings_max: usize,
     pub ring_entries: u32,
     pub read_buffers: u16,
     pub read_buffer_size: u32,
@@ -237,8 +250,10 @@ pub struct Config {
 
 /// The kernel's bound on a fixed-file table.
 const FILES_KERNEL_MAX: u32 = 1 << 20;
-/// Admission margin beyond the listen backlog (see `Config::admission_cap`).
+/// Admission margin beyond the listen backlog (see `Config::ring_cap`).
 const ADMISSION_SLACK: u32 = 64;
+/// The default `--connections-max` (unless one full ring per worker is more).
+const CONNECTIONS_DEFAULT: u64 = 1 << 20;
 
 impl Config {
     pub fn new(args: &ServeArgs, nofile_limit: u64) -> Result<Config, String> {
@@ -252,16 +267,37 @@ impl Config {
             ));
         }
         let limit = u32::try_from(nofile_limit.min(FILES_KERNEL_MAX as u64)).unwrap_or(u32::MAX);
-        let files = args.files_per_worker.unwrap_or(limit);
+        let files = args.ring_files.unwrap_or(limit);
         if files > limit {
             return Err(format!(
-                "--files-per-worker {files} is over the open-files limit {limit} (see kernel-tuning.md)"
+                "--ring-files {files} is over the open-files limit {limit} (see kernel-tuning.md)"
             ));
         }
         let margin = args.backlog + ADMISSION_SLACK;
         if files <= margin {
             return Err(format!(
-                "--files-per-worker {files} leaves no room past the accept margin {margin} (backlog + {ADMISSION_SLACK})"
+                "a ring of {files} files leaves no room past the accept margin {margin} (--backlog + {ADMISSION_SLACK})"
+            ));
+        }
+        let ring_cap = u64::from(files - margin);
+        // Rings a worker needs for its share; each ring's slots follow the previous ring's in
+        // the worker's table, which a ConnRef (and a user_data) must be able to name.
+        let slots_max = comet_router::ConnRef::SLOTS_MAX as u64;
+        let addressable = workers as u64 * (slots_max / u64::from(files)) * ring_cap;
+        let connections = match args.connections_max {
+            Some(0) => return Err("--connections-max must be at least 1".into()),
+            Some(n) => n,
+            // The default, within what the workers can address (tiny test rings).
+            None => CONNECTIONS_DEFAULT
+                .max(workers as u64 * ring_cap)
+                .min(addressable),
+        };
+        let worker_cap = connections.div_ceil(workers as u64);
+        let rings_max = worker_cap.div_ceil(ring_cap);
+        if rings_max * u64::from(files) > slots_max {
+            return Err(format!(
+                "--connections-max {connections} needs {rings_max} rings of {files} slots per \
+                 worker, over the {slots_max} slots a worker can address: use more --workers"
             ));
         }
         if !args.read_buffers.is_power_of_two() || args.read_buffers > 32768 {
@@ -305,8 +341,10 @@ impl Config {
             .collect();
         Ok(Config {
             workers,
-            files_per_worker: files,
-            admission_cap: (files - margin) as usize,
+            ring_files: files,
+            ring_cap: ring_cap as usize,
+            worker_cap: worker_cap as usize,
+            rings_max: rings_max as usize,
             ring_entries: args.ring_entries,
             read_buffers: args.read_buffers,
             read_buffer_size: args.read_buffer_size,
@@ -394,6 +432,35 @@ fn random_u32() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rings a worker may open follow from --connections-max, the open-files limit (20,000
+    /// here) and the backlog; nobody computes them.
+    #[test]
+    fn rings_per_worker_are_derived() {
+        let cfg = Config::for_tests_with(&["--workers", "2"]);
+        assert_eq!(cfg.ring_files, 20_000);
+        assert_eq!(cfg.ring_cap, 20_000 - 1024 - 64);
+        assert_eq!(cfg.worker_cap, 1 << 19);
+        assert_eq!(cfg.rings_max, (1usize << 19).div_ceil(18_912));
+        assert_eq!(cfg.rings_max, 28);
+        let small = Config::for_tests_with(&["--workers", "1", "--connections-max", "1000"]);
+        assert_eq!((small.worker_cap, small.rings_max), (1000, 1));
+        // The test-only small tables: 48 connections a ring.
+        let tiny =
+            Config::for_tests_with(&["--workers", "1", "--ring-files", "128", "--backlog", "16"]);
+        assert_eq!(tiny.ring_cap, 48);
+        assert!(tiny.rings_max * 128 <= comet_router::ConnRef::SLOTS_MAX);
+        // Past what a worker's slots can name, the start is refused.
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = Cli::parse_from(["comet", "--workers", "1", "--connections-max", "100000000"]);
+        let e = Config::new(&cli.serve, 20_000).unwrap_err();
+        assert!(e.contains("use more --workers"), "{e}");
+    }
 
     #[test]
     fn publish_listen_beyond_loopback_needs_a_secret() {

@@ -257,20 +257,21 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let thread = std::thread::Builder::new()
             .name(format!("comet-w{index}"))
             .spawn(move || {
-                let ring = comet_ring::Ring::new(comet_ring::Config {
+                // The primary ring now; the others once it fills (Conns::admitting_ring).
+                let config = comet_ring::Config {
                     sq_entries: cfg.ring_entries,
-                    files: cfg.files_per_worker,
+                    files: cfg.ring_files,
                     read_bufs: cfg.read_buffers,
                     read_buf_size: cfg.read_buffer_size,
-                });
-                let ring = match ring {
-                    Ok(ring) => ring,
+                };
+                let mut rings = match comet_ring::Rings::new(config, cfg.rings_max) {
+                    Ok(rings) => rings,
                     Err(e) => {
                         let _ = ready.send(Err(format!("worker {index}: io_uring set-up: {e}")));
                         return None;
                     }
                 };
-                boxes.set_ring_fd(index, ring.fd());
+                boxes.set_ring_fd(index, rings.primary().fd());
                 let _ = ready.send(Ok(()));
                 start.wait();
                 // The ids this worker owns now, whatever the worker count was.
@@ -279,7 +280,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                     comet_router::History::import(cfg.history, &saved, owns)
                 });
                 let worker = worker::Worker::new(
-                    index, cfg, shared, boxes, inbox, ring, fds, publisher, history,
+                    index, cfg, shared, boxes, inbox, rings, fds, publisher, history,
                 );
                 worker.run(shutdown_fd, &done, save)
             })
@@ -319,8 +320,10 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     );
     tracing::info!(
         workers,
-        files_per_worker = cfg.files_per_worker,
-        admission_cap = cfg.admission_cap,
+        ring_files = cfg.ring_files,
+        ring_cap = cfg.ring_cap,
+        rings_max = cfg.rings_max,
+        worker_cap = cfg.worker_cap,
         "comet started"
     );
     println!("comet: listening public={public_addr} publish={publish_addr} workers={workers}");

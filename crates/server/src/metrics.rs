@@ -56,6 +56,12 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.connections.get(),
     ),
     (
+        "comet_rings",
+        Kind::Gauge,
+        "io_uring rings the worker drives: each holds up to the open-files limit of sockets in its fixed-file table; more are opened as they fill.",
+        |s| s.rings.get(),
+    ),
+    (
         "comet_ids",
         Kind::Gauge,
         "Logged-in ids in this worker's shard.",

@@ -2,9 +2,10 @@
 //!
 //! Layout (64 bits): `[op: 8][slot: 24][gen: 32]`.
 //! - `op`: which operation completed ([`Op`]).
-//! - `slot`: the connection's slot in the ring's fixed-file table (which is also its index in the
-//!   worker's connection table); for `Accept` the listener ([`comet_http::Listener`] as a
-//!   number), for `DoorbellFailed` the target worker.
+//! - `slot`: the connection's slot in the worker's connection table, which also names its ring
+//!   and its entry in that ring's fixed-file table (`comet_ring::Rings`: ring = slot / files per
+//!   ring); for `Accept` the ring and the listener (`ring << 1 | listener`, the listener as
+//!   [`comet_http::Listener`] numbers it), for `DoorbellFailed` the target worker.
 //! - `gen`: the slot's generation when the operation was submitted. A slot is reused only after
 //!   every operation on it completed, so a mismatch is a bug, caught by an assertion.
 
@@ -26,6 +27,8 @@ pub enum Op {
     Shutdown,
     /// A request whose completion needs no handling (cancelling an accept).
     Ignore,
+    /// The primary ring's poll on the eventfd the other rings signal: one of them has work.
+    Rings,
 }
 
 impl Op {
@@ -42,12 +45,15 @@ impl Op {
             9 => Op::Tick,
             10 => Op::Shutdown,
             11 => Op::Ignore,
+            12 => Op::Rings,
             _ => unreachable!("unknown op {v} in user_data"),
         }
     }
 }
 
 pub const SLOT_MAX: u32 = 1 << 24;
+// Every slot a ConnRef can name fits here (the config bounds the rings so that it can).
+const _: () = assert!(comet_router::ConnRef::SLOTS_MAX <= SLOT_MAX as usize);
 
 /// The `user_data` of operation `op` on `slot` at generation `gen`.
 pub fn pack(op: Op, slot: u32, gen: u32) -> u64 {

@@ -9,9 +9,10 @@
 //! `COMET_FAULT_SEED` (the first, default 1), `COMET_FAULT_RATE` (default: 0.02, 0.05 or 0.1 by
 //! seed), `COMET_FAULT_THREADS` (servers at once, default the cores).
 //!
-//! One seed, one server (`--workers` 1 or 2, one, two or four read buffers so that dry spells
-//! run the kernel out, a 300 ms poll timeout, heartbeats on every tick for a third of them, and
-//! one in sixty idle for two ticks before step 2 so that its streams get some):
+//! One seed, one server (`--workers` 1 or 2, one, two, four or sixteen read buffers so that dry
+//! spells run the kernel out and a ring is given more, a 300 ms poll timeout, heartbeats on
+//! every tick for a third of them, and one in sixty idle for two ticks before step 2 so that its
+//! streams get some):
 //! 1. Subscribe on each transport to id 1: `/test/1`, `/events/1?since=0`, `/ws/1`, and a
 //!    long-poll `/poll/1?since=0` left waiting; open three that leave: a `/test/2` dropped after
 //!    its head, an `/events/1` dropped before reading what it was sent, a half request.
@@ -29,7 +30,11 @@
 //!    `comet_connections_accepted_total` = `comet_connections_closed_total` + those open.
 //! 5. SIGTERM: the held streams end (EOF within `STALL`); the process exits 0 (each worker asserts accepted = closed as it stops, and each
 //!    ring that every read buffer came back), with no panic in its log, and it printed its
-//!    `comet faults:` line per ring (proof that the binary is a faults build).
+//!    `comet faults:` line per ring (`comet_rings`; proof that the binary is a faults build).
+//!
+//! With `COMET_RING_FILES=72 COMET_BACKLOG=4 COMET_CONNECTIONS_MAX=2000` (test-only settings of
+//! the server, inherited) each ring admits 4 connections, so every seed spreads its clients over
+//! several rings per worker.
 //!
 //! A client that waits more than `STALL` for the server fails the seed: a stalled stream is a
 //! violation too.
@@ -220,6 +225,8 @@ struct Tally {
     closed: u64,
     resumes: u64,
     heartbeats: u64,
+    /// The most rings one server had open (`comet_rings`, summed over its workers).
+    rings_max: u64,
 }
 
 fn subscribe(addr: SocketAddr, request: &[u8], status: u16) -> R<Tcp> {
@@ -534,8 +541,10 @@ fn clients(server: &Server, seed: u64, tally: &mut Tally) -> R<Vec<Tcp>> {
 }
 
 /// Steps 4 and 5. `held`: subscribers still open, which SIGTERM must end.
-fn invariants(server: &mut Server, workers: usize, held: Vec<Tcp>, tally: &mut Tally) -> R<()> {
+fn invariants(server: &mut Server, held: Vec<Tcp>, tally: &mut Tally) -> R<()> {
     let deadline = Instant::now() + STALL;
+    // Rings are never closed before the exit, and no connection comes after this but scrapes.
+    let rings;
     loop {
         let text = metrics(server)?;
         let open = total(&text, "comet_connections");
@@ -550,6 +559,8 @@ fn invariants(server: &mut Server, workers: usize, held: Vec<Tcp>, tally: &mut T
         };
         if open_ok && buffers == 0 && accepted == closed + open {
             tally.heartbeats += total(&text, "comet_heartbeats_total");
+            tally.rings_max = tally.rings_max.max(total(&text, "comet_rings"));
+            rings = total(&text, "comet_rings") as usize;
             break;
         }
         if Instant::now() >= deadline {
@@ -577,7 +588,7 @@ fn invariants(server: &mut Server, workers: usize, held: Vec<Tcp>, tally: &mut T
         return violation("still running after SIGTERM");
     };
     // The log is complete once the process is gone and its pipe drained.
-    let log = wait_log(server, workers);
+    let log = wait_log(server, rings);
     if let Some(at) = log.find("panicked") {
         let line = log[at..].lines().take(2).collect::<Vec<_>>().join(" ");
         return violation(format!("a thread {line}"));
@@ -585,9 +596,10 @@ fn invariants(server: &mut Server, workers: usize, held: Vec<Tcp>, tally: &mut T
     if !status.success() {
         return violation(format!("exit {status} after SIGTERM"));
     }
-    if log.matches("comet faults: ").count() != workers {
+    if log.matches("comet faults: ").count() != rings {
         return violation(format!(
-            "{workers} `comet faults:` lines expected: is target/debug/comet a faults build?"
+            "{rings} `comet faults:` lines expected (one per ring): is target/debug/comet a \
+             faults build?"
         ));
     }
     Ok(())
@@ -595,11 +607,11 @@ fn invariants(server: &mut Server, workers: usize, held: Vec<Tcp>, tally: &mut T
 
 /// The server's log once it holds a `comet faults:` line per ring (printed as rings drop), at
 /// most a moment after exit.
-fn wait_log(server: &Server, workers: usize) -> String {
+fn wait_log(server: &Server, rings: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let log = server.log();
-        if log.matches("comet faults: ").count() >= workers || Instant::now() >= deadline {
+        if log.matches("comet faults: ").count() >= rings || Instant::now() >= deadline {
             return log;
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -639,8 +651,9 @@ fn run_seed(seed: u64, rate: &str, kinds: Option<&str>) -> Result<SeedRun, Strin
         None => format!("{seed}:{rate}"),
     };
     let workers_arg = workers.to_string();
-    // One read buffer makes any dry spell an ENOBUFS for the next recv.
-    let read_buffers = ["1", "2", "4"][(seed / 3 % 3) as usize];
+    // One read buffer makes any dry spell an ENOBUFS for the next recv; with 16 the ring is
+    // given 8 at first and 8 more when a recv finds none (ReadBufs::grow).
+    let read_buffers = ["1", "2", "4", "16"][(seed / 3 % 4) as usize];
     let mut args = vec![
         "--workers",
         &workers_arg,
@@ -655,7 +668,7 @@ fn run_seed(seed: u64, rate: &str, kinds: Option<&str>) -> Result<SeedRun, Strin
     let mut server = Server::start_env(&args, &[("COMET_FAULTS", &faults)]);
     let mut tally = Tally::default();
     let result = clients(&server, seed, &mut tally)
-        .and_then(|held| invariants(&mut server, workers, held, &mut tally));
+        .and_then(|held| invariants(&mut server, held, &mut tally));
     let log = server.log();
     match result {
         Ok(()) => {
@@ -725,6 +738,7 @@ fn run_seeds(first: u64, count: u64, rate: Option<&str>, kinds: Option<&str>) ->
                         sum.0.closed += run.tally.closed;
                         sum.0.resumes += run.tally.resumes;
                         sum.0.heartbeats += run.tally.heartbeats;
+                        sum.0.rings_max = sum.0.rings_max.max(run.tally.rings_max);
                         for (total, n) in sum.1.iter_mut().zip(run.kinds) {
                             *total += n;
                         }
@@ -743,13 +757,15 @@ fn run_seeds(first: u64, count: u64, rate: Option<&str>, kinds: Option<&str>) ->
         .collect();
     eprintln!(
         "faults: {count} seeds from {first} in {:.1} s ({:.0} seeds/min, {threads} at once): \
-         subscribers {} complete, {} closed, {} resumes, {} heartbeats; {}",
+         subscribers {} complete, {} closed, {} resumes, {} heartbeats; at most {} rings in \
+         one server; {}",
         elapsed.as_secs_f64(),
         count as f64 * 60.0 / elapsed.as_secs_f64(),
         tally.complete,
         tally.closed,
         tally.resumes,
         tally.heartbeats,
+        tally.rings_max,
         kinds.join(" "),
     );
     let injected = kinds_total(&kinds);

@@ -204,6 +204,8 @@ impl Histogram {
 #[repr(align(64))]
 pub struct Stats {
     pub connections: Gauge,
+    /// io_uring rings (fixed-file tables) the worker has opened.
+    pub rings: Gauge,
     /// Indexed by `Transport as usize`.
     pub(super) subscribers: [Gauge; Transport::ALL.len()],
     pub ids: Gauge,

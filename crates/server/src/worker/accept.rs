@@ -1,12 +1,14 @@
 //! The worker's two listeners (subscribers and the publish API) and admission: a multishot
-//! accept is armed on each while the worker holds fewer connections than its admission cap,
-//! and cancelled past it, so that the ring's fixed-file table never fills (a full table makes
-//! the kernel accept the next connection and close it at once).
+//! accept is armed on each, on one ring at a time (the admitting ring, which the loop picks:
+//! see `Conns::admitting_ring`), while that ring holds fewer connections than its admission
+//! cap; it is cancelled past it, and armed on the next ring once the cancel completed, so that
+//! no ring's fixed-file table fills (a full table makes the kernel accept the next connection
+//! and close it at once). Accepted sockets go straight into the admitting ring's table.
 
 use std::os::fd::RawFd;
 
 use comet_http::Listener;
-use comet_ring::{Completion, Ring};
+use comet_ring::{Completion, Rings};
 
 use crate::user_data::{pack, Op};
 
@@ -26,10 +28,18 @@ pub enum Accepted {
 
 pub struct Accept {
     listeners: [RawFd; 2],
-    /// True exactly when a multishot accept is armed on the listener.
-    armed: [bool; 2],
-    /// True while a cancel of the armed accept is in flight.
-    cancelling: [bool; 2],
+    /// The ring a multishot accept is armed on for each listener, exactly while one is (and
+    /// not being cancelled).
+    armed: [Option<usize>; 2],
+    /// The ring whose accept for the listener is being cancelled, until its last completion
+    /// (no other accept is armed on the listener meanwhile, see `manage`). A connection it
+    /// takes meanwhile is accepted into its ring, within that ring's margin.
+    leaving: [Option<usize>; 2],
+}
+
+/// The `user_data` slot field of an accept: the ring it is armed on and the listener.
+fn accept_slot(ring: usize, listener: usize) -> u32 {
+    (ring as u32) << 1 | listener as u32
 }
 
 impl Accept {
@@ -37,21 +47,31 @@ impl Accept {
     pub fn new(listeners: [RawFd; 2]) -> Accept {
         Accept {
             listeners,
-            armed: [false; 2],
-            cancelling: [false; 2],
+            armed: [None; 2],
+            leaving: [None; 2],
         }
     }
 
-    /// The listener an accept's `user_data` slot names.
-    pub fn listener(slot: u32) -> Listener {
-        LISTENERS[slot as usize]
+    /// The ring and the listener an accept's `user_data` slot names.
+    pub fn ring_and_listener(slot: u32) -> (usize, Listener) {
+        ((slot >> 1) as usize, LISTENERS[(slot & 1) as usize])
     }
 
-    pub fn on_complete(&mut self, listener: Listener, c: Completion) -> Accepted {
+    /// A completion of the accept on `ring` for `listener`; a slot it brings is an index in
+    /// that ring's table.
+    pub fn on_complete(&mut self, ring: usize, listener: Listener, c: Completion) -> Accepted {
         let l = listener as usize;
         if !c.more() {
-            self.armed[l] = false;
-            self.cancelling[l] = false;
+            if self.leaving[l] == Some(ring) {
+                self.leaving[l] = None;
+            } else {
+                assert_eq!(
+                    self.armed[l],
+                    Some(ring),
+                    "an accept that was not armed ended"
+                );
+                self.armed[l] = None;
+            }
         }
         if c.result >= 0 {
             return Accepted::Slot(c.result as u32);
@@ -69,28 +89,48 @@ impl Accept {
         }
     }
 
-    /// Arms the accept of each listener while it is `open` (in the order of [`Listener`]),
-    /// cancels it otherwise; true when an armed accept was cancelled (the admission cap was
-    /// reached, or shutdown began).
-    pub fn manage(&mut self, ring: &mut Ring, open: [bool; 2]) -> bool {
-        let mut cancelled = false;
-        for l in LISTENERS {
-            let i = l as usize;
-            let open = open[i];
-            if open && !self.armed[i] {
-                ring.accept_multi(self.listeners[i], pack(Op::Accept, i as u32, 0));
-                self.armed[i] = true;
-            } else if !open && self.armed[i] && !self.cancelling[i] {
-                ring.cancel(pack(Op::Accept, i as u32, 0), pack(Op::Ignore, 0, 0));
-                self.cancelling[i] = true;
-                cancelled = true;
-            }
-        }
-        cancelled
+    /// The ring accepting now, if any.
+    pub fn admitting(&self) -> Option<usize> {
+        self.armed[0].or(self.armed[1])
     }
 
-    /// No accept is armed (so no new connection can arrive).
+    /// Arms the accept of each listener on the ring `open` names for it (in the order of
+    /// [`Listener`]); cancels an accept armed elsewhere or on a listener that is closed (`None`).
+    /// True when an armed accept was cancelled because its listener closed (no ring has room, or
+    /// shutdown began).
+    ///
+    /// Moving to another ring arms the new accept only once the old one's last completion came:
+    /// never two on one listener. The kernel wakes one accept per connection (accept polls are
+    /// exclusive waiters), and a wake taken by an accept being cancelled is lost with it: the
+    /// connection stays queued with the other accept asleep (seen here: a client stalled until
+    /// the next connection came). An accept armed later takes what is queued at once.
+    pub fn manage(&mut self, rings: &mut Rings, open: [Option<usize>; 2]) -> bool {
+        let mut paused = false;
+        for l in LISTENERS {
+            let i = l as usize;
+            let want = open[i];
+            if self.leaving[i].is_some() {
+                continue; // until the cancelled accept's last completion
+            }
+            if let Some(ring) = self.armed[i].filter(|&r| Some(r) != want) {
+                let target = pack(Op::Accept, accept_slot(ring, i), 0);
+                rings.ring(ring).cancel(target, pack(Op::Ignore, 0, 0));
+                self.leaving[i] = Some(ring);
+                self.armed[i] = None;
+                paused |= want.is_none();
+                continue;
+            }
+            if let Some(want) = want.filter(|_| self.armed[i].is_none()) {
+                let user_data = pack(Op::Accept, accept_slot(want, i), 0);
+                rings.ring(want).accept_multi(self.listeners[i], user_data);
+                self.armed[i] = Some(want);
+            }
+        }
+        paused
+    }
+
+    /// No accept is armed or being cancelled (so no new connection can arrive).
     pub fn idle(&self) -> bool {
-        self.armed == [false, false]
+        self.armed == [None, None] && self.leaving == [None, None]
     }
 }

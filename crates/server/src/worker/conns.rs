@@ -1,5 +1,7 @@
-//! The holder of sockets: the ring, one 32-byte [`Conn`] per slot of its fixed-file table, and
-//! the bookkeeping of what is in flight on each. Knows nothing of ids, requests or messages:
+//! The holder of sockets: the worker's rings, one 32-byte [`Conn`] per slot of their fixed-file
+//! tables, and the bookkeeping of what is in flight on each. A slot names its ring
+//! (`slot / ring_files`, see [`Rings`]); the rings are opened lazily, each once the ones before
+//! are full ([`Conns::admitting_ring`]). Knows nothing of ids, requests or messages:
 //! completions come back as small results ([`Received`], [`Sent`], [`Watched`]) that the loop
 //! acts on, and bytes go out through one [`Conns::write`].
 //!
@@ -9,7 +11,7 @@
 use std::collections::VecDeque;
 
 use comet_http as http;
-use comet_ring::{Completion, Ring, WBuf};
+use comet_ring::{Completion, Rings, WBuf};
 use comet_router::{ConnRef, Id};
 
 use crate::user_data::{pack, Op};
@@ -140,38 +142,90 @@ pub struct Closed {
 
 pub struct Conns {
     worker: usize,
-    ring: Ring,
+    rings: Rings,
     slots: Vec<Conn>,
     /// Slots not `Free`.
     live: usize,
+    /// Slots not `Free`, per ring (the fixed-file entries each ring's table has in use).
+    ring_live: Vec<usize>,
+    /// Connections a ring admits at most, and the worker in all (see `Config`).
+    ring_cap: usize,
+    worker_cap: usize,
+    /// After a ring failed to open: no new attempt before this time.
+    open_retry_ms: u64,
     /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
     deadlines: VecDeque<(u32, u32, u64)>,
 }
 
 impl Conns {
-    pub fn new(worker: usize, ring: Ring) -> Conns {
+    pub fn new(worker: usize, rings: Rings, ring_cap: usize, worker_cap: usize) -> Conns {
         Conns {
             worker,
-            ring,
+            ring_live: vec![0; rings.len()],
+            rings,
             // Grown to the highest slot the kernel hands out, not reserved up front.
             slots: Vec::new(),
             live: 0,
+            ring_cap,
+            worker_cap,
+            open_retry_ms: 0,
             deadlines: VecDeque::new(),
         }
     }
 
-    /// The ring, for the loop's own operations (accepts, timers, doorbells).
-    pub fn ring(&mut self) -> &mut Ring {
-        &mut self.ring
+    /// The rings, for the loop's own operations (accepts, timers, doorbells, the wait).
+    pub fn rings(&mut self) -> &mut Rings {
+        &mut self.rings
     }
 
-    pub fn ring_ref(&self) -> &Ring {
-        &self.ring
+    pub fn rings_ref(&self) -> &Rings {
+        &self.rings
     }
 
     pub fn live(&self) -> usize {
         self.live
+    }
+
+    /// The ring that should accept the next connections, `current` (the one accepting now)
+    /// while it has room: else the first ring with room, else a new ring (created here, its
+    /// eventfd poll with `wake_user_data`). `None` when the worker holds its cap, or every
+    /// ring is at its cap and no other may be opened: the admission policy then applies
+    /// (accepting stops; connections wait in the listen backlog). A ring that fails to open
+    /// (no memory, say) is tried again a second later (`now_ms`).
+    pub fn admitting_ring(
+        &mut self,
+        current: Option<usize>,
+        wake_user_data: u64,
+        now_ms: u64,
+    ) -> Option<usize> {
+        if self.live >= self.worker_cap {
+            return None;
+        }
+        let cap = self.ring_cap;
+        if let Some(ring) = current.filter(|&r| self.ring_live[r] < cap) {
+            return Some(ring);
+        }
+        if let Some(ring) = self.ring_live.iter().position(|&n| n < cap) {
+            return Some(ring);
+        }
+        if !self.rings.can_add() || now_ms < self.open_retry_ms {
+            return None;
+        }
+        match self.rings.add(wake_user_data) {
+            Ok(ring) => {
+                self.ring_live.push(0);
+                tracing::debug!(worker = self.worker, ring, "ring opened");
+                Some(ring)
+            }
+            Err(e) => {
+                // Not fatal: the worker serves with the rings it has meanwhile.
+                let worker = self.worker;
+                tracing::warn!(worker, "opening ring {}: {e}", self.rings.len());
+                self.open_retry_ms = now_ms + 1000;
+                None
+            }
+        }
     }
 
     /// One past the highest slot ever used.
@@ -226,7 +280,8 @@ impl Conns {
             ..Conn::FREE
         };
         self.live += 1;
-        self.ring.recv_multi(slot, pack(Op::Recv, slot, gen));
+        self.ring_live[self.rings.ring_of(slot)] += 1;
+        self.rings.recv_multi(slot, pack(Op::Recv, slot, gen));
     }
 
     /// The connection must reach its next step by `deadline_ms` (see [`Conns::expired`]).
@@ -267,7 +322,7 @@ impl Conns {
             };
         }
         if let Some(bid) = c.buffer() {
-            self.ring.reads.recycle(bid);
+            self.rings.recycle(slot, bid);
         }
         match -c.result {
             0 => Received::Eof(state),
@@ -276,14 +331,14 @@ impl Conns {
         }
     }
 
-    /// The bytes of a [`Received::Bytes`].
-    pub fn read(&self, bid: u16, len: usize) -> &[u8] {
-        self.ring.reads.get(bid, len)
+    /// The bytes of a [`Received::Bytes`] on `slot`.
+    pub fn read(&self, slot: u32, bid: u16, len: usize) -> &[u8] {
+        self.rings.read(slot, bid, len)
     }
 
-    /// Hands a read buffer back to the kernel.
-    pub fn recycle(&mut self, bid: u16) {
-        self.ring.reads.recycle(bid);
+    /// Hands a read buffer of `slot`'s ring back to the kernel.
+    pub fn recycle(&mut self, slot: u32, bid: u16) {
+        self.rings.recycle(slot, bid);
     }
 
     /// Arms a multishot recv unless one is armed.
@@ -292,7 +347,7 @@ impl Conns {
         if conn.inflight & RECV == 0 {
             conn.inflight |= RECV;
             let gen = conn.gen;
-            self.ring.recv_multi(slot, pack(Op::Recv, slot, gen));
+            self.rings.recv_multi(slot, pack(Op::Recv, slot, gen));
         }
     }
 
@@ -302,7 +357,7 @@ impl Conns {
         debug_assert!(conn.inflight & RECV == 0);
         conn.inflight |= RECV;
         let gen = conn.gen;
-        self.ring.recv_once(slot, pack(Op::Recv, slot, gen));
+        self.rings.recv_once(slot, pack(Op::Recv, slot, gen));
     }
 
     /// Cancels the multishot recv of `slot` if it is armed.
@@ -311,8 +366,8 @@ impl Conns {
         if conn.inflight & RECV != 0 {
             conn.cancels += 1;
             let gen = conn.gen;
-            self.ring
-                .cancel(pack(Op::Recv, slot, gen), pack(Op::Cancel, slot, gen));
+            self.rings
+                .cancel(slot, pack(Op::Recv, slot, gen), pack(Op::Cancel, slot, gen));
         }
     }
 
@@ -323,7 +378,7 @@ impl Conns {
         if conn.inflight & (WATCH | RECV) == 0 {
             conn.inflight |= WATCH;
             let gen = conn.gen;
-            self.ring.poll_read(slot, pack(Op::Watch, slot, gen));
+            self.rings.poll_read(slot, pack(Op::Watch, slot, gen));
         }
     }
 
@@ -334,7 +389,7 @@ impl Conns {
         if conn.inflight & WATCH == 0 {
             conn.inflight |= WATCH;
             let gen = conn.gen;
-            self.ring.poll_read(slot, pack(Op::Watch, slot, gen));
+            self.rings.poll_read(slot, pack(Op::Watch, slot, gen));
         }
         self.read_off(slot);
     }
@@ -359,8 +414,10 @@ impl Conns {
     /// send is in flight or the stream is still subscribing (its head waits for every owner).
     pub fn write(&mut self, slot: u32, write: impl FnOnce(&mut Vec<u8>)) {
         let conn = &mut self.slots[slot as usize];
-        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
-        write(self.ring.writes.get_mut(buf));
+        let buf = *conn
+            .pending
+            .get_or_insert_with(|| self.rings.writes.alloc());
+        write(self.rings.writes.get_mut(buf));
         self.send_if_idle(slot);
     }
 
@@ -369,11 +426,13 @@ impl Conns {
     pub fn write_message(&mut self, slot: u32, write: impl FnOnce(&mut Conn, &mut Vec<u8>)) {
         let conn = &mut self.slots[slot as usize];
         conn.flags |= ACTIVE;
-        let buf = *conn.pending.get_or_insert_with(|| self.ring.writes.alloc());
-        let out = self.ring.writes.get_mut(buf);
+        let buf = *conn
+            .pending
+            .get_or_insert_with(|| self.rings.writes.alloc());
+        let out = self.rings.writes.get_mut(buf);
         let start = out.len();
         write(conn, out);
-        self.ring.writes.mark_record(buf, start);
+        self.rings.writes.mark_record(buf, start);
         self.send_if_idle(slot);
     }
 
@@ -397,7 +456,7 @@ impl Conns {
         conn.sending = Some(buf);
         conn.inflight |= SEND;
         let gen = conn.gen;
-        self.ring.send(slot, buf, pack(Op::Send, slot, gen));
+        self.rings.send(slot, buf, pack(Op::Send, slot, gen));
     }
 
     pub fn on_send(&mut self, slot: u32, gen: u32, c: Completion) -> Sent {
@@ -410,13 +469,14 @@ impl Conns {
             let format = conn.format;
             match conn.sending {
                 Some(buf) => {
-                    let rest = self.ring.writes.complete(buf, 0);
+                    let rest = self.rings.writes.complete(buf, 0);
                     debug_assert_eq!(rest, comet_ring::Sent::Partial);
-                    self.ring.send(slot, buf, pack(Op::Send, slot, gen));
+                    self.rings.send(slot, buf, pack(Op::Send, slot, gen));
                 }
                 None => {
                     let beat = http::heartbeat(format);
-                    self.ring.send_static(slot, beat, pack(Op::Send, slot, gen));
+                    self.rings
+                        .send_static(slot, beat, pack(Op::Send, slot, gen));
                 }
             }
             return Sent::Busy;
@@ -432,14 +492,14 @@ impl Conns {
             return self.after_send(slot);
         };
         if c.result <= 0 {
-            self.ring.writes.abort(buf);
+            self.rings.writes.abort(buf);
             return Sent::Failed { stalled: false };
         }
-        if self.ring.writes.complete(buf, c.result as usize) == comet_ring::Sent::Partial {
+        if self.rings.writes.complete(buf, c.result as usize) == comet_ring::Sent::Partial {
             let conn = &mut self.slots[slot as usize];
             conn.sending = Some(buf);
             conn.inflight |= SEND;
-            self.ring.send(slot, buf, pack(Op::Send, slot, gen));
+            self.rings.send(slot, buf, pack(Op::Send, slot, gen));
             return Sent::Busy;
         }
         self.after_send(slot)
@@ -461,13 +521,13 @@ impl Conns {
 
     /// Gives back the write buffers the last period did not need (see `WriteBufs::trim`).
     pub fn trim_writes(&mut self) -> usize {
-        self.ring.writes.trim()
+        self.rings.writes.trim()
     }
 
     /// What the connection has waiting: (bytes, messages).
     pub fn queued(&self, slot: u32) -> (usize, usize) {
         let conn = &self.slots[slot as usize];
-        let w = &self.ring.writes;
+        let w = &self.rings.writes;
         let bytes =
             conn.sending.map_or(0, |b| w.unsent(b)) + conn.pending.map_or(0, |b| w.unsent(b));
         let messages =
@@ -481,8 +541,8 @@ impl Conns {
         let Some(buf) = self.slots[slot as usize].pending else {
             return 0;
         };
-        let half = self.ring.writes.records(buf).div_ceil(2);
-        self.ring.writes.drop_records(buf, half);
+        let half = self.rings.writes.records(buf).div_ceil(2);
+        self.rings.writes.drop_records(buf, half);
         half
     }
 
@@ -500,7 +560,7 @@ impl Conns {
             } else if beats(conn.format) && conn.pending.is_none() && conn.inflight & SEND == 0 {
                 conn.inflight |= SEND;
                 let (format, gen) = (conn.format, conn.gen);
-                self.ring
+                self.rings
                     .send_static(slot, http::heartbeat(format), pack(Op::Send, slot, gen));
                 sent += 1;
             }
@@ -520,7 +580,7 @@ impl Conns {
         self.deadline(slot, deadline_ms);
         // Nothing allocates a pending buffer without writing to it (a raw stream's end at
         // shutdown is the close itself, so no buffer is made for it).
-        debug_assert!(pending.is_none_or(|buf| self.ring.writes.unsent(buf) > 0));
+        debug_assert!(pending.is_none_or(|buf| self.rings.writes.unsent(buf) > 0));
         match (sending, pending) {
             (true, _) => false, // on_send continues
             (false, Some(_)) => {
@@ -553,7 +613,7 @@ impl Conns {
         let closed = self.describe(slot);
         let conn = &mut self.slots[slot as usize];
         if let Some(buf) = conn.pending.take() {
-            self.ring.writes.free(buf);
+            self.rings.writes.free(buf);
         }
         conn.state = State::Closing;
         conn.flags = 0;
@@ -564,8 +624,8 @@ impl Conns {
         for (bit, op) in [(RECV, Op::Recv), (WATCH, Op::Watch), (SEND, Op::Send)] {
             if conn.inflight & bit != 0 {
                 conn.cancels += 1;
-                self.ring
-                    .cancel(pack(op, slot, gen), pack(Op::Cancel, slot, gen));
+                self.rings
+                    .cancel(slot, pack(op, slot, gen), pack(Op::Cancel, slot, gen));
             }
         }
         self.finish_if_done(slot);
@@ -579,8 +639,9 @@ impl Conns {
             debug_assert!(conn.sending.is_none() && conn.pending.is_none());
             conn.state = State::Free;
             let gen = conn.gen;
-            self.ring.close_slot(slot, pack(Op::Close, slot, gen));
+            self.rings.close_slot(slot, pack(Op::Close, slot, gen));
             self.live -= 1;
+            self.ring_live[self.rings.ring_of(slot)] -= 1;
         }
     }
 }

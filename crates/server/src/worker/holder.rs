@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use comet_http::{self as http, Listener};
-use comet_ring::{Completion, Ring};
+use comet_ring::{Completion, Rings};
 use comet_router::{ConnRef, Id};
 
 use super::clock::Clock;
@@ -50,10 +50,10 @@ pub struct Holder {
 }
 
 impl Holder {
-    pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, ring: Ring) -> Holder {
+    pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, rings: Rings) -> Holder {
         Holder {
             index,
-            conns: Conns::new(index, ring),
+            conns: Conns::new(index, rings, cfg.ring_cap, cfg.worker_cap),
             requests: Requests::default(),
             streams: Streams::new(&cfg),
             ws: WsInput::default(),
@@ -109,31 +109,31 @@ impl Holder {
         let mut publisher = false;
         match self.conns.on_recv(slot, gen, c) {
             Received::Bytes { bid, len, state } => {
-                let data = self.conns.read(bid, len);
+                let data = self.conns.read(slot, bid, len);
                 match state {
                     State::Request => {
                         let now_s = self.clock.unix_us() / 1_000_000;
                         let action = self.requests.feed(slot, data, &self.cfg, now_s);
-                        self.conns.recycle(bid);
+                        self.conns.recycle(slot, bid);
                         self.on_request(owner, slot, action);
                     }
                     State::Publisher => {
                         let p = self.pubs.get_mut(slot).expect("publisher state");
                         p.received(data, self.clock.now_ms());
-                        self.conns.recycle(bid);
+                        self.conns.recycle(slot, bid);
                         publisher = true;
                     }
                     State::Subscribing | State::Streaming if ws => {
                         self.ws.feed(slot, data);
-                        self.conns.recycle(bid);
+                        self.conns.recycle(slot, bid);
                         self.on_ws_input(owner, slot);
                     }
                     State::Subscribing | State::Streaming => {
                         // A stream is one-way: bytes after the subscribe request end it.
-                        self.conns.recycle(bid);
+                        self.conns.recycle(slot, bid);
                         self.close(owner, slot, CloseReason::Protocol);
                     }
-                    State::Draining | State::Closing => self.conns.recycle(bid),
+                    State::Draining | State::Closing => self.conns.recycle(slot, bid),
                     State::Free => unreachable!("recv on a free slot"),
                 }
             }
@@ -647,13 +647,14 @@ impl Holder {
     /// This worker's connection gauges for /metrics.
     pub fn gauges(&self) {
         let stats = self.stats();
-        let ring = self.conns.ring_ref();
+        let rings = self.conns.rings_ref();
         stats.connections.set(self.conns.live() as u64);
-        stats.write_buffers.set(ring.writes.used() as u64);
+        stats.rings.set(rings.len() as u64);
+        stats.write_buffers.set(rings.writes.used() as u64);
         stats
             .write_buffers_kept_bytes
-            .set(ring.writes.kept_bytes() as u64);
-        stats.sq_full_flushes.set(ring.stats.sq_full_flushes);
+            .set(rings.writes.kept_bytes() as u64);
+        stats.sq_full_flushes.set(rings.stats().sq_full_flushes);
     }
 }
 

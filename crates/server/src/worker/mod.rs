@@ -1,5 +1,6 @@
-//! One worker: a thread that drives one io_uring ring, holds the connections accepted on it and
-//! owns one shard of the id table.
+//! One worker: a thread that drives its io_uring rings (one, and more as they fill: each
+//! ring's fixed-file table is bounded by RLIMIT_NOFILE), holds the connections accepted on them
+//! and owns one shard of the id table.
 //!
 //! Layout: the loop (this file) owns the components and is the only one that calls across
 //! them; each component owns its state and is called from here, returning values the loop acts
@@ -17,10 +18,12 @@
 //! - `expiry`: when subscribers' tokens expire (a heap of slots); checked on the tick.
 //! - `publish`: publish-API connections. No I/O.
 //!
-//! The loop: wait for completions, copy a bounded batch out and dispatch each, repeat until the
-//! completion queue is empty; then read the mailbox; then flush (long-poll answers, doorbells to
-//! the workers mailed, accept arming against the admission cap, gauges). Nothing blocks but the
-//! wait.
+//! The loop: wait for completions on all the rings at once (the thread sleeps on the first;
+//! the others signal it through an eventfd, see `comet_ring::rings`), copy a bounded batch out
+//! of the rings and dispatch each, repeat until no ring has any; then read the mailbox; then
+//! flush (long-poll answers, doorbells to the workers mailed, accept arming on the admitting
+//! ring against the admission caps, gauges). Nothing blocks but the wait, and a ring without
+//! work is not entered.
 
 mod accept;
 mod clock;
@@ -41,7 +44,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Barrier};
 
 use comet_http::{self as http, Listener};
-use comet_ring::{Completion, Ring};
+use comet_ring::{Completion, Rings};
 use comet_router::{ConnRef, History, Id, Saved};
 
 use crate::config::Config;
@@ -90,12 +93,12 @@ impl Worker {
         shared: Arc<Shared>,
         boxes: Arc<Boxes>,
         inbox: Receiver<Mail>,
-        ring: Ring,
+        rings: Rings,
         listeners: [RawFd; 2],
         cluster: Option<comet_cluster::Publisher>,
         history: Option<History>,
     ) -> Worker {
-        let mut holder = Holder::new(index, cfg.clone(), shared.clone(), ring);
+        let mut holder = Holder::new(index, cfg.clone(), shared.clone(), rings);
         let history =
             history.unwrap_or_else(|| History::new(cfg.history, holder.clock().unix_us()));
         let shard = Shard::new(history);
@@ -124,19 +127,20 @@ impl Worker {
     /// their loops, so that no MSG_RING targets a closed ring descriptor. With `save`, returns
     /// the shard's history for `--state-dir`, taken once every stream has ended.
     pub fn run(mut self, shutdown_fd: RawFd, done: &Barrier, save: bool) -> Option<Saved> {
-        let ring = self.holder.conns.ring();
+        // Timers, doorbells and the shutdown poll live on the primary ring.
+        let ring = self.holder.conns.rings().primary();
         ring.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
         ring.poll_fd(shutdown_fd, pack(Op::Shutdown, 0, 0));
         self.flush();
         loop {
-            if let Err(e) = self.holder.conns.ring().submit_and_wait(1) {
-                tracing::error!(worker = self.index, "io_uring_enter failed: {e}");
+            if let Err(e) = self.holder.conns.rings().wait() {
+                tracing::error!(worker = self.index, "waiting on the rings failed: {e}");
                 std::process::exit(1);
             }
             self.holder.clock().advance();
             loop {
                 let mut cqes = std::mem::take(&mut self.cqes);
-                self.holder.conns.ring().drain(&mut cqes, CQE_BATCH);
+                self.holder.conns.rings().drain(&mut cqes, CQE_BATCH);
                 let empty = cqes.is_empty();
                 for c in &cqes {
                     self.complete(*c);
@@ -169,7 +173,10 @@ impl Worker {
     fn complete(&mut self, c: Completion) {
         let (op, slot, gen) = unpack(c.user_data);
         match op {
-            Op::Accept => self.on_accept(Accept::listener(slot), c),
+            Op::Accept => {
+                let (ring, listener) = Accept::ring_and_listener(slot);
+                self.on_accept(ring, listener, c)
+            }
             Op::Recv => {
                 if self.holder.on_recv(&mut self.owner, slot, gen, c) {
                     self.process_publish(slot);
@@ -199,21 +206,21 @@ impl Worker {
             }
             Op::Tick => {
                 if !c.more() {
-                    self.holder
-                        .conns
-                        .ring()
-                        .tick_every(TICK_MS, pack(Op::Tick, 0, 0));
+                    let primary = self.holder.conns.rings().primary();
+                    primary.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
                 }
                 self.on_tick();
             }
+            Op::Rings => self.holder.conns.rings().woken(),
             Op::Shutdown => self.begin_shutdown(),
             Op::Ignore => {}
         }
     }
 
-    fn on_accept(&mut self, listener: Listener, c: Completion) {
-        match self.accept.on_complete(listener, c) {
-            Accepted::Slot(slot) => {
+    fn on_accept(&mut self, ring: usize, listener: Listener, c: Completion) {
+        match self.accept.on_complete(ring, listener, c) {
+            Accepted::Slot(local) => {
+                let slot = self.holder.conns.rings_ref().slot(ring, local);
                 self.stats().accepted.add(1);
                 self.holder.accepted(&mut self.owner, listener, slot);
             }
@@ -440,27 +447,28 @@ impl Worker {
     /// publish gauges.
     fn flush(&mut self) {
         self.holder.answer_polls(&mut self.owner);
-        let ring = self.holder.conns.ring();
+        let ring = self.holder.conns.rings().primary();
         self.owner.post().flush(|fd, target| {
             let failed = pack(Op::DoorbellFailed, target as u32, 0);
             ring.msg_ring(fd, 0, pack(Op::Doorbell, 0, 0), failed);
             true
         });
         let live = self.holder.conns.live();
-        let admit = live < self.cfg.admission_cap;
+        let now = self.holder.clock().now_ms();
+        let conns = &mut self.holder.conns;
+        // The ring with room that accepts next (opened here when every other is full).
+        let admit = conns.admitting_ring(self.accept.admitting(), pack(Op::Rings, 0, 0), now);
         let open = match self.shutdown_deadline {
             None => [admit, admit],
             // While streams are still being ended, the publish port answers health checks
             // (`/readyz`: 503); what it accepts now does not hold the exit.
             Some(deadline) => {
                 let ending = live > self.holder.late();
-                [
-                    false,
-                    admit && ending && self.holder.clock().now_ms() < deadline,
-                ]
+                let open = ending && now < deadline;
+                [None, admit.filter(|_| open)]
             }
         };
-        if self.accept.manage(self.holder.conns.ring(), open) && self.shutdown_deadline.is_none() {
+        if self.accept.manage(self.holder.conns.rings(), open) && self.shutdown_deadline.is_none() {
             self.stats().accept_paused.add(1);
         }
         self.holder.gauges();
