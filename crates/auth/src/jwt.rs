@@ -505,8 +505,8 @@ mod tests {
     fn nbf_or_exp_as_object_or_array_is_bad_claims() {
         // jsonwebtoken reads `exp` and `nbf` as numbers even when it is told not to check
         // them; on a non-empty object or array it stops mid-value and the JSON no longer parses.
-        // Found by the `jwt` fuzz target's model; pinned so that a jsonwebtoken upgrade that
-        // changes it shows here (and in the README's claims).
+        // Found while writing the `jwt` fuzz target's model; pinned so that a jsonwebtoken
+        // upgrade that changes it shows here (and in the README's claims).
         for v in [json!({"a": 1}), json!([1]), json!([[]]), json!({"a": {}})] {
             let t = token(json!({"exp": NOW + 60, "sub": "1", "nbf": v}));
             assert_eq!(invalid(check(&t, &[1])), "bad claims", "nbf {v}");
