@@ -44,6 +44,7 @@ date=$(date -u +%Y-%m-%d)
 for target in "${targets[@]}"; do
     dict=()
     [ "$target" = parse_request ] && dict=(-dict=dict/http.dict)
+    [ "$target" = jwt ] && dict=(-dict=dict/jwt.dict)
     corpus=corpus/$target
     mkdir -p "$corpus"
     if [ "$mode" = ci ]; then

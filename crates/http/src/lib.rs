@@ -19,7 +19,7 @@
 //! - [`batch`]: [`batch_lines`] splits a `POST /send` batch body into messages.
 //! - [`ws`]: WebSocket handshake answer, server frames, client frame decoder.
 //! - [`token`]: where a subscriber's token is ([`token_from`]: `Authorization: Bearer` or
-//!   `?token=`); checking it is the server's.
+//!   `?token=`); checking it is `comet-auth`'s.
 //!
 //! Every function here that reads bytes from the network has a fuzz target in `fuzz/`
 //! (`just fuzz`) asserting its properties: round trips, the same answer however the bytes

@@ -1,7 +1,7 @@
 //! Where a request carries a token: `Authorization: Bearer <token>` or `?token=<token>`.
 //!
 //! Extraction only, over the bytes of the request head; checking the token (JWT signature,
-//! claims, the publish secret) is the server's (`crates/server/src/auth.rs`).
+//! claims, the publish secret) is `comet-auth`'s (`crates/auth`).
 
 /// The token of an `Authorization` header value `Bearer <token>` (scheme case-insensitive,
 /// ASCII whitespace around the value and around the token ignored; the scheme ends at the first
