@@ -485,6 +485,11 @@ impl History {
         self.check();
     }
 
+    /// The limits it keeps.
+    pub fn config(&self) -> HistoryConfig {
+        self.cfg
+    }
+
     /// Ids with at least one retained message.
     pub fn ids(&self) -> usize {
         self.entries.len()

@@ -402,12 +402,19 @@ fn a_joined_history_records_stream_seqs_and_knows_nothing_before_the_join() {
     assert_eq!(since(&h, 7, 100), (vec![], false));
     assert!(h.push_at(7, &msg("a"), 103));
     assert!(!h.push_at(7, &msg("again"), 103), "a repeat is dropped");
-    assert!(!h.push_at(8, &msg("late"), 102), "below the position: a repeat");
+    assert!(
+        !h.push_at(8, &msg("late"), 102),
+        "below the position: a repeat"
+    );
     h.advance(110); // other shards' messages: nothing of ours up to 110
     assert!(h.push_at(8, &msg("b"), 111));
     assert_eq!(since(&h, 7, 99), (vec![103], true));
     assert_eq!(since(&h, 7, 100), (vec![103], false));
-    assert_eq!(since(&h, 7, 0), (vec![103], true), "from the beginning: before the join");
+    assert_eq!(
+        since(&h, 7, 0),
+        (vec![103], true),
+        "from the beginning: before the join"
+    );
     assert_eq!(since(&h, 8, 105), (vec![111], false));
     assert_eq!(h.position(), 111);
     h.advance(105); // never backwards
@@ -425,9 +432,17 @@ fn a_joined_history_records_stream_seqs_and_knows_nothing_before_the_join() {
 #[derive(Clone, Debug)]
 enum StreamOp {
     /// A message for `id`, `skip` seqs after the last (other shards' messages between).
-    Push { id: Id, skip: u64, len: usize },
-    Advance { skip: u64 },
-    Expire { back: u64 },
+    Push {
+        id: Id,
+        skip: u64,
+        len: usize,
+    },
+    Advance {
+        skip: u64,
+    },
+    Expire {
+        back: u64,
+    },
     Since {
         id: Id,
         at: prop::sample::Index,

@@ -14,7 +14,7 @@ use super::clock::Clock;
 use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
 use super::expiry::Expiry;
 use super::long_poll::{self, Answer, LongPolls};
-use super::owner::Owner;
+use super::owner::{Here, Owner};
 use super::post::Ack;
 use super::publish::Publishers;
 use super::request::{answer, Requests};
@@ -333,15 +333,20 @@ impl Holder {
         self.stats().subscribed(format);
         let acks = owner.login_elsewhere(&ids, since, cref);
         self.conns.get_mut(slot).acks = acks;
+        let now_ms = self.clock.now_ms();
         for (i, &id) in ids.iter().enumerate() {
             if self.conns.get(slot).state != State::Subscribing {
                 break; // cut as a slow consumer by an earlier id's replay: logged out already
             }
-            if let Some(ack) = owner.login_here(id, cref, since.map(|s| s[i])) {
-                self.on_login_ack(owner, slot, id, ack);
+            match owner.login_here(id, cref, since.map(|s| s[i]), now_ms) {
+                Here::Now(ack) => self.on_login_ack(owner, slot, id, ack),
+                // Owned here, answered by mail (JetStream: a fetch or a catch-up).
+                Here::Later => self.conns.get_mut(slot).acks += 1,
+                Here::NotMine => {}
             }
         }
-        if acks == 0 && self.conns.get(slot).state == State::Subscribing {
+        let conn = self.conns.get(slot);
+        if conn.acks == 0 && conn.state == State::Subscribing {
             self.start_streaming(slot);
         }
     }

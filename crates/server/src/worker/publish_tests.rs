@@ -27,7 +27,7 @@ fn pipelined_publishes_are_answered_in_request_order() {
     let replies: Vec<(Id, u32, Vec<u8>)> = effects
         .into_iter()
         .map(|e| match e {
-            Effect::Publish { id, msg, reply } => (id, reply, msg.to_vec()),
+            Effect::Publish { id, msg, reply, .. } => (id, reply, msg.to_vec()),
             other => panic!("{other:?}"),
         })
         .collect();
