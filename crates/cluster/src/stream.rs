@@ -244,7 +244,9 @@ async fn ensure(
     use async_nats::jetstream::context::GetStreamErrorKind;
     let connected = client.connection_state() == async_nats::connection::State::Connected;
     let classify = |what: &str, e: String| {
-        if connected && e.contains("no responders") {
+        // A server without JetStream answers its API with "no responders", which async-nats
+        // reports as a resource that does not exist.
+        if connected && (e.contains("no responders") || e.contains("does not exist")) {
             Attempt::Fatal(format!(
                 "cluster: the NATS server has no JetStream ({what}: {e}): start nats-server \
                  with -js (and -sd DIR for its file storage), or run comet with --cluster-core \

@@ -279,7 +279,7 @@ fn write_all(
     );
 
     if let Some(c) = cluster {
-        let families: [(&str, Kind, &str, u64); 7] = [
+        let families: [(&str, Kind, &str, u64); 12] = [
             (
                 "comet_cluster_connected",
                 Kind::Gauge,
@@ -307,7 +307,8 @@ fn write_all(
             (
                 "comet_cluster_publish_failed_total",
                 Kind::Counter,
-                "Messages delivered locally but not sent to the cluster (link down or queue full).",
+                "Publishes the cluster did not take: core NATS, delivered locally only (link down \
+                 or queue full); JetStream, answered 503 (not stored).",
                 c.publish_failed,
             ),
             (
@@ -321,6 +322,36 @@ fn write_all(
                 Kind::Counter,
                 "Messages on a subject that is not <prefix>.user.<id>.",
                 c.bad_subjects,
+            ),
+            (
+                "comet_cluster_stream_head",
+                Kind::Gauge,
+                "JetStream: the stream seq of the last message handed to the workers.",
+                c.head,
+            ),
+            (
+                "comet_cluster_stored_total",
+                Kind::Counter,
+                "JetStream: publishes the stream acknowledged (answered 200).",
+                c.stored,
+            ),
+            (
+                "comet_cluster_duplicates_total",
+                Kind::Counter,
+                "JetStream: stored publishes whose Idempotency-Key the stream had already.",
+                c.duplicates,
+            ),
+            (
+                "comet_cluster_fetches_total",
+                Kind::Counter,
+                "JetStream: resumes answered with messages fetched from the stream.",
+                c.fetches,
+            ),
+            (
+                "comet_cluster_fetch_failed_total",
+                Kind::Counter,
+                "JetStream: resumes the stream could not help with (told as a gap).",
+                c.fetch_failed,
             ),
         ];
         for (name, kind, help, value) in families {

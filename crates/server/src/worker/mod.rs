@@ -328,14 +328,10 @@ impl Worker {
         }
         if let Some(head) = head {
             self.owner.caught_up(head, now_ms);
-            // Answers to logins held here, from the catch-up.
-            while let Some(mail) = self.owner.next_mail(now_ms) {
-                match mail {
-                    Mail::LoginAck { conn, id, ack } => {
-                        self.holder.login_acked(&mut self.owner, conn, id, ack)
-                    }
-                    _ => unreachable!("only answers are ready"),
-                }
+            // Answers to logins held here, from the catch-up (later mail waits for the next
+            // drain).
+            while let Some((conn, id, ack)) = self.owner.next_ready() {
+                self.holder.login_acked(&mut self.owner, conn, id, ack)
             }
         }
     }

@@ -39,8 +39,9 @@ pub struct Owner {
     post: Post,
     /// The JetStream link, in a cluster on JetStream.
     stream: Option<Stream>,
-    /// Answers to logins held by this worker, to hand to the loop (`next_mail`).
-    ready: VecDeque<Mail>,
+    /// Late answers to logins of connections held by this worker, for the loop (`next_mail`,
+    /// `next_ready`).
+    ready: VecDeque<(ConnRef, Id, Ack)>,
 }
 
 /// The owner's side of a cluster on JetStream.
@@ -205,12 +206,17 @@ impl Owner {
 
     /// Hands a login's late answer to the worker holding the connection.
     fn answer(&mut self, id: Id, conn: ConnRef, ack: Ack) {
-        let mail = Mail::LoginAck { conn, id, ack };
         if conn.worker() == self.index {
-            self.ready.push_back(mail);
+            self.ready.push_back((conn, id, ack));
         } else {
-            self.post.send(conn.worker(), mail);
+            self.post
+                .send(conn.worker(), Mail::LoginAck { conn, id, ack });
         }
+    }
+
+    /// A late answer to a login of a connection held here.
+    pub fn next_ready(&mut self) -> Option<(ConnRef, Id, Ack)> {
+        self.ready.pop_front()
     }
 
     /// JetStream, after the mailbox was drained: every message up to `head` (read before the
@@ -374,8 +380,8 @@ impl Owner {
     /// on the way.
     pub fn next_mail(&mut self, now_ms: u64) -> Option<Mail> {
         loop {
-            if let Some(mail) = self.ready.pop_front() {
-                return Some(mail);
+            if let Some((conn, id, ack)) = self.ready.pop_front() {
+                return Some(Mail::LoginAck { conn, id, ack });
             }
             match self.post.recv()? {
                 Mail::Login { id, conn, since } => {
