@@ -481,6 +481,9 @@ pub(crate) async fn run(
     }
 }
 
+/// What woke the bridge loop: one value on its stack per iteration, so its size does not
+/// matter (boxing the message would allocate once per message).
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Done(Option<Done>),
     Out(Option<OutMsg>),
