@@ -265,11 +265,31 @@ fn a_publish_during_a_nats_outage_is_answered_503() {
     let batch = request(a.publish, &post("/send", b"5 one\n6 two\n"));
     assert_eq!(batch.status(), 503, "{batch:?}");
     assert!(gauge(&a, "comet_cluster_publish_failed_total") >= 3);
+    // `comet send` tries again while it gets 503: started during the outage, it succeeds once
+    // NATS is back (its key makes the tries one message).
+    let comet_send = std::process::Command::new(env!("CARGO_BIN_EXE_comet"))
+        .args([
+            "send",
+            "--to",
+            &a.publish.to_string(),
+            "--attempts-max",
+            "40",
+        ])
+        .args(["5", "from comet send"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run comet send");
     nats.restart();
-    let mut sub = events(&a, 5, None);
-    sub.expect_position();
+    let mut sub = events(&a, 5, Some("0"));
+    let output = comet_send.wait_with_output().expect("comet send ends");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("503"), "it was told 503 at first: {said}");
     let seq = eventually_stored(&a, 5, "back");
-    assert_eq!(messages(&mut sub, 1), [(seq, "back".to_string())]);
+    let got = messages(&mut sub, 2);
+    assert_eq!(got[0].1, "from comet send", "{got:?}");
+    assert_eq!(got[1], (seq, "back".to_string()));
 }
 
 /// The same `Idempotency-Key` twice: stored once (the second answer says `duplicate`, with the
