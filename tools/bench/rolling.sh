@@ -117,18 +117,25 @@ start_nats() {
     die "nats-server did not start"
 }
 
+# How many times a node's stdout said it listens (once per start).
+listening() {
+    local n
+    n=$(grep -c '^comet: listening' "$1" 2>/dev/null || true)
+    echo "${n:-0}"
+}
+
 # start_node NAME: on its fixed ports; returns once it listens (it joins the stream first).
 start_node() {
-    local node=$1 out=$DIR/$1/comet.out
+    local node=$1 out=$DIR/$1/comet.out lines now
+    lines=$(listening "$out")
     # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
     "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
         --workers "$WORKERS" --cluster "nats://127.0.0.1:$NATS_PORT" $COMET_ARGS \
         >>"$out" 2>>"$DIR/$node/comet.err" &
     PID[$node]=$!
-    local lines
-    lines=$(grep -c '^comet: listening' "$out" 2>/dev/null || true)
     for _ in $(seq 300); do
-        (($(grep -c '^comet: listening' "$out" 2>/dev/null || echo 0) > ${lines:-0})) && return 0
+        now=$(listening "$out")
+        ((now > lines)) && return 0
         kill -0 "${PID[$node]}" 2>/dev/null || break
         sleep 0.1
     done
@@ -164,6 +171,7 @@ sample() {
     done
 }
 save_pids() {
+    local node
     {
         for node in "${NODES[@]}"; do echo "PID[$node]=${PID[$node]}"; done
         echo "NATS_PID=$NATS_PID"
