@@ -134,6 +134,18 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.resume_gaps.get(),
     ),
     (
+        "comet_resumes_queued_total",
+        Kind::Counter,
+        "Resumes that waited in line for --resume-rate.",
+        |s| s.resumes_queued.get(),
+    ),
+    (
+        "comet_resumes_refused_total",
+        Kind::Counter,
+        "Resumes refused with 503 (the line of --resume-rate was full, or shutdown).",
+        |s| s.resumes_refused.get(),
+    ),
+    (
         "comet_auth_failures_total",
         Kind::Counter,
         "Subscribe requests refused by token (401/403) or origin (403).",

@@ -350,12 +350,10 @@ fn open(
     last_event_id: Option<&str>,
 ) -> Result<Conn, String> {
     let opened_at = Instant::now();
-    let stream =
-        TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut request = format!(
-        "GET /events/{id} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n"
-    );
+    let mut request =
+        format!("GET /events/{id} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n");
     if let Some(last) = last_event_id {
         request.push_str(&format!("Last-Event-ID: {last}\r\n"));
     }
@@ -433,7 +431,12 @@ fn subscriber(
                 }
                 away_until = None;
             }
-            match open(opts.target[node], signer.as_ref(), id, last_event_id.as_deref()) {
+            match open(
+                opts.target[node],
+                signer.as_ref(),
+                id,
+                last_event_id.as_deref(),
+            ) {
                 Ok(c) => {
                     if lost && last_event_id.is_none() {
                         stats.resumed_without_id += 1;

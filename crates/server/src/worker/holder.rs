@@ -10,6 +10,7 @@ use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Ring};
 use comet_router::{ConnRef, Id};
 
+use super::admit::{Admission, Offer};
 use super::clock::Clock;
 use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
 use super::expiry::Expiry;
@@ -45,10 +46,14 @@ pub struct Holder {
     /// Open connections accepted during shutdown (`LATE`): health checks on the publish port,
     /// which must not hold the worker's exit.
     late: usize,
+    /// Resumes admitted at `--resume-rate`, and those waiting in line.
+    admission: Admission<(ConnRef, Subscribe)>,
 }
 
 impl Holder {
     pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, ring: Ring) -> Holder {
+        let clock = Clock::new();
+        let admission = Admission::new(cfg.resume_rate_per_worker, clock.now_ms());
         Holder {
             index,
             conns: Conns::new(index, ring),
@@ -58,10 +63,11 @@ impl Holder {
             polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
             pubs: Publishers::default(),
             expiry: Expiry::default(),
-            clock: Clock::new(),
+            clock,
             next_beat_ms: cfg.heartbeat_ms,
             shutting_down: false,
             late: 0,
+            admission,
             cfg,
             shared,
         }
@@ -130,6 +136,11 @@ impl Holder {
                         self.conns.recycle(bid);
                         self.close(owner, slot, CloseReason::Protocol);
                     }
+                    State::Queued => {
+                        // Nothing may follow a subscribe request.
+                        self.conns.recycle(bid);
+                        self.close(owner, slot, CloseReason::Protocol);
+                    }
                     State::Draining | State::Closing => self.conns.recycle(bid),
                     State::Free => unreachable!("recv on a free slot"),
                 }
@@ -161,7 +172,7 @@ impl Holder {
     /// Re-arms the multishot recv of a connection that still reads.
     pub fn rearm_recv(&mut self, slot: u32) {
         let reading = match self.conns.get(slot).state {
-            State::Request => true,
+            State::Request | State::Queued => true,
             State::Publisher => self.pubs.get_mut(slot).is_some_and(|p| p.wants_input()),
             _ => false,
         };
@@ -265,7 +276,7 @@ impl Holder {
         let stats = &self.shared.stats[self.index];
         match action {
             Action::NeedMore => return,
-            Action::Subscribe(sub) => self.subscribe(owner, slot, *sub),
+            Action::Subscribe(sub) => self.admit(owner, slot, *sub),
             action => {
                 let mut reason = CloseReason::Answered;
                 if let Action::Reject { error, .. } = &action {
@@ -279,6 +290,47 @@ impl Holder {
             }
         }
         self.stats().requests.add(1);
+    }
+
+    /// A subscribe with a position (a resume) goes through `--resume-rate`: now, in line, or
+    /// refused (503); one without goes on at once.
+    fn admit(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
+        if sub.since.is_none() {
+            return self.subscribe(owner, slot, sub);
+        }
+        let cref = self.conns.conn_ref(slot);
+        match self.admission.offer(self.clock.now_ms(), (cref, sub)) {
+            Offer::Now((_, sub)) => self.subscribe(owner, slot, sub),
+            Offer::Queued => {
+                self.stats().resumes_queued.add(1);
+                self.conns.get_mut(slot).state = State::Queued;
+            }
+            Offer::Refused(_) => self.refuse_resume(owner, slot),
+        }
+    }
+
+    /// 503 with Retry-After to a resume that cannot be taken now.
+    fn refuse_resume(&mut self, owner: &mut Owner, slot: u32) {
+        self.stats().resumes_refused.add(1);
+        let reason = CloseReason::Answered;
+        self.respond_and_close(owner, slot, reason, |out| {
+            http::unavailable_response(out, "too many resumes at once: come back later", "1", true)
+        });
+    }
+
+    /// The tick: resumes in line whose turn came (and whose connection is still there).
+    fn admit_queued(&mut self, owner: &mut Owner) {
+        let mut due = Vec::new();
+        self.admission.release(self.clock.now_ms(), &mut due);
+        for (cref, sub) in due {
+            if self
+                .conns
+                .current(cref)
+                .is_some_and(|c| c.state == State::Queued)
+            {
+                self.subscribe(owner, cref.slot(), sub);
+            }
+        }
     }
 
     fn subscribe(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
@@ -587,6 +639,7 @@ impl Holder {
 
     /// The timer: requests past their deadline, long-polls past their timeout, heartbeats.
     pub fn tick(&mut self, owner: &mut Owner) {
+        self.admit_queued(owner);
         let now = self.clock.now_ms();
         while let Some(slot) = self.conns.expired(now) {
             let conn = self.conns.get(slot);

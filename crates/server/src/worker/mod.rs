@@ -23,6 +23,7 @@
 //! wait.
 
 mod accept;
+mod admit;
 mod clock;
 mod conns;
 mod expiry;
