@@ -166,6 +166,45 @@ fn a_position_from_one_node_resumes_on_another() {
     assert_eq!(messages(&mut from_zero, 1)[0].1, "m7");
 }
 
+/// A client whose position is ahead of the node (it saw, on a node further along the stream,
+/// a message this one has not routed yet) is answered once the node gets there: its stream
+/// then starts after that message, with no gap and nothing twice. A position the node does not
+/// reach within 2 s is answered with a gap.
+#[test]
+#[ignore = "needs nats-server"]
+fn a_position_ahead_of_the_node_is_answered_once_the_node_gets_there() {
+    let nats = Nats::jetstream();
+    let a = node(&nats);
+    let mut first = events(&a, 21, None);
+    let epoch = epoch_of(&first.expect_position()).to_string();
+    let s1 = send(&a, 21, "one");
+    assert_eq!(messages(&mut first, 1), [(s1, "one".to_string())]);
+    // The next message will be s1 + 1: a client claims it saw it already.
+    let mut ahead = Client::connect(a.public);
+    ahead.write(
+        format!(
+            "GET /events/21 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {epoch}:{}\r\n\r\n",
+            s1 + 1
+        )
+        .as_bytes(),
+    );
+    // Its head comes only once its login is answered: not before s1 + 1 exists here.
+    assert!(ahead
+        .unread_within(std::time::Duration::from_millis(300))
+        .is_empty());
+    let s2 = send(&a, 21, "two");
+    assert_eq!(s2, s1 + 1);
+    assert_eq!(ahead.read_head().status, 200);
+    ahead.expect_retry();
+    assert_eq!(ahead.expect_position(), format!("{epoch}:{s2}"));
+    let s3 = send(&a, 21, "three");
+    assert_eq!(messages(&mut ahead, 1), [(s3, "three".to_string())]);
+    // Far ahead: told of a gap after the wait.
+    let mut far = events(&a, 21, Some(&format!("{epoch}:{}", s3 + 1000)));
+    let gap = far.next_event().expect("a gap");
+    assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
+}
+
 /// 1. Nodes A and B keeping 256 messages per id; a subscriber on A; a publisher on B sends
 ///    200 messages, one at a time.
 /// 2. After 50 of them A is killed (SIGKILL) and started again.
