@@ -15,6 +15,7 @@
 //! - `ws`: a WebSocket client's control frames.
 //! - `long_poll`: long-polls collecting their answer. No I/O.
 //! - `expiry`: when subscribers' tokens expire (a heap of slots); checked on the tick.
+//! - `admit`: resume admission (`--resume-rate`): a token bucket and a line. No I/O.
 //! - `publish`: publish-API connections. No I/O.
 //!
 //! The loop: wait for completions, copy a bounded batch out and dispatch each, repeat until the

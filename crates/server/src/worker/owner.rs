@@ -47,28 +47,25 @@ pub struct Owner {
 /// The owner's side of a cluster on JetStream.
 pub struct Stream {
     publisher: comet_cluster::Publisher,
-    /// Logins waiting for a fetch or for the node to catch up, by (id, connection).
-    pending: AHashMap<(Id, ConnRef), Pending>,
+    /// Logins waiting for a fetch: the client's position and this shard's position when the
+    /// fetch was asked (the stream answers up to it, the history has what came after).
+    fetching: AHashMap<(Id, ConnRef), (u64, u64)>,
+    /// Logins waiting for this node to reach the client's position, and until when (ms).
+    /// Checked after every drain of the mailbox: kept apart from `fetching`, which may hold
+    /// thousands during a mass resume.
+    waiting: AHashMap<(Id, ConnRef), (u64, u64)>,
     /// `(when, position)` once per tick: the history expires by the seq that was the
     /// position `age` ago.
     marks: VecDeque<(u64, u64)>,
     age_us: u64,
 }
 
-struct Pending {
-    since: u64,
-    /// A fetch: the position when it was asked (the stream answers up to it; the history has
-    /// what came after). `None`: waiting for the node to reach `since`.
-    upto: Option<u64>,
-    /// When a catch-up gives up, ms.
-    deadline_ms: u64,
-}
-
 impl Stream {
     pub fn new(publisher: comet_cluster::Publisher, age_us: u64) -> Stream {
         Stream {
             publisher,
-            pending: AHashMap::new(),
+            fetching: AHashMap::new(),
+            waiting: AHashMap::new(),
             marks: VecDeque::new(),
             age_us,
         }
@@ -142,12 +139,7 @@ impl Owner {
         }
         if s > position {
             // From a node further along the stream: answered once this one is there.
-            let pending = Pending {
-                since: s,
-                upto: None,
-                deadline_ms: now_ms + CATCH_UP_MS,
-            };
-            stream.pending.insert((id, conn), pending);
+            stream.waiting.insert((id, conn), (s, now_ms + CATCH_UP_MS));
             return None;
         }
         let mut replay = Vec::new();
@@ -157,12 +149,7 @@ impl Owner {
             && history.config().messages_max > 0
             && stream.publisher.fetch(id, s, position, ticket)
         {
-            let pending = Pending {
-                since: s,
-                upto: Some(position),
-                deadline_ms: u64::MAX,
-            };
-            stream.pending.insert((id, conn), pending);
+            stream.fetching.insert((id, conn), (s, position));
             return None;
         }
         self.shard.subscribe(id, conn);
@@ -178,10 +165,9 @@ impl Owner {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let Some(Pending { since, upto, .. }) = stream.pending.remove(&(id, conn)) else {
+        let Some((since, upto)) = stream.fetching.remove(&(id, conn)) else {
             return; // logged out meanwhile
         };
-        let upto = upto.expect("a fetch's pending login");
         let history = self.shard.history();
         let mut replay = Vec::new();
         let gap = match result {
@@ -228,21 +214,21 @@ impl Owner {
             return;
         };
         self.shard.history_mut().advance(head);
-        if stream.pending.is_empty() {
+        if stream.waiting.is_empty() {
             return;
         }
         let position = self.shard.history().position();
-        let due: Vec<(Id, ConnRef)> = stream
-            .pending
+        let due: Vec<(Id, ConnRef, u64)> = stream
+            .waiting
             .iter()
-            .filter(|(_, p)| p.upto.is_none() && (p.since <= position || now_ms >= p.deadline_ms))
-            .map(|(&key, _)| key)
+            .filter(|(_, &(since, deadline_ms))| since <= position || now_ms >= deadline_ms)
+            .map(|(&(id, conn), &(since, _))| (id, conn, since))
             .collect();
-        for (id, conn) in due {
+        for (id, conn, since) in due {
             let stream = self.stream.as_mut().expect("on a stream");
-            let pending = stream.pending.remove(&(id, conn)).expect("due");
-            if pending.since <= position {
-                if let Some(ack) = self.login(id, conn, Some(pending.since), now_ms) {
+            stream.waiting.remove(&(id, conn));
+            if since <= position {
+                if let Some(ack) = self.login(id, conn, Some(since), now_ms) {
                     self.answer(id, conn, ack);
                 }
             } else {
@@ -267,7 +253,8 @@ impl Owner {
     /// Logs `conn` out of `id` here, or cancels its waiting login.
     fn unsubscribe(&mut self, id: Id, conn: ConnRef) {
         if let Some(stream) = self.stream.as_mut() {
-            if stream.pending.remove(&(id, conn)).is_some() {
+            let key = (id, conn);
+            if stream.fetching.remove(&key).is_some() || stream.waiting.remove(&key).is_some() {
                 return;
             }
         }
