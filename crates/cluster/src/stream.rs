@@ -392,6 +392,8 @@ pub(crate) async fn run(
     let mut messages: Option<Messages> = None;
     let mut retry_at = tokio::time::Instant::now();
     let mut last = joined.last_seq;
+    // The connection made before the loop left a wake-up: the consumer is set up below anyway.
+    let _ = stats.relinked.notified().now_or_never();
     loop {
         if messages.is_none() && tokio::time::Instant::now() >= retry_at {
             match consume(&joined.stream, &filter, last + 1).await {
