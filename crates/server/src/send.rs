@@ -64,7 +64,7 @@ pub fn run(args: &SendArgs) -> i32 {
         Ok((status, body)) if (200..300).contains(&status) => {
             match connections(&body) {
                 Some(n) => println!(
-                    "sent to {} ({n} connection{}{})",
+                    "sent to {} ({n} connection{}{}){}",
                     args.id,
                     if n == 1 { "" } else { "s" },
                     match cluster(&body) {
@@ -73,6 +73,10 @@ pub fn run(args: &SendArgs) -> i32 {
                         Some(false) => {
                             " on this node; NOT sent to the cluster (link down or queue full)"
                         }
+                    },
+                    match answer_of(&body).and_then(|a| a.seq) {
+                        Some(seq) => format!(", stored as seq {seq}"),
+                        None => String::new(),
                     }
                 ),
                 None => println!("{}", body.trim_end()),
@@ -149,20 +153,22 @@ struct Answer {
     connections: u64,
     /// Absent when the node runs alone.
     cluster: Option<bool>,
+    /// The stream's seq (a cluster on JetStream).
+    seq: Option<u64>,
 }
 
-fn answer(body: &str) -> Option<Answer> {
+fn answer_of(body: &str) -> Option<Answer> {
     serde_json::from_str(body.trim()).ok()
 }
 
 /// The `"connections":N` of the server's JSON answer.
 fn connections(body: &str) -> Option<u64> {
-    answer(body).map(|a| a.connections)
+    answer_of(body).map(|a| a.connections)
 }
 
 /// The `"cluster":true|false` of the server's JSON answer (absent when the node runs alone).
 fn cluster(body: &str) -> Option<bool> {
-    answer(body).and_then(|a| a.cluster)
+    answer_of(body).and_then(|a| a.cluster)
 }
 
 #[cfg(test)]
