@@ -120,7 +120,7 @@ fn epoch_of(pos: &str) -> &str {
 /// 2. It leaves with its last position; m4, m5 are published meanwhile.
 /// 3. It resumes on B: m4, m5 exactly, then the position, then live m6; no gap, nothing twice.
 /// 4. A node C started after all this (nothing in its memory) answers the same resume from
-///    the stream (a fetch), and `since=0` with every message.
+///    the stream (a fetch), over SSE and long-poll, and `since=0` with every message.
 #[test]
 #[ignore = "needs nats-server"]
 fn a_position_from_one_node_resumes_on_another() {
@@ -159,7 +159,23 @@ fn a_position_from_one_node_resumes_on_another() {
     let (replay, _) = resumed(&mut from_zero, 6);
     let data: Vec<&str> = replay.iter().map(|m| m.1.as_str()).collect();
     assert_eq!(data, ["m1", "m2", "m3", "m4", "m5", "m6"]);
-    assert!(gauge(&c, "comet_cluster_fetches_total") >= 2);
+    // A long-poll on C from the same position: the same messages, from the stream.
+    let poll = request(
+        c.public,
+        format!("GET /poll/7?since={last} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(poll.status(), 200, "{poll:?}");
+    let body: serde_json::Value = serde_json::from_str(&poll.text()).expect("JSON");
+    let seqs: Vec<u64> = body["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [s4, s5, s6], "{body}");
+    assert_eq!(body["gap"], serde_json::json!([]), "{body}");
+    assert!(gauge(&c, "comet_cluster_fetches_total") >= 3);
     // Nothing more came, and no gap: the next event is the next message.
     send(&b, 7, "m7");
     assert_eq!(messages(&mut on_c, 1)[0].1, "m7");
