@@ -4,7 +4,9 @@
 #
 #   1. build the release binaries; start `nats-server -js` (file storage in the results folder,
 #      monitoring port) and three `comet serve --cluster` nodes on fixed loopback ports;
-#   2. resumetest: SUBSCRIBERS SSE subscribers (one id each), subscriber k on node k mod 3; a
+#   2. resumetest (one process per PER_PROC subscribers: a process's sockets must fit in the
+#      open-files limit, 20,000 here): SUBSCRIBERS SSE subscribers (one id each), subscriber k
+#      on node k mod 3; a
 #      node that closes or refuses a stream sends its client to a random other node, which
 #      resumes it with Last-Event-ID; MSG_RATE messages per second round-robin over the ids for
 #      DURATION, to the nodes' publish APIs, each sent again on 503 or a lost connection (same
@@ -26,6 +28,7 @@
 #   OUTAGE=2s          --outage       how long nats-server stays down
 #   WORKERS=1          --workers      comet --workers per node
 #   LABEL=run          --label        results folder suffix
+#   PER_PROC=15000     --per-proc     subscribers per resumetest process (the rate is split)
 #   COMET_ARGS=                       more `comet serve` arguments for every node
 #   RESULTS=results/rolling           where result folders go
 set -euo pipefail
@@ -43,6 +46,7 @@ SETTINGS=(
     OUTAGE       --outage       2s
     WORKERS      --workers      1
     LABEL        --label        run
+    PER_PROC     --per-proc     15000
     COMET_ARGS   -              ''
     RESULTS      -              results/rolling
 )
@@ -65,9 +69,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Everything started here, stopped by pid on exit.
 declare -A PID
-NATS_PID= RESUME_PID= SAMPLER_PID=
+NATS_PID= SAMPLER_PID=
+RESUME_PIDS=()
 cleanup() {
-    kill_quietly "$RESUME_PID" "$SAMPLER_PID" "${PID[@]}" "$NATS_PID"
+    kill_quietly "${RESUME_PIDS[@]}" "$SAMPLER_PID" "${PID[@]}" "$NATS_PID"
 }
 trap cleanup EXIT
 
@@ -189,17 +194,30 @@ for node in "${NODES[@]}"; do MEM_START+=("$(rss_kb "${PID[$node]}")"); done
 
 TARGETS=$(IFS=,; echo "${PUBLIC[node1]},${PUBLIC[node2]},${PUBLIC[node3]}")
 PUBLISHERS=$(IFS=,; echo "${PUBLISH[node1]},${PUBLISH[node2]},${PUBLISH[node3]}")
-RESUME_CMD=("$BIN/resumetest" --target "$TARGETS" --publish "$PUBLISHERS"
-    --subscribers "$SUBSCRIBERS" --rate "$MSG_RATE" --duration "${DURATION_S}s" --reconnects 0
-    --attempts-max 1000 --connect-rate 2000 --ready-timeout 120s --drain 30s
-    --json "$DIR/resumetest.json")
-log "resumetest: $SUBSCRIBERS subscribers over 3 nodes, $MSG_RATE msg/s for ${DURATION_S}s"
-"${RESUME_CMD[@]}" >"$DIR/resumetest.log" 2>"$DIR/resumetest.err" &
-RESUME_PID=$!
-for _ in $(seq 1800); do
-    grep -q 'subscribers streaming; publishing' "$DIR/resumetest.log" 2>/dev/null && break
-    kill -0 "$RESUME_PID" 2>/dev/null || die "resumetest ended early: $(tail -3 "$DIR/resumetest.err")"
-    sleep 0.1
+PROCS=$(((SUBSCRIBERS + PER_PROC - 1) / PER_PROC))
+RATE_PER_PROC=$(awk -v r="$MSG_RATE" -v p="$PROCS" 'BEGIN {print r / p}')
+log "resumetest: $SUBSCRIBERS subscribers over 3 nodes in $PROCS process(es), $MSG_RATE msg/s for ${DURATION_S}s"
+RESUME_CMDS=()
+for ((p = 0; p < PROCS; p++)); do
+    first=$((1 + p * PER_PROC))
+    count=$((p == PROCS - 1 ? SUBSCRIBERS - p * PER_PROC : PER_PROC))
+    cmd=("$BIN/resumetest" --target "$TARGETS" --publish "$PUBLISHERS" --first-id "$first"
+        --subscribers "$count" --rate "$RATE_PER_PROC" --duration "${DURATION_S}s" --reconnects 0
+        --attempts-max 1000 --connect-rate 2000 --ready-timeout 120s --drain 30s
+        --json "$DIR/resumetest-$p.json")
+    RESUME_CMDS+=("${cmd[*]#"$BIN/"}")
+    "${cmd[@]}" >"$DIR/resumetest-$p.log" 2>"$DIR/resumetest-$p.err" &
+    RESUME_PIDS+=($!)
+done
+# Publishing starts in each process once its subscribers stream; the events count from the
+# last one's start.
+for ((p = 0; p < PROCS; p++)); do
+    for _ in $(seq 1800); do
+        grep -q 'subscribers streaming; publishing' "$DIR/resumetest-$p.log" 2>/dev/null && break
+        kill -0 "${RESUME_PIDS[p]}" 2>/dev/null ||
+            die "resumetest $p ended early: $(tail -3 "$DIR/resumetest-$p.err")"
+        sleep 0.1
+    done
 done
 T0=$(date +%s.%N)
 event "publishing starts"
@@ -233,8 +251,12 @@ save_pids
 event "nats-server restarted"
 
 RESUME_RC=0
-wait "$RESUME_PID" || RESUME_RC=$?
-RESUME_PID=
+for pid in "${RESUME_PIDS[@]}"; do
+    rc=0
+    wait "$pid" || rc=$?
+    ((rc > RESUME_RC)) && RESUME_RC=$rc
+done
+RESUME_PIDS=()
 event "resumetest done (exit $RESUME_RC)"
 for node in "${NODES[@]}"; do
     curl -sf --max-time 5 "http://${PUBLISH[$node]}/metrics" >"$DIR/$node/metrics.txt" || true
@@ -252,7 +274,23 @@ NATS_PID=
 rm -f "$DIR/.pids"
 rm -rf "$DIR/nats-store"
 
-[[ -s $DIR/resumetest.json ]] || die "resumetest wrote no summary: $(tail -3 "$DIR/resumetest.err")"
+for ((p = 0; p < PROCS; p++)); do
+    [[ -s $DIR/resumetest-$p.json ]] ||
+        die "resumetest $p wrote no summary: $(tail -3 "$DIR/resumetest-$p.err")"
+done
+# The processes' summaries together: counts summed; resume percentiles, the largest of the
+# processes' (an upper bound: percentiles do not add up).
+jq -s 'def sum(f): map(f) | add; def top(f): map(f) | max;
+    {published: sum(.published), publish_sent: sum(.publish_sent), received: sum(.received),
+     lost: sum(.lost), duplicated: sum(.duplicated), reordered: sum(.reordered),
+     gaps: sum(.gaps), gaps_unexplained: sum(.gaps_unexplained), gap_skipped: sum(.gap_skipped),
+     unfinished: sum(.unfinished), server_closes: sum(.server_closes),
+     connect_errors: sum(.connect_errors), replayed: sum(.replayed),
+     publish_failed: sum(.publish_failed), publish_retried: sum(.publish_retried),
+     publish_conn_lost: sum(.publish_conn_lost), publish_lag_max_ms: top(.publish_lag_max_ms),
+     resume_ms: {count: sum(.resume_ms.count), p50: top(.resume_ms.p50),
+                 p99: top(.resume_ms.p99), max: top(.resume_ms.max)},
+     processes: length}' "$DIR"/resumetest-*.json >"$DIR/resumetest.json"
 J=$DIR/resumetest.json
 j() { jq -r "$1" "$J"; }
 LOST=$(j .lost) DUPLICATED=$(j .duplicated) REORDERED=$(j .reordered)
@@ -280,9 +318,11 @@ STREAM=$(jq -r '[.account_details[]?.stream_detail[]? | select(.name | endswith(
     "$DIR/jsz.json" 2>/dev/null || true)
 
 if command -v gnuplot >/dev/null; then
+    # Every process's per-second progress, summed by second.
     awk '/^t=/ {t = $1; sub(/^t=/, "", t); sub(/s$/, "", t); for (i = 2; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}
-         printf "%s\t%s\t%s\t%s\n", t, v["received"], v["server_closes"], v["lost_so_far"]}' \
-        "$DIR/resumetest.log" >"$DIR/progress.tsv"
+         r[t] += v["received"]; c[t] += v["server_closes"]; l[t] += v["lost_so_far"]}
+         END {for (t in r) printf "%s\t%s\t%s\t%s\n", t, r[t], c[t], l[t]}' \
+        "$DIR"/resumetest-*.log | sort -n >"$DIR/progress.tsv"
     awk -F'\t' '!/^#/ {printf "set arrow from %s, graph 0 to %s, graph 1 nohead dt 2 lc rgb \"gray\"\n", $1, $1;
         printf "set label \"%s\" at %s, graph 0.98 rotate by 90 right font \",7\" tc rgb \"gray40\"\n", $2, $1}' \
         "$DIR/events.tsv" >"$DIR/events.gp"
@@ -296,7 +336,7 @@ cat >"$DIR/summary.md" <<EOF
 Command: \`$COMMAND_LINE\` with SUBSCRIBERS=$SUBSCRIBERS MSG_RATE=$MSG_RATE DURATION=$DURATION
 (phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS COMET_ARGS=${COMET_ARGS:-none}
 
-resumetest: \`${RESUME_CMD[*]#"$BIN/"}\` (exit $RESUME_RC)
+resumetest, $PROCS process(es) (exit $RESUME_RC, the worst): $(printf '`%s` ' "${RESUME_CMDS[@]}")
 
 Machine: $(machine_line); nats-server $(nats-server --version | awk '{print $2}');
 comet $(comet_rev); everything on loopback, on the same machine.
@@ -314,7 +354,7 @@ $VERDICT
 | subscribers not caught up at the end | $(j .unfinished) |
 | streams closed by a node (deploys, crash) / connect errors | $(j .server_closes) / $(j .connect_errors) |
 | messages replayed on resume (from a node's memory or fetched from JetStream) | $(j .replayed) |
-| resume, connect to 200 head: p50 / p99 / max ($(j .resume_ms.count) resumes) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
+| resume, connect to 200 head: p50 / p99 / max ($(j .resume_ms.count) resumes; with several processes, the largest of theirs) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
 | publisher's largest lag behind schedule | $(j .publish_lag_max_ms) ms |
 | RSS peak: nodes / nats-server | $RSS_PEAK / $NATS_PEAK KB (nats-server at the end: $NATS_RSS_END KB) |
 | the stream at the end | ${STREAM:-(no /jsz)} |
@@ -330,7 +370,7 @@ backplane; its RSS above is everything (connections, history, the bridge). JetSt
 memory is nats-server's (RSS above; the stream on disk in \`jsz.json\`).
 
 Files: \`summary.md\`, \`rolling.png\`, \`events.tsv\`, \`rss.tsv\`, \`progress.tsv\`,
-\`resumetest.{log,err,json}\`, \`node*/comet.{out,err}\`, \`node*/metrics.txt\`, \`nats.log\`,
+\`resumetest-*.{log,err,json}\` (one per process; \`resumetest.json\` sums them), \`node*/comet.{out,err}\`, \`node*/metrics.txt\`, \`nats.log\`,
 \`jsz.json\`.
 EOF
 log "done: $DIR/summary.md"
