@@ -4,9 +4,10 @@
 //! - **The stream** ([`join`]): named after the prefix ([`stream_name`]), file storage, per
 //!   subject the last `--history-messages` messages, none older than `--history-age-ms`,
 //!   discard old, direct gets allowed, replicas as asked. Created if missing, updated if its
-//!   limits differ (every node applies its own flags: give them all the same). A stream that
-//!   starts empty is purged up to seq 2 so that its first message is seq 2: positions 0 and 1
-//!   keep meaning "from the beginning" (the position parser reads 0 as 1).
+//!   limits differ (every node applies its own flags: give them all the same). In a stream
+//!   that starts empty a marker (`<prefix>.user.start`, skipped by consumers) takes seq 1, so
+//!   that its first message is seq 2: positions 0 and 1 keep meaning "from the beginning" (the
+//!   position parser reads 0 as 1).
 //! - **Positions**: a message's seq is its stream sequence; the epoch is drawn from the
 //!   stream's name and creation time ([`stream_epoch`]), so every node of the cluster writes
 //!   the same epoch, and a stream deleted and created again starts a new one (old positions
@@ -49,6 +50,10 @@ const CONSUMER_EXPIRES: Duration = Duration::from_secs(5);
 const CONSUMER_RETRY: Duration = Duration::from_millis(250);
 /// The stream's duplicate window at most (JetStream's default), never longer than its age.
 pub const DUPLICATE_WINDOW_MAX: Duration = Duration::from_secs(120);
+/// The subject token of the marker that takes seq 1 of a new stream (`<prefix>.user.start`:
+/// not an id, so consumers skip it).
+const MARKER_TOKEN: &str = "start";
+const MARKER_PAYLOAD: &[u8] = b"comet: seq 1 taken, so that positions 0 and 1 mean the beginning";
 /// The longest `Idempotency-Key` taken, in bytes.
 pub const KEY_BYTES_MAX: usize = 128;
 
@@ -236,6 +241,13 @@ pub(crate) async fn join(
     }
 }
 
+/// `<prefix>` of a stream config whose one subject is `<prefix>.user.*`.
+fn options_prefix(config: &jetstream::stream::Config) -> &str {
+    config.subjects[0]
+        .strip_suffix(".user.*")
+        .expect("the subject comet sets")
+}
+
 async fn ensure(
     client: &async_nats::Client,
     context: &jetstream::Context,
@@ -305,13 +317,23 @@ async fn ensure(
     }
     let mut last_seq = info.state.last_sequence;
     if last_seq == 0 {
-        // A new, empty stream: its first message becomes seq 2, so that positions 0 and 1
-        // keep meaning "from the beginning".
-        stream
-            .purge()
-            .sequence(2)
-            .await
-            .map_err(|e| Attempt::Retry(format!("purging the new stream to seq 2: {e}")))?;
+        // A new, empty stream: a marker takes seq 1, so that the first message is seq 2 and
+        // positions 0 and 1 keep meaning "from the beginning". Only into an empty stream
+        // (expected last seq 0): a node that loses the race finds it taken already. (A purge up
+        // to seq 2 would do it without a message, but leaves a replicated stream refusing
+        // publishes on nats-server 2.9.)
+        let marker = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from_static(MARKER_PAYLOAD))
+            .expected_last_sequence(0);
+        let subject = format!("{}.user.{MARKER_TOKEN}", options_prefix(config));
+        match context.send_publish(subject, marker).await {
+            Ok(ack) => {
+                if let Err(e) = ack.await {
+                    tracing::debug!("cluster: the stream's first marker: {e}");
+                }
+            }
+            Err(e) => tracing::debug!("cluster: the stream's first marker: {e}"),
+        }
         last_seq = stream
             .get_info()
             .await
@@ -319,8 +341,8 @@ async fn ensure(
             .state
             .last_sequence;
         if last_seq == 0 {
-            return Err(Attempt::Fatal(
-                "cluster: the new JetStream stream could not be started at seq 2".into(),
+            return Err(Attempt::Retry(
+                "the new stream's first seq is not taken yet".into(),
             ));
         }
     }
@@ -445,11 +467,14 @@ pub(crate) async fn run(
                     match message.info().map(|info| info.stream_sequence) {
                         Ok(seq) if seq > last => {
                             last = seq;
-                            match subject_id(&head, message.subject.as_str()) {
+                            let subject = message.subject.as_str();
+                            match subject_id(&head, subject) {
                                 Some(id) => {
                                     Stats::add(&stats.messages_in, 1);
                                     inbound.message(id, Some(seq), &message.payload);
                                 }
+                                None if subject.strip_prefix(head.as_str())
+                                    == Some(MARKER_TOKEN) => {}
                                 None => Stats::add(&stats.bad_subjects, 1),
                             }
                         }

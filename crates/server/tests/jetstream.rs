@@ -291,7 +291,7 @@ fn nothing_acknowledged_is_lost_when_jetstream_restarts() {
 
 /// Publishes `msg` until it is stored (a 503 is retried, as a publisher should).
 fn eventually_stored(server: &Server, id: u64, msg: &str) -> u64 {
-    let key = format!("retry-{id}-{msg}");
+    let key = format!("retry-{id}-{}", msg.replace(' ', "-"));
     let mut seq = None;
     eventually(&format!("{msg} stored"), || {
         let answer = send_with(server, id, msg, Some(&key));
@@ -430,4 +430,69 @@ fn jetstream_is_required_unless_core_nats_is_asked_for() {
     let answer = request(core.publish, &post("/send/1", b"hi"));
     assert_eq!(answer.status(), 200, "{answer:?}");
     assert!(!answer.text().contains("seq"), "{}", answer.text());
+}
+
+/// Three JetStream servers in a NATS cluster and a stream with three replicas
+/// (`--cluster-replicas 3`): nodes A and B each know every server; with one server killed the
+/// stream keeps storing (two of three), and B's subscriber gets every message once, in order.
+#[test]
+#[ignore = "needs nats-server"]
+fn a_stream_with_three_replicas_survives_a_server() {
+    let ports = [
+        common::nats::free_port(),
+        common::nats::free_port(),
+        common::nats::free_port(),
+    ];
+    let routes = ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut servers: Vec<Nats> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| {
+            Nats::jetstream_with(&[
+                "--server_name".into(),
+                format!("js{i}"),
+                "--cluster_name".into(),
+                "comet-js".into(),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{p}"),
+                "--routes".into(),
+                routes.clone(),
+            ])
+        })
+        .collect();
+    let urls = servers.iter().map(Nats::url).collect::<Vec<_>>().join(",");
+    let start = |first: &str| {
+        // Each node first tries its own server (async-nats picks at random among the list).
+        let list = format!("{first},{urls}");
+        Server::start(&[
+            "--workers",
+            "2",
+            "--cluster",
+            &list,
+            "--cluster-replicas",
+            "3",
+        ])
+    };
+    let a = start(&servers[0].url());
+    let b = start(&servers[1].url());
+    wait_connected(&a, 1);
+    wait_connected(&b, 1);
+    let mut sub = events(&b, 31, None);
+    sub.expect_position();
+    let s1 = send(&a, 31, "before");
+    assert_eq!(messages(&mut sub, 1), [(s1, "before".to_string())]);
+    servers[2].kill();
+    let s2 = eventually_stored(&a, 31, "one server down");
+    let s3 = eventually_stored(&b, 31, "still");
+    assert_eq!(
+        messages(&mut sub, 2),
+        [
+            (s2, "one server down".to_string()),
+            (s3, "still".to_string())
+        ]
+    );
 }

@@ -28,16 +28,22 @@ impl Nats {
     /// A server with JetStream and file storage in a fresh folder (kept across
     /// [`Nats::restart`]).
     pub fn jetstream() -> Nats {
+        Nats::jetstream_with(&[])
+    }
+
+    /// [`Nats::jetstream`] with more arguments (a NATS cluster's).
+    pub fn jetstream_with(extra: &[String]) -> Nats {
         use std::sync::atomic::{AtomicU32, Ordering};
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let n = COUNT.fetch_add(1, Ordering::Relaxed);
         let store = std::env::temp_dir().join(format!("comet-js-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&store);
-        let args = [
+        let mut args = vec![
             "-js".to_string(),
             "-sd".to_string(),
             store.display().to_string(),
         ];
+        args.extend_from_slice(extra);
         let mut nats = Nats::start(&args);
         nats.store = Some(store);
         nats
