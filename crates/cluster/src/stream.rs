@@ -137,13 +137,16 @@ pub fn stream_epoch(name: &str, created_unix_ns: i128) -> u32 {
 }
 
 /// Whether messages of a subject after `since` may have been removed from the stream, given
-/// what a fetch saw: whether the message `since` itself (of this subject) is still there,
-/// how many of the subject's messages after `since` are (`after`), the per-subject limit and
-/// the stream's first seq (when asked).
+/// what a fetch saw: whether the subject still holds a message at or before `since`
+/// (`kept_before`: the client's last message, or an older one of a quiet id), how many of the
+/// subject's messages after `since` it holds (`after`), the per-subject limit and the stream's
+/// first seq (when asked).
 ///
 /// The stream removes a subject's messages oldest first (the per-subject limit takes the
-/// subject's oldest, the age limit the stream's oldest), so:
-/// - if `since` is still there, nothing after it was removed: no gap;
+/// subject's oldest, the age limit the stream's oldest), so what it holds of a subject is
+/// everything after some seq:
+/// - if a message at or before `since` is still there, nothing after `since` was removed: no
+///   gap;
 /// - a message after `since` removed by the per-subject limit left `max` newer ones, all after
 ///   `since`, that only the age limit can remove: `after < max` rules it out unless
 /// - a message after `since` removed by age: then every message up to it is gone, so the
@@ -152,12 +155,12 @@ pub fn stream_epoch(name: &str, created_unix_ns: i128) -> u32 {
 /// Anything unknown is a gap (needless perhaps, never missed).
 pub fn stream_gap(
     since: u64,
-    since_kept: bool,
+    kept_before: bool,
     after: u64,
     per_subject_max: u64,
     first_seq: Option<u64>,
 ) -> bool {
-    if since_kept {
+    if kept_before {
         return false;
     }
     if after >= per_subject_max {
@@ -621,25 +624,27 @@ async fn fetch(
     upto: u64,
     per_subject: u64,
 ) -> Option<Fetched> {
-    let mut next = since.max(1);
-    let mut since_kept = false;
+    // The subject's first message, then the next ones: if the first is at or before `since`,
+    // nothing of the subject after `since` was removed, and the fetch goes on from there.
+    let mut next = None;
+    let mut kept_before = false;
     let mut after = 0;
     let mut messages = Vec::new();
     while after < per_subject {
         match stream
-            .direct_get_next_for_subject(subject.as_str(), Some(next))
+            .direct_get_next_for_subject(subject.as_str(), next)
             .await
         {
+            Ok(m) if m.sequence <= since => {
+                kept_before = true;
+                next = Some(since + 1);
+            }
             Ok(m) => {
-                if m.sequence == since {
-                    since_kept = true;
-                } else {
-                    after += 1;
-                    if m.sequence <= upto {
-                        messages.push((m.sequence, Arc::from(&m.payload[..])));
-                    }
+                after += 1;
+                if m.sequence <= upto {
+                    messages.push((m.sequence, Arc::from(&m.payload[..])));
                 }
-                next = m.sequence + 1;
+                next = Some(m.sequence + 1);
             }
             Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
             Err(e) => {
@@ -648,12 +653,12 @@ async fn fetch(
             }
         }
     }
-    let first_seq = if since_kept || after >= per_subject {
+    let first_seq = if kept_before || after >= per_subject {
         None
     } else {
         Some(stream.get_info().await.ok()?.state.first_sequence)
     };
-    let gap = stream_gap(since, since_kept, after, per_subject, first_seq);
+    let gap = stream_gap(since, kept_before, after, per_subject, first_seq);
     Some(Fetched { messages, gap })
 }
 
@@ -677,8 +682,13 @@ mod tests {
 
     #[test]
     fn a_fetch_says_gap_only_when_something_may_be_gone() {
-        // The client's last message is still there: nothing after it went.
+        // The client's last message (or an older one of the id) is still there: nothing after
+        // it went.
         assert!(!stream_gap(10, true, 32, 32, None));
+        assert!(
+            !stream_gap(10, true, 0, 32, Some(500)),
+            "a quiet id, long after"
+        );
         // Fewer than the per-subject limit after it, nothing removed by age (first <= 11).
         assert!(!stream_gap(10, false, 3, 32, Some(5)));
         assert!(!stream_gap(10, false, 0, 32, Some(11)));
