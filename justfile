@@ -61,6 +61,13 @@ bench-rings *ARGS:
 bench-cluster:
     bash tools/bench/cluster.sh
 
+# A rolling deploy, a crash and a NATS restart under load on three nodes on JetStream: 30,000
+# SSE subscribers, 1000 msg/s (retried on 503); every publish answered 200 must arrive once, in
+# order; writes results/rolling/<date>-<label>/. Settings in the header of tools/bench/rolling.sh
+# (e.g. `just bench-rolling --subscribers 1000 --duration 60s --label small`).
+bench-rolling *ARGS:
+    bash tools/bench/rolling.sh {{ARGS}}
+
 # Messages lost across forced reconnects: 20 SSE subscribers drop and resume (Last-Event-ID)
 # 1000 times while 1000 msg/s are published for 60 s; writes results/resume/<date>-<label>/.
 # Settings in the header of tools/bench/resume.sh (e.g. `DURATION=10s RECONNECTS=100 just bench-resume`).

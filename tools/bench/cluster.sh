@@ -3,7 +3,8 @@
 # alone, in the same run; then the same cluster with NATS killed and restarted mid-load.
 #
 # Run "steady" (then a ramp):
-#   1. nats-server (with its monitoring port) and three `comet serve --cluster` nodes, plus a
+#   1. nats-server (with its monitoring port) and three `comet serve --cluster --cluster-core`
+#      nodes (core NATS: the backplane's own cost; JetStream is bench-rolling's), plus a
 #      fourth node without --cluster ("solo");
 #   2. SUBSCRIBERS ids split over the three nodes (floodtest per node, disjoint id ranges), and
 #      the solo node gets as many subscribers as node1 (ids 1..SUBSCRIBERS/3): node1 and solo
@@ -131,7 +132,7 @@ run() {
         if [[ $node == solo ]]; then
             DIR=$RUN/$node start_comet --workers "$WORKERS"
         else
-            DIR=$RUN/$node start_comet --workers "$WORKERS" --cluster "nats://127.0.0.1:$NATS_PORT"
+            DIR=$RUN/$node start_comet --workers "$WORKERS" --cluster "nats://127.0.0.1:$NATS_PORT" --cluster-core
         fi
         PIDS+=("$COMET_PID")
         PID[$node]=$COMET_PID PUB[$node]=$PUBLIC PUBL[$node]=$PUBLISH

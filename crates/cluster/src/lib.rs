@@ -1,10 +1,18 @@
 //! comet's cluster backplane: nodes joined through NATS.
 //!
-//! Layout (one file): [`Options`] (what the `--cluster*` flags give), [`Stats`] (the
+//! Layout: here [`Options`] (what the `--cluster*` flags give), [`Stats`] (the
 //! `comet_cluster_*` counters, read as a [`Snapshot`] that the server's /metrics writes),
 //! [`channel`] (the workers' non-blocking way out: a [`Publisher`] per worker, one [`Outbox`]
-//! for the bridge), [`Cluster`] (the bridge thread: a current-thread
-//! tokio runtime running one async-nats client), [`subject_id`] (the subject format, pure).
+//! for the bridge), [`Cluster`] (the bridge thread: a current-thread tokio runtime running one
+//! async-nats client) and the core-NATS bridge, [`subject_id`] (the subject format, pure);
+//! `stream.rs` the JetStream mode (the default): the stream, the consumer, stored publishes and
+//! fetches, and its pure rules (stream name, epoch, the gap rule of a fetch, message ids).
+//!
+//! Two modes. **JetStream** (default): one stream over `<prefix>.user.*` is the cluster's
+//! ordered, bounded history; a message's seq is its stream sequence, the same on every node; a
+//! publish is answered once the stream stored it; every node (the publishing one too) gets
+//! every message from one ordered consumer. See `stream.rs`. **Core NATS** (`--cluster-core`):
+//! what follows, at most once across an outage.
 //!
 //! Subjects: a message for `id` is published on `<prefix>.user.<id>` with the message as the
 //! payload, by comet nodes and by any NATS client. Each node holds ONE wildcard subscription,
@@ -36,6 +44,9 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, Event, ServerAddr};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
+
+mod stream;
+pub use stream::{msg_id, stream_epoch, stream_gap, stream_name, Fetched, StreamOptions, Unstored};
 use tokio::sync::{mpsc, oneshot};
 
 /// Messages waiting for the bridge to publish them, at most: 16,384 is ~160 ms at 100k msg/s.
@@ -70,6 +81,8 @@ pub struct Options {
     pub require_tls: bool,
     /// The client name the servers show (`connz`).
     pub name: String,
+    /// JetStream mode (the default) and its stream's limits; `None`: core NATS.
+    pub stream: Option<StreamOptions>,
 }
 
 /// Checks a subject prefix: one or more `.`-separated tokens, none empty, no wildcards or
@@ -113,6 +126,18 @@ pub struct Stats {
     /// True once the first subscription reached the server: from then on a `Connected` event
     /// means routing works (async-nats replays the subscription before anything else).
     subscribed: AtomicBool,
+    /// JetStream: the stream seq of the last message handed to the workers' mailboxes
+    /// (stored after the mail is put: a worker that reads it, then drains its mailbox, has
+    /// seen every message up to it).
+    head: AtomicU64,
+    /// JetStream: publishes answered once stored, and fetches from the stream for a resume.
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    fetches: AtomicU64,
+    fetch_failed: AtomicU64,
+    /// Told on every (re)connection: the JetStream bridge sets its consumer up again at once
+    /// rather than waiting for missed heartbeats (the server may have restarted).
+    relinked: tokio::sync::Notify,
 }
 
 impl Stats {
@@ -135,7 +160,17 @@ impl Stats {
             publish_failed: get(&self.publish_failed),
             slow_consumer: get(&self.slow_consumer),
             bad_subjects: get(&self.bad_subjects),
+            head: get(&self.head),
+            stored: get(&self.stored),
+            duplicates: get(&self.duplicates),
+            fetches: get(&self.fetches),
+            fetch_failed: get(&self.fetch_failed),
         }
+    }
+
+    /// JetStream: the stream seq of the last message handed to the workers (see `head`).
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
     }
 }
 
@@ -156,24 +191,75 @@ pub struct Snapshot {
     pub slow_consumer: u64,
     /// Messages on a subject that is not `<prefix>.user.<id>`.
     pub bad_subjects: u64,
+    /// JetStream: the stream seq of the last message handed to the workers.
+    pub head: u64,
+    /// JetStream: publishes stored (acknowledged by the stream), duplicates among them.
+    pub stored: u64,
+    pub duplicates: u64,
+    /// JetStream: resumes that asked the stream for what this node's memory did not hold,
+    /// and those that could not get an answer (told as a gap).
+    pub fetches: u64,
+    pub fetch_failed: u64,
 }
+
+/// Opaque to the bridge: who waits for a stored publish or a fetch (the server packs a
+/// connection and a request in it) and hands it back with the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(pub u64, pub u64);
 
 /// Where the bridge puts what arrives from the cluster. Implemented by the server: it mails
 /// the owner worker and rings its doorbell. Called on the bridge thread only; must not block.
 pub trait Inbound: Send + 'static {
-    /// A message for `id` from another node or a NATS client.
-    fn message(&mut self, id: u64, msg: &[u8]);
-    /// End of a batch: wake the workers `message` mailed.
+    /// A message for `id` from another node or a NATS client (core NATS: `seq` is `None`), or
+    /// from the stream (JetStream: `seq` is its stream sequence; every node gets every message,
+    /// its own publishes too, in stream order).
+    fn message(&mut self, id: u64, seq: Option<u64>, msg: &[u8]);
+    /// JetStream: the publish of `ticket` (a message for `id`) is stored with its seq, or not.
+    fn stored(&mut self, id: u64, ticket: Ticket, result: Result<Stored, Unstored>);
+    /// JetStream: what the stream holds of `id` after a position, for `ticket`; `None` when
+    /// the stream could not be asked.
+    fn fetched(&mut self, id: u64, ticket: Ticket, result: Option<Fetched>);
+    /// End of a batch: wake the workers the calls above mailed.
     fn flush(&mut self);
 }
 
-type OutMsg = (u64, Arc<[u8]>);
+/// A publish the stream stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// The stream had it already (the same `Idempotency-Key` within the duplicate window):
+    /// stored once, delivered once.
+    pub duplicate: bool,
+}
+
+/// What the workers ask of the bridge.
+enum OutMsg {
+    /// Core NATS: a copy for the other nodes.
+    Copy(u64, Arc<[u8]>),
+    /// JetStream: store a publish, answer [`Inbound::stored`].
+    Store {
+        id: u64,
+        msg: Arc<[u8]>,
+        msg_id: Option<String>,
+        ticket: Ticket,
+    },
+    /// JetStream: fetch `id`'s messages after `since` up to `upto`, answer
+    /// [`Inbound::fetched`].
+    Fetch {
+        id: u64,
+        since: u64,
+        upto: u64,
+        ticket: Ticket,
+    },
+}
 
 /// A worker's way into the bridge (cheap to clone, one per worker).
 #[derive(Clone)]
 pub struct Publisher {
     tx: mpsc::Sender<OutMsg>,
     stats: Arc<Stats>,
+    stream: bool,
 }
 
 impl Publisher {
@@ -181,15 +267,68 @@ impl Publisher {
     /// counts a failed publish, when the link is down or the queue is full: the other nodes
     /// will not get this message (at most once).
     pub fn offer(&self, id: u64, msg: &Arc<[u8]>) -> bool {
-        let sent = self.stats.connected() && self.tx.try_send((id, msg.clone())).is_ok();
+        let sent =
+            self.stats.connected() && self.tx.try_send(OutMsg::Copy(id, msg.clone())).is_ok();
         if !sent {
             Stats::add(&self.stats.publish_failed, 1);
         }
         sent
     }
 
+    /// JetStream: hands a publish to the bridge, which answers [`Inbound::stored`] once the
+    /// stream acknowledged it (or could not). Fails at once, counted, while the link is down
+    /// or the queue is full: the publisher is told to come back (503), nothing is dropped
+    /// silently. `msg_id`: the stream's `Nats-Msg-Id` (deduplicated within its window).
+    pub fn store(
+        &self,
+        id: u64,
+        msg: &Arc<[u8]>,
+        msg_id: Option<String>,
+        ticket: Ticket,
+    ) -> Result<(), Unstored> {
+        if !self.stats.connected() {
+            Stats::add(&self.stats.publish_failed, 1);
+            return Err(Unstored::LinkDown);
+        }
+        let out = OutMsg::Store {
+            id,
+            msg: msg.clone(),
+            msg_id,
+            ticket,
+        };
+        self.tx.try_send(out).map_err(|_| {
+            Stats::add(&self.stats.publish_failed, 1);
+            Unstored::Busy
+        })
+    }
+
+    /// JetStream: asks the stream for `id`'s messages with `since < seq <= upto` (a resume
+    /// the node's memory cannot answer); the answer comes to [`Inbound::fetched`]. False when
+    /// it cannot be asked now (link down, queue full): the caller answers with a gap.
+    pub fn fetch(&self, id: u64, since: u64, upto: u64, ticket: Ticket) -> bool {
+        let asked = self.stats.connected()
+            && self
+                .tx
+                .try_send(OutMsg::Fetch {
+                    id,
+                    since,
+                    upto,
+                    ticket,
+                })
+                .is_ok();
+        if !asked {
+            Stats::add(&self.stats.fetch_failed, 1);
+        }
+        asked
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
+    }
+
+    /// JetStream mode: publishes are stored ([`Publisher::store`]), not offered.
+    pub fn on_stream(&self) -> bool {
+        self.stream
     }
 }
 
@@ -200,34 +339,49 @@ pub struct Outbox {
 }
 
 /// The outbound queue: created before the workers (each gets a clone of the [`Publisher`]),
-/// while the bridge starts once their rings exist.
-pub fn channel() -> (Publisher, Outbox) {
+/// while the bridge routes once their rings exist. `stream`: JetStream mode.
+pub fn channel(stream: bool) -> (Publisher, Outbox) {
     let (tx, rx) = mpsc::channel(OUT_QUEUE_LEN);
     let stats = Arc::new(Stats::default());
     (
         Publisher {
             tx,
             stats: stats.clone(),
+            stream,
         },
         Outbox { rx, stats },
     )
 }
 
+/// What the node learnt on joining: in JetStream mode, the stream's identity and where it
+/// stood.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Joined {
+    /// JetStream: the epoch every node of the cluster writes in positions (from the stream's
+    /// name and creation time); `None` in core NATS mode (each node draws its own).
+    pub epoch: Option<u32>,
+    /// JetStream: the stream's last seq when the node joined; the node gets every message
+    /// after it from its consumer.
+    pub last_seq: u64,
+}
+
 /// The running bridge thread.
 pub struct Cluster {
     stop: Option<oneshot::Sender<()>>,
+    inbound: Option<oneshot::Sender<Box<dyn Inbound>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// How long a node in JetStream mode waits at start for NATS to answer about the stream.
+const JOIN_WAIT: Duration = Duration::from_secs(15);
+
 impl Cluster {
-    /// Starts the bridge thread and returns once its client is set up. The connection itself is
-    /// made in the background and retried forever: a node starts (and serves local sends) while
-    /// NATS is unreachable, with `comet_cluster_connected` 0.
-    pub fn start(
-        options: Options,
-        outbox: Outbox,
-        inbound: Box<dyn Inbound>,
-    ) -> Result<Cluster, String> {
+    /// Starts the bridge thread and returns once its client is set up: in core NATS mode at
+    /// once (the connection is made in the background and retried forever: a node starts, and
+    /// serves local sends, while NATS is unreachable); in JetStream mode once the stream is
+    /// created or checked (an error when the server has no JetStream, or none answers within
+    /// [`JOIN_WAIT`]). Nothing arrives before [`Cluster::run`].
+    pub fn start(options: Options, outbox: Outbox) -> Result<(Cluster, Joined), String> {
         check_prefix(&options.prefix)?;
         if options.servers.is_empty() {
             return Err("--cluster needs at least one NATS URL".into());
@@ -241,6 +395,7 @@ impl Cluster {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let (stop_tx, stop_rx) = oneshot::channel();
+        let (inbound_tx, inbound_rx) = oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("comet-cluster".into())
@@ -250,8 +405,9 @@ impl Cluster {
                     .enable_time()
                     .build();
                 match runtime {
-                    Ok(runtime) => runtime
-                        .block_on(bridge(options, servers, outbox, inbound, stop_rx, ready_tx)),
+                    Ok(runtime) => runtime.block_on(bridge(
+                        options, servers, outbox, inbound_rx, stop_rx, ready_tx,
+                    )),
                     Err(e) => {
                         let _ = ready_tx.send(Err(format!("cluster runtime: {e}")));
                     }
@@ -259,15 +415,26 @@ impl Cluster {
             })
             .map_err(|e| format!("spawning the cluster bridge: {e}"))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Cluster {
-                stop: Some(stop_tx),
-                thread: Some(thread),
-            }),
+            Ok(Ok(joined)) => Ok((
+                Cluster {
+                    stop: Some(stop_tx),
+                    inbound: Some(inbound_tx),
+                    thread: Some(thread),
+                },
+                joined,
+            )),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
             }
             Err(_) => Err("the cluster bridge died during set-up".into()),
+        }
+    }
+
+    /// Starts routing: what arrives from the cluster goes to `inbound` from now on.
+    pub fn run(&mut self, inbound: Box<dyn Inbound>) {
+        if let Some(tx) = self.inbound.take() {
+            let _ = tx.send(inbound);
         }
     }
 
@@ -281,6 +448,7 @@ impl Cluster {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.inbound.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -345,6 +513,7 @@ fn on_event(stats: &Stats, event: Event) {
     match event {
         Event::Connected => {
             Stats::add(&stats.connects, 1);
+            stats.relinked.notify_one();
             if stats.subscribed.load(Ordering::SeqCst) {
                 stats.connected.store(1, Ordering::Relaxed);
             }
@@ -367,9 +536,9 @@ async fn bridge(
     options: Options,
     servers: Vec<ServerAddr>,
     outbox: Outbox,
-    inbound: Box<dyn Inbound>,
-    stop: oneshot::Receiver<()>,
-    ready: std::sync::mpsc::Sender<Result<(), String>>,
+    inbound: oneshot::Receiver<Box<dyn Inbound>>,
+    mut stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::Sender<Result<Joined, String>>,
 ) {
     let stats = outbox.stats.clone();
     let connect = match connect_options(&options, stats.clone()).await {
@@ -386,15 +555,56 @@ async fn bridge(
             return;
         }
     };
+    if let Some(stream_options) = options.stream.clone() {
+        let joined = tokio::select! {
+            joined = stream::join(&client, &options, &stream_options) => joined,
+            _ = &mut stop => return,
+        };
+        let joined = match joined {
+            Ok(joined) => joined,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(Joined {
+            epoch: Some(joined.epoch),
+            last_seq: joined.last_seq,
+        }));
+        let inbound = tokio::select! {
+            inbound = inbound => inbound,
+            _ = &mut stop => return,
+        };
+        let Ok(inbound) = inbound else { return };
+        stats.subscribed.store(true, Ordering::SeqCst);
+        if client.connection_state() == async_nats::connection::State::Connected {
+            stats.connected.store(1, Ordering::Relaxed);
+        }
+        tokio::select! {
+            () = stream::run(client.clone(), joined, options, outbox, inbound) => {}
+            _ = &mut stop => {}
+        }
+        stats.connected.store(0, Ordering::Relaxed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+        return;
+    }
+    let _ = ready.send(Ok(Joined {
+        epoch: None,
+        last_seq: 0,
+    }));
+    let inbound = tokio::select! {
+        inbound = inbound => inbound,
+        _ = &mut stop => return,
+    };
+    let Ok(inbound) = inbound else { return };
     let head = format!("{}.user.", options.prefix);
     let subscriber = match client.subscribe(format!("{head}*")).await {
         Ok(subscriber) => subscriber,
         Err(e) => {
-            let _ = ready.send(Err(format!("cluster: subscribing: {e}")));
+            tracing::error!("cluster: subscribing: {e}");
             return;
         }
     };
-    let _ = ready.send(Ok(()));
 
     // The subscription is in place once a flush round-trips (the server answers PING after
     // handling the SUB before it): only then does the node say it is connected.
@@ -432,7 +642,7 @@ async fn receive(
             match subject_id(&head, message.subject.as_str()) {
                 Some(id) => {
                     Stats::add(&stats.messages_in, 1);
-                    inbound.message(id, &message.payload);
+                    inbound.message(id, None, &message.payload);
                 }
                 None => Stats::add(&stats.bad_subjects, 1),
             }
@@ -449,7 +659,10 @@ async fn receive(
 /// async-nats would otherwise hold it and send it after the reconnect, out of order with what
 /// the node published meanwhile.
 async fn send(client: async_nats::Client, mut outbox: Outbox, head: String) {
-    while let Some((id, msg)) = outbox.rx.recv().await {
+    while let Some(out) = outbox.rx.recv().await {
+        let OutMsg::Copy(id, msg) = out else {
+            unreachable!("core NATS mode: copies only")
+        };
         if client.connection_state() != async_nats::connection::State::Connected {
             Stats::add(&outbox.stats.publish_failed, 1);
             continue;
@@ -497,7 +710,7 @@ mod tests {
 
     #[test]
     fn offers_fail_while_disconnected() {
-        let (publisher, _outbox) = channel();
+        let (publisher, _outbox) = channel(false);
         let msg: Arc<[u8]> = Arc::from(&b"hi"[..]);
         assert!(!publisher.offer(1, &msg));
         publisher.stats.connected.store(1, Ordering::Relaxed);
@@ -509,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_fails_the_offer() {
-        let (publisher, _outbox) = channel();
+        let (publisher, _outbox) = channel(false);
         publisher.stats.connected.store(1, Ordering::Relaxed);
         let msg: Arc<[u8]> = Arc::from(&b"x"[..]);
         for _ in 0..OUT_QUEUE_LEN {

@@ -182,6 +182,9 @@ pub struct Request<'a> {
     pub origin: Option<&'a [u8]>,
     pub last_event_id: Option<&'a [u8]>,
     pub authorization: Option<&'a [u8]>,
+    /// `Idempotency-Key`: a publisher's name for one publish, so that a retried publish is
+    /// delivered once (in a cluster on JetStream; ignored elsewhere).
+    pub idempotency_key: Option<&'a [u8]>,
     /// True when an HTTP/1.1 client with a body sent `Expect: 100-continue`: it may
     /// wait (curl: 1 s) for [`CONTINUE`] before sending the body.
     pub expect_continue: bool,
@@ -316,6 +319,7 @@ fn build<'a>(
     let mut origin = None;
     let mut last_event_id = None;
     let mut authorization = None;
+    let mut idempotency_key = None;
     let mut upgrade_websocket = false;
     let mut connection_upgrade = false;
     let mut websocket_key = None;
@@ -359,6 +363,12 @@ fn build<'a>(
             set_once(&mut last_event_id, value, "duplicate last-event-id header")?;
         } else if name.eq_ignore_ascii_case("authorization") {
             set_once(&mut authorization, value, "duplicate authorization header")?;
+        } else if name.eq_ignore_ascii_case("idempotency-key") {
+            set_once(
+                &mut idempotency_key,
+                value,
+                "duplicate idempotency-key header",
+            )?;
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket |= list(value).any(|t| t.eq_ignore_ascii_case(b"websocket"));
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
@@ -430,6 +440,7 @@ fn build<'a>(
         origin,
         last_event_id,
         authorization,
+        idempotency_key,
         expect_continue: expect_continue && version == Version::Http11 && body != Body::None,
         websocket: upgrade_websocket && connection_upgrade,
         websocket_key,

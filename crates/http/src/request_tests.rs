@@ -82,10 +82,15 @@ fn empty_query_and_absolute_form() {
 #[test]
 fn header_fields_exposed_and_trimmed() {
     let request = complete(
-        b"GET /events/1 HTTP/1.1\r\nhost: a\r\nLAST-EVENT-ID:  17 \r\nAuthorization: Bearer t\r\n\r\n",
+        b"GET /events/1 HTTP/1.1\r\nhost: a\r\nLAST-EVENT-ID:  17 \r\nAuthorization: Bearer t\r\nidempotency-key: k-1 \r\n\r\n",
     );
     assert_eq!(request.last_event_id, Some(&b"17"[..]));
     assert_eq!(request.authorization, Some(&b"Bearer t"[..]));
+    assert_eq!(request.idempotency_key, Some(&b"k-1"[..]));
+    let twice = invalid(
+        b"POST /send/1 HTTP/1.1\r\nHost: a\r\nIdempotency-Key: a\r\nIdempotency-Key: b\r\n\r\n",
+    );
+    assert_eq!(twice.status, Status::BAD_REQUEST);
 }
 
 #[test]

@@ -177,6 +177,23 @@ pub fn response_for(
     }
 }
 
+/// `503 Service Unavailable` with `Retry-After: <retry_after_s>` and `reason` as text/plain:
+/// a request the server could not carry out now, to be sent again later. Keeps the connection
+/// unless `close`.
+pub fn unavailable_response(out: &mut Vec<u8>, reason: &str, retry_after_s: &str, close: bool) {
+    push_head(
+        out,
+        Status::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        reason.len() + 1,
+        close,
+        Some(("Retry-After", retry_after_s)),
+        NO_CORS,
+    );
+    out.extend_from_slice(reason.as_bytes());
+    out.push(b'\n');
+}
+
 /// The error as a text/plain response: body = reason + `\n`, `Connection: close`
 /// (the server closes after errors), and `Allow: <err.allow>` when set (405), and
 /// the error's extra header when set (`WWW-Authenticate`, `Sec-WebSocket-Version`).

@@ -46,6 +46,16 @@ impl ConnRef {
     pub fn gen(self) -> u32 {
         (self.0 >> GEN_SHIFT) as u32
     }
+
+    /// The packed form, to travel through code that does not know connections (the cluster
+    /// bridge's tickets); [`ConnRef::from_raw`] gives it back.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_raw(raw: u64) -> ConnRef {
+        ConnRef(raw)
+    }
 }
 
 #[cfg(test)]

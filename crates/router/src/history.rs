@@ -39,6 +39,19 @@
 //! gap = `s' < position()`: a message may have gone to `id` after `s` whenever any push
 //! happened after `s`.
 //!
+//! # Numbered by a stream (a cluster on JetStream)
+//!
+//! In a cluster whose backplane is a JetStream stream, a message's seq is its stream sequence,
+//! given, not drawn from the clock: [`History::joined`] starts a history for a node that joins
+//! a stream whose last sequence is `last_seq` (every message up to it is unknown here: the
+//! horizon), [`History::push_at`] records a message with its stream seq (seqs arrive in stream
+//! order; one at or below the position is a repeat and is dropped), and [`History::advance`]
+//! moves the position to the stream's head once every message up to it has been routed (the
+//! shard's ids had nothing in between). Age is then not readable from a seq: the caller
+//! remembers which seq was the head when, and calls [`History::expire_below`]. The gap rule
+//! is unchanged; a gap the memory cannot rule out may still be ruled out by the stream (the
+//! caller asks it).
+//!
 //! # Across a restart
 //!
 //! [`History::export`] hands out a [`Saved`]: the bookkeeping above (`start`, `last_seq`,
@@ -231,6 +244,17 @@ impl History {
         }
     }
 
+    /// A history for a node joining a stream whose last seq is `last_seq` (see "Numbered by a
+    /// stream" in the module doc): the stream's seqs start above 1 (position 0 and 1 both mean
+    /// "from the beginning"), everything up to `last_seq` is unknown here (`horizon`), and
+    /// messages come with their seqs ([`History::push_at`]). Allocates nothing.
+    pub fn joined(cfg: HistoryConfig, last_seq: u64) -> History {
+        let mut h = History::new(cfg, SEQ_UNKNOWN + 1);
+        h.last_seq = h.last_seq.max(last_seq);
+        h.horizon = h.last_seq;
+        h
+    }
+
     /// What a restart hands to [`History::import`]: the retained messages (shared, not copied)
     /// and the gap bookkeeping.
     pub fn export(&self) -> Saved {
@@ -332,9 +356,30 @@ impl History {
     /// message unless history is off, enforces the count and bytes limits, and returns the seq.
     pub fn push(&mut self, id: Id, msg: &Arc<[u8]>, now_us: u64) -> u64 {
         let seq = now_us.max(self.last_seq + 1);
+        self.record(id, msg, seq);
+        seq
+    }
+
+    /// Records a message for `id` numbered elsewhere (its stream seq), as [`History::push`]
+    /// does; false, and nothing recorded, when `seq` is not above the position (a repeat).
+    pub fn push_at(&mut self, id: Id, msg: &Arc<[u8]>, seq: u64) -> bool {
+        if seq <= self.last_seq {
+            return false;
+        }
+        self.record(id, msg, seq);
+        true
+    }
+
+    /// Moves the position to `seq` (if above it) without a message: every message up to `seq`
+    /// of the shard's ids has been recorded, so later ones are above it.
+    pub fn advance(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    fn record(&mut self, id: Id, msg: &Arc<[u8]>, seq: u64) {
         self.last_seq = seq;
         if self.cfg.messages_max == 0 {
-            return seq;
+            return;
         }
         let entry = match self.entries.entry(id) {
             hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -375,7 +420,6 @@ impl History {
             self.evicted += 1;
         }
         self.check();
-        seq
     }
 
     /// The last seq assigned (initially the `now_us` given to [`History::new`]); every later
@@ -415,8 +459,17 @@ impl History {
     /// and gives back memory the shard no longer needs. Meant for a periodic timer; amortised
     /// O(expired).
     pub fn expire(&mut self, now_us: u64) {
+        if now_us > self.cfg.age_us {
+            self.expire_below(now_us - self.cfg.age_us);
+        }
+    }
+
+    /// Forgets every message with `seq < limit`, oldest first (a history numbered by a stream
+    /// expires by the seq that was the head `age` ago), and gives back memory as
+    /// [`History::expire`] does.
+    pub fn expire_below(&mut self, limit: u64) {
         while let Some(seq) = self.oldest() {
-            if seq.saturating_add(self.cfg.age_us) >= now_us {
+            if seq >= limit {
                 break;
             }
             self.forget_oldest();
@@ -430,6 +483,11 @@ impl History {
             self.age.shrink_to(self.age.len() * 2);
         }
         self.check();
+    }
+
+    /// The limits it keeps.
+    pub fn config(&self) -> HistoryConfig {
+        self.cfg
     }
 
     /// Ids with at least one retained message.

@@ -393,6 +393,125 @@ proptest! {
     }
 }
 
+#[test]
+fn a_joined_history_records_stream_seqs_and_knows_nothing_before_the_join() {
+    let mut h = History::joined(cfg(4, 1_000_000, usize::MAX), 100);
+    assert_eq!(h.position(), 100);
+    // Everything up to the join is unknown here: a gap, for an id with or without an entry.
+    assert_eq!(since(&h, 7, 50), (vec![], true));
+    assert_eq!(since(&h, 7, 100), (vec![], false));
+    assert!(h.push_at(7, &msg("a"), 103));
+    assert!(!h.push_at(7, &msg("again"), 103), "a repeat is dropped");
+    assert!(
+        !h.push_at(8, &msg("late"), 102),
+        "below the position: a repeat"
+    );
+    h.advance(110); // other shards' messages: nothing of ours up to 110
+    assert!(h.push_at(8, &msg("b"), 111));
+    assert_eq!(since(&h, 7, 99), (vec![103], true));
+    assert_eq!(since(&h, 7, 100), (vec![103], false));
+    assert_eq!(
+        since(&h, 7, 0),
+        (vec![103], true),
+        "from the beginning: before the join"
+    );
+    assert_eq!(since(&h, 8, 105), (vec![111], false));
+    assert_eq!(h.position(), 111);
+    h.advance(105); // never backwards
+    assert_eq!(h.position(), 111);
+    // Expiry by seq: 103 goes, 111 stays.
+    h.expire_below(104);
+    assert_eq!(since(&h, 7, 100), (vec![], true));
+    assert_eq!(since(&h, 8, 100), (vec![111], false));
+    // A stream that starts empty (comet starts it at seq 2): 0 and 1 are the beginning.
+    let mut h = History::joined(cfg(4, 1_000_000, usize::MAX), 1);
+    assert!(h.push_at(3, &msg("first"), 2));
+    assert_eq!(since(&h, 3, 1), (vec![2], false));
+}
+
+#[derive(Clone, Debug)]
+enum StreamOp {
+    /// A message for `id`, `skip` seqs after the last (other shards' messages between).
+    Push {
+        id: Id,
+        skip: u64,
+        len: usize,
+    },
+    Advance {
+        skip: u64,
+    },
+    Expire {
+        back: u64,
+    },
+    Since {
+        id: Id,
+        at: prop::sample::Index,
+        delta: i64,
+    },
+}
+
+fn stream_op() -> impl Strategy<Value = StreamOp> {
+    prop_oneof![
+        6 => (0..4u64, 0..3u64, 0..40usize)
+            .prop_map(|(id, skip, len)| StreamOp::Push { id, skip, len }),
+        1 => (0..4u64).prop_map(|skip| StreamOp::Advance { skip }),
+        1 => (0..30u64).prop_map(|back| StreamOp::Expire { back }),
+        4 => (0..5u64, any::<prop::sample::Index>(), -2..=2i64)
+            .prop_map(|(id, at, delta)| StreamOp::Since { id, at, delta }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A history numbered by a stream: `since` returns the id's retained messages after `s`
+    /// in order, and says gap whenever a message of the id after `s` is not returned, or `s`
+    /// is before the join (the stream may have held anything then) or unknown; none at the
+    /// position.
+    #[test]
+    fn a_stream_numbered_history_never_misses_a_gap(
+        cfg in config(),
+        joined in 1..20u64,
+        ops in prop::collection::vec(stream_op(), 0..120),
+    ) {
+        let mut h = History::joined(cfg, joined);
+        let mut seq = joined;
+        let mut pushed: Vec<(Id, u64)> = Vec::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                StreamOp::Push { id, skip, len } => {
+                    seq += 1 + skip;
+                    let payload: Arc<[u8]> = vec![n as u8; len].into();
+                    prop_assert!(h.push_at(id, &payload, seq));
+                    prop_assert!(!h.push_at(id, &payload, seq));
+                    pushed.push((id, seq));
+                }
+                StreamOp::Advance { skip } => {
+                    seq += skip;
+                    h.advance(seq);
+                }
+                StreamOp::Expire { back } => h.expire_below(seq.saturating_sub(back)),
+                StreamOp::Since { id, at, delta } => {
+                    let mut points = vec![SEQ_UNKNOWN, 1, joined, h.position()];
+                    points.extend(pushed.iter().map(|p| p.1));
+                    let s = at.get(&points).saturating_add_signed(delta);
+                    let (out, gap) = since(&h, id, s);
+                    prop_assert!(out.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(out.iter().all(|&q| q > s && pushed.contains(&(id, q))));
+                    let missed = pushed.iter().any(|&(i, q)| i == id && q > s && !out.contains(&q));
+                    if missed || s == SEQ_UNKNOWN || s < joined {
+                        prop_assert!(gap, "gap missed for id {} since {}", id, s);
+                    }
+                    if s >= h.position() {
+                        prop_assert!(!gap, "gap at the position for id {}", id);
+                    }
+                }
+            }
+            prop_assert_eq!(h.position(), seq);
+        }
+    }
+}
+
 /// [`History::export`] and [`History::import`]: a restart keeps every answer.
 mod restart_tests {
     use super::*;

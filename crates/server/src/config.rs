@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// How long a long-poll (`/poll/<id>`) waits for a message before answering with none.
     #[arg(long, default_value_t = 30_000)]
     pub poll_timeout_ms: u64,
+    /// Subscribe requests carrying a position (resumes) admitted per second, the node's
+    /// workers together; past it they wait in line (up to 5 s) and beyond that get 503 with
+    /// Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 10_000)]
+    pub resume_rate: u64,
     /// Subscribers need a JWT (HS256) signed with this secret; off when not set.
     #[arg(long)]
     pub auth_secret: Option<String>,
@@ -233,6 +238,9 @@ pub struct Config {
     pub heartbeat_ms: u64,
     pub test_heartbeats: bool,
     pub poll_timeout_ms: u64,
+    /// Resumes admitted per second by each worker (its share of `--resume-rate`); 0: no
+    /// limit.
+    pub resume_rate_per_worker: u64,
     pub auth: Option<crate::auth::Auth>,
     pub publish_secret: Option<Vec<u8>>,
     pub origins: Origins,
@@ -368,6 +376,7 @@ impl Config {
             heartbeat_ms: args.heartbeat_ms,
             test_heartbeats: args.test_heartbeats,
             poll_timeout_ms: args.poll_timeout_ms.max(1),
+            resume_rate_per_worker: args.resume_rate.div_ceil(workers as u64),
             auth: auth_secret.map(|s| crate::auth::Auth::new(&s)),
             publish_secret,
             origins: Origins::parse(&args.allowed_origins)?,

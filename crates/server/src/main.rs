@@ -171,7 +171,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let mut cfg = Config::new(args, nofile)?;
-    let cluster_options = args.cluster.options()?;
+    let cluster_options = args.cluster.options(&cfg.history)?;
     if args.state_dir.is_some() && cluster_options.is_some() {
         // Messages published on other nodes while this one is down never reach its history:
         // a restored epoch would hide that loss from resuming clients.
@@ -192,6 +192,23 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     if let Some(restored) = &restored {
         cfg.epoch = restored.epoch;
     }
+    // The bridge joins the cluster before the workers exist: on JetStream the stream names the
+    // epoch and says where each worker's history starts. The outbound queue exists before the
+    // workers (each gets a publisher); the bridge routes once their rings do, so that it can
+    // ring them.
+    let (publisher, mut bridge, joined) = match cluster_options {
+        Some(options) => {
+            let servers = options.servers.join(",");
+            let (publisher, outbox) = comet_cluster::channel(options.stream.is_some());
+            let (bridge, joined) = comet_cluster::Cluster::start(options, outbox)?;
+            if let Some(epoch) = joined.epoch {
+                cfg.epoch = epoch;
+            }
+            tracing::info!(servers, "cluster bridge started");
+            (Some(publisher), Some(bridge), joined)
+        }
+        None => (None, None, comet_cluster::Joined::default()),
+    };
     let cfg = Arc::new(cfg);
     let workers = cfg.workers;
     let (public, public_addr) =
@@ -222,15 +239,6 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
 
     let (boxes, inboxes) = Boxes::new(workers);
     let boxes = Arc::new(boxes);
-    // The outbound queue exists before the workers (each gets a publisher); the bridge starts
-    // once their rings do, so that it can ring them.
-    let (publisher, outbox) = match &cluster_options {
-        Some(_) => {
-            let (publisher, outbox) = comet_cluster::channel();
-            (Some(publisher), Some(outbox))
-        }
-        None => (None, None),
-    };
     let shared = Arc::new(Shared {
         stats: (0..workers).map(|_| Stats::default()).collect(),
         cluster: publisher.as_ref().map(|p| p.stats().clone()),
@@ -275,10 +283,17 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                 let _ = ready.send(Ok(()));
                 start.wait();
                 // The ids this worker owns now, whatever the worker count was.
-                let history = restored.map(|saved| {
-                    let owns = |id| comet_router::shard_of(id, workers) == index;
-                    comet_router::History::import(cfg.history, &saved, owns)
-                });
+                let history = match (restored, joined.epoch) {
+                    (Some(saved), _) => {
+                        let owns = |id| comet_router::shard_of(id, workers) == index;
+                        Some(comet_router::History::import(cfg.history, &saved, owns))
+                    }
+                    // JetStream: the stream numbers the messages, from where it stood.
+                    (None, Some(_)) => {
+                        Some(comet_router::History::joined(cfg.history, joined.last_seq))
+                    }
+                    (None, None) => None,
+                };
                 let worker = worker::Worker::new(
                     index, cfg, shared, boxes, inbox, rings, fds, publisher, history,
                 );
@@ -297,17 +312,12 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
             Err(_) => return Err("a worker died during set-up".into()),
         }
     }
-    let cluster = match (cluster_options, outbox) {
-        (Some(options), Some(outbox)) => {
-            let servers = options.servers.join(",");
-            let mailer =
-                cluster::Mailer::new(boxes.clone()).map_err(|e| format!("cluster bell: {e}"))?;
-            let bridge = comet_cluster::Cluster::start(options, outbox, Box::new(mailer))?;
-            tracing::info!(servers, "cluster bridge started");
-            Some(bridge)
-        }
-        _ => None,
-    };
+    if let Some(bridge) = bridge.as_mut() {
+        let mailer =
+            cluster::Mailer::new(boxes.clone()).map_err(|e| format!("cluster bell: {e}"))?;
+        bridge.run(Box::new(mailer));
+    }
+    let cluster = bridge;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,

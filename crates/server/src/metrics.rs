@@ -140,6 +140,18 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.resume_gaps.get(),
     ),
     (
+        "comet_resumes_queued_total",
+        Kind::Counter,
+        "Resumes that waited in line for --resume-rate.",
+        |s| s.resumes_queued.get(),
+    ),
+    (
+        "comet_resumes_refused_total",
+        Kind::Counter,
+        "Resumes refused with 503 (the line of --resume-rate was full, or shutdown).",
+        |s| s.resumes_refused.get(),
+    ),
+    (
         "comet_auth_failures_total",
         Kind::Counter,
         "Subscribe requests refused by token (401/403) or origin (403).",
@@ -291,7 +303,7 @@ fn write_all(
     );
 
     if let Some(c) = cluster {
-        let families: [(&str, Kind, &str, u64); 7] = [
+        let families: [(&str, Kind, &str, u64); 12] = [
             (
                 "comet_cluster_connected",
                 Kind::Gauge,
@@ -319,7 +331,8 @@ fn write_all(
             (
                 "comet_cluster_publish_failed_total",
                 Kind::Counter,
-                "Messages delivered locally but not sent to the cluster (link down or queue full).",
+                "Publishes the cluster did not take: core NATS, delivered locally only (link down \
+                 or queue full); JetStream, answered 503 (not stored).",
                 c.publish_failed,
             ),
             (
@@ -333,6 +346,36 @@ fn write_all(
                 Kind::Counter,
                 "Messages on a subject that is not <prefix>.user.<id>.",
                 c.bad_subjects,
+            ),
+            (
+                "comet_cluster_stream_head",
+                Kind::Gauge,
+                "JetStream: the stream seq of the last message handed to the workers.",
+                c.head,
+            ),
+            (
+                "comet_cluster_stored_total",
+                Kind::Counter,
+                "JetStream: publishes the stream acknowledged (answered 200).",
+                c.stored,
+            ),
+            (
+                "comet_cluster_duplicates_total",
+                Kind::Counter,
+                "JetStream: stored publishes whose Idempotency-Key the stream had already.",
+                c.duplicates,
+            ),
+            (
+                "comet_cluster_fetches_total",
+                Kind::Counter,
+                "JetStream: resumes answered with messages fetched from the stream.",
+                c.fetches,
+            ),
+            (
+                "comet_cluster_fetch_failed_total",
+                Kind::Counter,
+                "JetStream: resumes the stream could not help with (told as a gap).",
+                c.fetch_failed,
             ),
         ];
         for (name, kind, help, value) in families {

@@ -1,6 +1,7 @@
-//! Nodes joined through a real `nats-server` (started here on free ports): routing between
-//! nodes, exactly one copy per connection, publishes straight to NATS, a NATS restart, a dead
-//! node, and a three-server NATS cluster.
+//! Nodes joined through a real `nats-server` (started here on free ports) in core NATS mode
+//! (`--cluster-core`): routing between nodes, exactly one copy per connection, publishes
+//! straight to NATS, a NATS restart, a dead node, and a three-server NATS cluster. JetStream
+//! mode (the default) is `jetstream.rs`.
 //!
 //! Every test is `#[ignore = "needs nats-server"]`: a plain `cargo test` lists them as ignored;
 //! `bash tools/test.sh` installs nats-server and runs them (`-- --include-ignored`), and without
@@ -8,121 +9,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nats::{free_port, nats_pub, Nats};
 use common::{
     eventually, json_number, metrics, post_send, samples, seed_msg, subscribe, Client, Server,
     TIMEOUT,
 };
 
-/// One `nats-server` child process, killed (by pid) on drop.
-struct Nats {
-    child: Child,
-    port: u16,
-    args: Vec<String>,
-}
-
-impl Nats {
-    /// `nats-server -p <free port> -a 127.0.0.1 <extra>`, once its port accepts. Fails when
-    /// nats-server is not installed.
-    fn start(extra: &[String]) -> Nats {
-        Nats::start_on(free_port(), extra)
-    }
-
-    fn start_on(port: u16, extra: &[String]) -> Nats {
-        let program = common::require("nats-server", "nats-server");
-        let mut args = vec![
-            "-p".to_string(),
-            port.to_string(),
-            "-a".to_string(),
-            "127.0.0.1".to_string(),
-        ];
-        args.extend_from_slice(extra);
-        let child = Command::new(program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn nats-server: {e}"));
-        let nats = Nats { child, port, args };
-        nats.wait_ready();
-        nats
-    }
-
-    fn wait_ready(&self) {
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        eventually("nats-server accepts connections", || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
-        });
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// The same server again, on the same port.
-    fn restart(&mut self) {
-        self.kill();
-        self.child = Command::new("nats-server")
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("restart nats-server");
-        self.wait_ready();
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Publishes `msg` on `<subject>` straight to NATS, speaking its text protocol, and returns
-/// once the server has handled it (PING answered by PONG).
-fn nats_pub(nats: &Nats, subject: &str, msg: &str) {
-    let mut stream = TcpStream::connect(("127.0.0.1", nats.port)).expect("connect to NATS");
-    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let request = format!(
-        "CONNECT {{\"verbose\":false}}\r\nPUB {subject} {}\r\n{msg}\r\nPING\r\n",
-        msg.len()
-    );
-    stream.write_all(request.as_bytes()).expect("write to NATS");
-    let mut lines = BufReader::new(stream).lines();
-    loop {
-        let line = lines
-            .next()
-            .expect("NATS closed the connection")
-            .expect("read from NATS");
-        assert!(!line.starts_with("-ERR"), "NATS: {line}");
-        if line == "PONG" {
-            return;
-        }
-    }
-}
-
 /// A clustered node on `urls` (comma-separated), once its subscription is in place.
 fn node(urls: &str) -> Server {
-    let server = Server::start(&["--workers", "2", "--cluster", urls]);
+    let server = Server::start(&["--workers", "2", "--cluster", urls, "--cluster-core"]);
     wait_connected(&server, 1);
     server
 }
@@ -256,6 +153,7 @@ fn the_prefix_separates_deployments() {
         &url,
         "--cluster-prefix",
         "blue.comet",
+        "--cluster-core",
     ]);
     let green = node(&url);
     wait_connected(&blue, 1);

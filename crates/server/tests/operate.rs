@@ -213,7 +213,8 @@ fn readiness_needs_the_cluster_link() {
         .expect("a free port")
         .port();
     let nats = format!("nats://127.0.0.1:{port}");
-    let server = Server::start(&["--cluster", &nats, "--public-health"]);
+    // Core NATS: a node starts without NATS (on JetStream it waits for the stream).
+    let server = Server::start(&["--cluster", &nats, "--cluster-core", "--public-health"]);
     for addr in [server.publish, server.public] {
         assert_eq!(health(addr, "/healthz").status(), 200);
         let answer = health(addr, "/readyz");

@@ -268,3 +268,55 @@ fn bytes_after_the_request_end_the_stream() {
     let mut publisher = Publisher::connect(&server);
     eventually("id 66 logged out", || publisher.send(66, "gone?") == 0);
 }
+
+/// `--resume-rate 2` on one worker: resumes (subscribes with a position) are admitted 2 a
+/// second, the first at once; up to 5 s worth (10) wait in line and get their stream in turn;
+/// more are refused with 503 and Retry-After. A subscribe without a position does not wait.
+#[test]
+fn resumes_are_admitted_at_the_resume_rate() {
+    let server = Server::start(&["--workers", "1", "--resume-rate", "2"]);
+    let started = std::time::Instant::now();
+    let mut resumes: Vec<Client> = (0..14)
+        .map(|n| {
+            let mut c = Client::connect(server.public);
+            c.write(
+                format!("GET /events/{n} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0\r\n\r\n")
+                    .as_bytes(),
+            );
+            c
+        })
+        .collect();
+    // Every request is in (all 14 counted) before the fresh subscriber comes.
+    eventually("14 requests read", || {
+        common::total(&metrics(&server), "comet_requests_total") >= 14
+    });
+    let mut fresh = subscribe(server.public, "/events/99");
+    fresh.expect_position();
+    // Behind the line it would have waited about 5 s.
+    let fresh_at = started.elapsed();
+    assert!(fresh_at < std::time::Duration::from_secs(3), "{fresh_at:?}");
+    let mut statuses = Vec::new();
+    for c in &mut resumes {
+        let head = c.read_head();
+        if head.status == 503 {
+            assert_eq!(head.header("Retry-After"), Some("1"), "{head:?}");
+        }
+        statuses.push(head.status);
+    }
+    let last = started.elapsed();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 200).count(),
+        11,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 503).count(),
+        3,
+        "{statuses:?}"
+    );
+    // The tenth in line came about 5 s after the first: 2 a second.
+    assert!(last >= std::time::Duration::from_secs(4), "{last:?}");
+    let text = metrics(&server);
+    assert_eq!(common::total(&text, "comet_resumes_queued_total"), 10);
+    assert_eq!(common::total(&text, "comet_resumes_refused_total"), 3);
+}

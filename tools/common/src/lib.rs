@@ -8,6 +8,7 @@
 //! - [`jwt`]: HS256 subscriber tokens for `--jwt-secret` (floodtest, resumetest).
 //! - [`latency`]: latency histograms and their percentiles (floodtest, resumetest).
 //! - [`clock`]: wall-clock stamps and the evenly spaced sending schedule (every tool).
+//! - [`retry`]: when to send a publish again after a 503 (msggen, resumetest).
 //!
 //! All of it is pure but the wall-clock reads in [`clock`]. Random numbers come from `fastrand`
 //! in the tools themselves. Nothing here depends on comet's own crates: a tool that shared the
@@ -19,3 +20,4 @@ pub mod clock;
 pub mod jwt;
 pub mod latency;
 pub mod response;
+pub mod retry;

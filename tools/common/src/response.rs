@@ -17,6 +17,8 @@ pub struct Head {
     pub content_length: Option<usize>,
     /// `Transfer-Encoding` names `chunked`.
     pub chunked: bool,
+    /// `Retry-After` in seconds (comet's 503 while its cluster cannot store a publish).
+    pub retry_after_s: Option<u64>,
 }
 
 impl Head {
@@ -35,8 +37,14 @@ impl Head {
             len,
             content_length: None,
             chunked: false,
+            retry_after_s: None,
         };
         for h in response.headers.iter() {
+            if h.name.eq_ignore_ascii_case("retry-after") {
+                head.retry_after_s = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok());
+            }
             if h.name.eq_ignore_ascii_case("content-length") {
                 let length = std::str::from_utf8(h.value)
                     .ok()
@@ -62,6 +70,8 @@ pub struct Answer {
     pub connections: u64,
     /// Bytes of the input the answer used.
     pub consumed: usize,
+    /// `Retry-After` in seconds, if given (a 503).
+    pub retry_after_s: Option<u64>,
 }
 
 /// The one field of an answer's body the tools count; `id` and `messages` are ignored.
@@ -90,6 +100,7 @@ impl Answer {
             status: head.status,
             connections: serde_json::from_slice::<Body>(body).map_or(0, |b| b.connections),
             consumed: end,
+            retry_after_s: head.retry_after_s,
         }))
     }
 }
@@ -110,7 +121,8 @@ mod tests {
             Answer {
                 status: 200,
                 connections: 2,
-                consumed: ONE.len()
+                consumed: ONE.len(),
+                retry_after_s: None,
             }
         );
         let b = Answer::parse(&two[a.consumed..]).unwrap().unwrap();
@@ -142,6 +154,14 @@ mod tests {
     }
 
     #[test]
+    fn a_503_says_when_to_come_back() {
+        let text =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nRetry-After: 1\r\n\r\nno";
+        let a = Answer::parse(text).unwrap().unwrap();
+        assert_eq!((a.status, a.retry_after_s), (503, Some(1)));
+    }
+
+    #[test]
     fn bad_answers() {
         assert!(Answer::parse(b"NOT HTTP\r\n\r\n").is_err());
         assert!(Answer::parse(b"junk\r\n\r\n").is_err());
@@ -160,7 +180,8 @@ mod tests {
                 status: 200,
                 len: sse.len() - 6,
                 content_length: None,
-                chunked: true
+                chunked: true,
+                retry_after_s: None,
             }
         );
         let plain = Head::parse(b"HTTP/1.0 401 Unauthorized\r\nContent-Length: 4\r\n\r\n").unwrap();

@@ -9,6 +9,11 @@
 //! Every message starts with `ts=<unix epoch microseconds> ` (the time it was generated), which
 //! floodtest turns into delivery latency.
 //!
+//! A request answered `503` (comet in a cluster whose JetStream cannot store it now), or lost
+//! with its connection, is sent again after `Retry-After` or a backoff (`tools_common::retry`),
+//! at most `--attempts-max` tries in all; each request carries an `Idempotency-Key`, so a
+//! retried one is stored once.
+//!
 //! # Layout
 //!
 //! - [`encode_single`], [`encode_batch`]: request bytes (pure).
@@ -32,6 +37,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 use tools_common::clock::{epoch_s, epoch_us, Schedule};
 use tools_common::response::Answer;
+use tools_common::retry;
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "Send stamped messages to random ids through comet's publish API")]
@@ -82,6 +88,10 @@ struct Opts {
     /// Write one TSV row per second.
     #[arg(long)]
     stats_file: Option<PathBuf>,
+    /// Tries per request at most: a 503 (or a lost connection) is retried after Retry-After
+    /// or a backoff, with the same Idempotency-Key (1 = never retry).
+    #[arg(long, default_value_t = 10)]
+    attempts_max: u32,
 }
 
 /// Appends the message text: `ts=<us> ` then `x` up to `size` bytes.
@@ -92,13 +102,27 @@ fn write_message(out: &mut Vec<u8>, ts_us: u64, size: usize) {
     out.resize(out.len() + filler, b'x');
 }
 
+/// The `Idempotency-Key` header line, if any.
+fn key_header(key: Option<&str>) -> String {
+    key.map(|k| format!("Idempotency-Key: {k}\r\n"))
+        .unwrap_or_default()
+}
+
 /// `POST /send/<id>` with the message as body.
-fn encode_single(out: &mut Vec<u8>, host: &str, id: u64, ts_us: u64, size: usize) {
+fn encode_single(
+    out: &mut Vec<u8>,
+    host: &str,
+    key: Option<&str>,
+    id: u64,
+    ts_us: u64,
+    size: usize,
+) {
     let mut body = Vec::with_capacity(size.max(24));
     write_message(&mut body, ts_us, size);
     write!(
         out,
-        "POST /send/{id} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        "POST /send/{id} HTTP/1.1\r\nHost: {host}\r\n{}Content-Length: {}\r\n\r\n",
+        key_header(key),
         body.len()
     )
     .expect("write to Vec");
@@ -106,7 +130,14 @@ fn encode_single(out: &mut Vec<u8>, host: &str, id: u64, ts_us: u64, size: usize
 }
 
 /// `POST /send` with one `<id> <message>` line per message.
-fn encode_batch(out: &mut Vec<u8>, host: &str, ids: &[u64], ts_us: u64, size: usize) {
+fn encode_batch(
+    out: &mut Vec<u8>,
+    host: &str,
+    key: Option<&str>,
+    ids: &[u64],
+    ts_us: u64,
+    size: usize,
+) {
     let mut body = Vec::with_capacity(ids.len() * (size + 12));
     for &id in ids {
         write!(body, "{id} ").expect("write to Vec");
@@ -115,7 +146,8 @@ fn encode_batch(out: &mut Vec<u8>, host: &str, ids: &[u64], ts_us: u64, size: us
     }
     write!(
         out,
-        "POST /send HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+        "POST /send HTTP/1.1\r\nHost: {host}\r\n{}Content-Length: {}\r\n\r\n",
+        key_header(key),
         body.len()
     )
     .expect("write to Vec");
@@ -128,8 +160,10 @@ struct Totals {
     sent: u64,
     /// Messages the server answered 2xx for.
     accepted: u64,
-    /// Messages answered otherwise, or lost with their connection.
+    /// Messages answered otherwise, or lost with their connection, after every try.
     failed: u64,
+    /// Messages sent again (after a 503 or a lost connection).
+    retried: u64,
     /// Sum of "connections" over the answers: deliveries the server promised.
     connections: u64,
     requests: u64,
@@ -156,9 +190,56 @@ struct Conn {
     connected: bool,
     out: Vec<u8>,
     input: Vec<u8>,
-    /// Messages carried by each request in flight, oldest first.
-    in_flight: VecDeque<u32>,
+    /// Each request in flight, oldest first.
+    in_flight: VecDeque<Request>,
     dead: bool,
+}
+
+/// A request as sent, to send again if it must be.
+struct Request {
+    /// Messages it carries.
+    messages: u32,
+    /// Its bytes (kept only when it may be retried).
+    bytes: Vec<u8>,
+    /// Tries made.
+    attempt: u32,
+}
+
+/// Requests to send again, each when due.
+#[derive(Default)]
+struct Retries {
+    queue: VecDeque<(Instant, Request)>,
+    attempts_max: u32,
+    rng: fastrand::Rng,
+}
+
+impl Retries {
+    /// Queues `request` again, or counts it failed once its tries are spent.
+    fn again(&mut self, request: Request, retry_after_s: Option<u64>, totals: &mut Totals) {
+        let after = retry_after_s.map(Duration::from_secs);
+        let delay = if request.bytes.is_empty() {
+            None
+        } else {
+            retry::delay(request.attempt, self.attempts_max, after, self.rng.f64())
+        };
+        match delay {
+            Some(delay) => {
+                totals.retried += u64::from(request.messages);
+                self.queue.push_back((Instant::now() + delay, request));
+            }
+            None => totals.failed += u64::from(request.messages),
+        }
+    }
+
+    /// The next request due by `now`.
+    fn due(&mut self, now: Instant) -> Option<Request> {
+        let i = self.queue.iter().position(|(at, _)| *at <= now)?;
+        self.queue.remove(i).map(|(_, r)| r)
+    }
+
+    fn next_at(&self) -> Option<Instant> {
+        self.queue.iter().map(|(at, _)| *at).min()
+    }
 }
 
 impl Conn {
@@ -178,7 +259,7 @@ impl Conn {
     }
 
     /// Reads what is there and settles every complete answer.
-    fn read(&mut self, totals: &mut Totals) -> io::Result<()> {
+    fn read(&mut self, totals: &mut Totals, retries: &mut Retries) -> io::Result<()> {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match self.stream.read(&mut buf) {
@@ -192,14 +273,16 @@ impl Conn {
         let mut used = 0;
         while let Some(answer) = Answer::parse(&self.input[used..]).map_err(io::Error::other)? {
             used += answer.consumed;
-            let messages = u64::from(
-                self.in_flight
-                    .pop_front()
-                    .ok_or_else(|| io::Error::other("answer without a request"))?,
-            );
+            let request = self
+                .in_flight
+                .pop_front()
+                .ok_or_else(|| io::Error::other("answer without a request"))?;
+            let messages = u64::from(request.messages);
             if (200..300).contains(&answer.status) {
                 totals.accepted += messages;
                 totals.connections += answer.connections;
+            } else if retry::retryable(answer.status) {
+                retries.again(request, answer.retry_after_s, totals);
             } else {
                 totals.failed += messages;
             }
@@ -286,6 +369,14 @@ fn run(opts: &Opts) -> Result<Summary, String> {
         None => None,
     };
     let mut totals = Totals::default();
+    let mut retries = Retries {
+        attempts_max: opts.attempts_max,
+        rng: fastrand::Rng::with_seed(rng.u64(..)),
+        ..Retries::default()
+    };
+    // Keys unique to this run: a retried request is stored once.
+    let run_key = rng.u64(..);
+    let mut requests_made = 0u64;
     let mut events = Events::with_capacity(64);
     let mut ids = Vec::new();
     let start = Instant::now();
@@ -312,8 +403,29 @@ fn run(opts: &Opts) -> Result<Summary, String> {
         }
         let in_flight: usize = conns.iter().map(|c| c.in_flight.len()).sum();
         if let Some(end) = drain_end {
-            if in_flight == 0 || now >= end || conns.iter().all(|c| c.dead) {
+            let idle = in_flight == 0 && retries.queue.is_empty();
+            if idle || now >= end || conns.iter().all(|c| c.dead) {
                 break;
+            }
+        }
+        // Requests due again go first, on the least busy live connection.
+        while let Some(k) = (0..conns.len())
+            .filter(|&k| {
+                let c = &conns[k];
+                c.connected && !c.dead && c.in_flight.len() < opts.pipeline_max
+            })
+            .min_by_key(|&k| conns[k].in_flight.len())
+        {
+            let Some(mut request) = retries.due(now) else {
+                break;
+            };
+            request.attempt += 1;
+            let conn = &mut conns[k];
+            conn.out.extend_from_slice(&request.bytes);
+            conn.in_flight.push_back(request);
+            totals.requests += 1;
+            if let Err(e) = conn.flush() {
+                fail(conn, &mut totals, &mut retries, &e);
             }
         }
         if conns.iter().all(|c| c.dead) {
@@ -341,25 +453,29 @@ fn run(opts: &Opts) -> Result<Summary, String> {
                     (due - generated).min(batch_max as u64) as usize
                 };
                 let conn = &mut conns[k];
+                requests_made += 1;
+                let retrying = opts.attempts_max > 1;
+                let key = retrying.then(|| format!("mg-{run_key:x}-{requests_made}"));
+                let mut bytes = Vec::new();
                 if opts.batch == 0 {
-                    encode_single(
-                        &mut conn.out,
-                        &host,
-                        rng.u64(1..=opts.max_id),
-                        ts_us,
-                        opts.size,
-                    );
+                    let id = rng.u64(1..=opts.max_id);
+                    encode_single(&mut bytes, &host, key.as_deref(), id, ts_us, opts.size);
                 } else {
                     ids.clear();
                     ids.extend((0..n).map(|_| rng.u64(1..=opts.max_id)));
-                    encode_batch(&mut conn.out, &host, &ids, ts_us, opts.size);
+                    encode_batch(&mut bytes, &host, key.as_deref(), &ids, ts_us, opts.size);
                 }
-                conn.in_flight.push_back(n as u32);
+                conn.out.extend_from_slice(&bytes);
+                conn.in_flight.push_back(Request {
+                    messages: n as u32,
+                    bytes: if retrying { bytes } else { Vec::new() },
+                    attempt: 1,
+                });
                 generated += n as u64;
                 totals.sent += n as u64;
                 totals.requests += 1;
                 if let Err(e) = conn.flush() {
-                    fail(conn, &mut totals, &e);
+                    fail(conn, &mut totals, &mut retries, &e);
                 }
             }
         }
@@ -387,6 +503,9 @@ fn run(opts: &Opts) -> Result<Summary, String> {
             }
         }
         let mut wake = next_report;
+        if let Some(at) = retries.next_at() {
+            wake = wake.min(at);
+        }
         if let Some(end) = drain_end {
             wake = wake.min(end);
         } else {
@@ -417,17 +536,17 @@ fn run(opts: &Opts) -> Result<Summary, String> {
             }
             .and_then(|()| {
                 if event.is_readable() {
-                    conn.read(&mut totals)
+                    conn.read(&mut totals, &mut retries)
                 } else {
                     Ok(())
                 }
             });
             if let Err(e) = result {
-                fail(conn, &mut totals, &e);
+                fail(conn, &mut totals, &mut retries, &e);
             }
         }
     }
-    let unanswered: usize = conns.iter().map(|c| c.in_flight.len()).sum();
+    let unanswered = conns.iter().map(|c| c.in_flight.len()).sum::<usize>() + retries.queue.len();
     let summary = Summary {
         tool: "msggen",
         target_rate: rate,
@@ -450,10 +569,13 @@ fn run(opts: &Opts) -> Result<Summary, String> {
     Ok(summary)
 }
 
-/// A connection failed: what it carried counts as failed, and it takes no more requests.
-fn fail(conn: &mut Conn, totals: &mut Totals, error: &io::Error) {
+/// A connection failed: what it carried is sent again on another (or counts as failed when it
+/// may not be), and it takes no more requests.
+fn fail(conn: &mut Conn, totals: &mut Totals, retries: &mut Retries, error: &io::Error) {
     eprintln!("msggen: publish connection failed: {error}");
-    totals.failed += conn.in_flight.drain(..).map(u64::from).sum::<u64>();
+    for request in conn.in_flight.drain(..) {
+        retries.again(request, None, totals);
+    }
     conn.dead = true;
     conn.out.clear();
 }
@@ -476,16 +598,16 @@ mod tests {
     #[test]
     fn requests() {
         let mut out = Vec::new();
-        encode_single(&mut out, "h:1", 42, 7, 10);
+        encode_single(&mut out, "h:1", None, 42, 7, 10);
         assert_eq!(
             out,
             b"POST /send/42 HTTP/1.1\r\nHost: h:1\r\nContent-Length: 10\r\n\r\nts=7 xxxxx"
         );
         out.clear();
-        encode_batch(&mut out, "h:1", &[1, 23], 7, 6);
+        encode_batch(&mut out, "h:1", Some("k-1"), &[1, 23], 7, 6);
         assert_eq!(
             out,
-            b"POST /send HTTP/1.1\r\nHost: h:1\r\nContent-Length: 19\r\n\r\n1 ts=7 x\n23 ts=7 x\n"
+            b"POST /send HTTP/1.1\r\nHost: h:1\r\nIdempotency-Key: k-1\r\nContent-Length: 19\r\n\r\n1 ts=7 x\n23 ts=7 x\n"
         );
     }
 }

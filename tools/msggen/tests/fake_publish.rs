@@ -98,3 +98,47 @@ fn batch_rate_mode() {
     assert_eq!(s["connections"], sent * 2);
     assert_eq!(stamped.load(Ordering::Relaxed), sent);
 }
+
+/// A publish API whose cluster cannot store a key's first try: 503 with Retry-After: 0, then
+/// 200 for the same key. msggen sends each refused request again, with its key, once.
+#[test]
+fn a_503_is_sent_again_with_the_same_key() {
+    let tries: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let seen = Arc::clone(&tries);
+    let addr = serve_each(move |mut stream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        while let Some(request) = read_message(&mut reader) {
+            let key = request
+                .headers
+                .get("idempotency-key")
+                .cloned()
+                .expect("a key on every request");
+            let n = {
+                let mut tries = seen.lock().unwrap();
+                let n = tries.entry(key).or_default();
+                *n += 1;
+                *n
+            };
+            let answer = if n == 1 {
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 3\r\n\r\nno\n"
+                    .to_string()
+            } else {
+                let body = r#"{"id":1,"connections":1}"#;
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    let s = run(&["--target", &addr, "--rate", "200", "--duration", "1s"]);
+    let sent = s["sent"].as_u64().unwrap();
+    assert!(sent >= 150, "{s}");
+    assert_eq!(s["accepted"], sent, "{s}");
+    assert_eq!(s["retried"], sent, "{s}");
+    assert_eq!(s["failed"], 0, "{s}");
+    let tries = tries.lock().unwrap();
+    assert_eq!(tries.len() as u64, sent);
+    assert!(tries.values().all(|&n| n == 2), "each key twice");
+}

@@ -28,6 +28,14 @@
 //!
 //! One thread per subscriber, with a small stack and read buffer: thousands work (a soak runs
 //! 10,000); a resume time goes into one shared histogram, so memory does not grow with the run.
+//!
+//! A cluster: `--target` and `--publish` take several addresses (comet nodes). Subscriber k
+//! starts on node k mod nodes and, when its node closes its stream or refuses it (a deploy, a
+//! crash), reconnects to a random other node with its last position. With `--attempts-max`
+//! above 1 (or several publish addresses) the publisher sends each message with an
+//! `Idempotency-Key` and sends it again after a 503 or a lost connection (on the next node),
+//! after `Retry-After` or a backoff; the next message of that id waits for it, so each id's
+//! order holds. A message counts as published once answered 200.
 
 mod check;
 mod sse;
@@ -69,6 +77,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a first connection waits for the initial position line before it counts as ready
 /// without one.
 const POSITION_WAIT: Duration = Duration::from_secs(1);
+/// How long the retrying publisher waits for a batch's answers before it takes the connection
+/// as lost (a stored publish is answered within JetStream's 2 s ack timeout).
+const PUBLISH_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum DropMode {
@@ -86,12 +97,17 @@ enum DropMode {
                    steady publish rate; checks every message arrives exactly once, in order"
 )]
 struct Opts {
-    /// The server's subscriber address.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    target: SocketAddr,
-    /// The server's publish address.
-    #[arg(long, default_value = "127.0.0.1:8001")]
-    publish: SocketAddr,
+    /// The server's subscriber address (comma-separated: several nodes of a cluster).
+    #[arg(long, default_value = "127.0.0.1:8000", value_delimiter = ',')]
+    target: Vec<SocketAddr>,
+    /// The server's publish address (comma-separated: several nodes, used in turn when one
+    /// fails).
+    #[arg(long, default_value = "127.0.0.1:8001", value_delimiter = ',')]
+    publish: Vec<SocketAddr>,
+    /// Tries per message at most: above 1 a 503 or a lost publish connection is retried with
+    /// the same Idempotency-Key (a cluster on JetStream).
+    #[arg(long, default_value_t = 1)]
+    attempts_max: u32,
     /// Subscriber threads, one connection and one id each.
     #[arg(short = 'n', long, default_value_t = 20)]
     subscribers: u64,
@@ -328,19 +344,16 @@ struct Conn {
 }
 
 fn open(
-    opts: &Opts,
+    target: SocketAddr,
     signer: Option<&Signer>,
     id: u64,
     last_event_id: Option<&str>,
 ) -> Result<Conn, String> {
     let opened_at = Instant::now();
-    let stream =
-        TcpStream::connect_timeout(&opts.target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut request = format!(
-        "GET /events/{id} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n",
-        opts.target
-    );
+    let mut request =
+        format!("GET /events/{id} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n");
     if let Some(last) = last_event_id {
         request.push_str(&format!("Last-Event-ID: {last}\r\n"));
     }
@@ -400,6 +413,14 @@ fn subscriber(
     let mut away_until: Option<Instant> = None;
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
     let mut items = Vec::new();
+    // The node this subscriber uses; another one, at random, after its node closed or refused.
+    let nodes = opts.target.len();
+    let mut node = k % nodes;
+    let elsewhere = |node: &mut usize, rng: &mut Rng| {
+        if nodes > 1 {
+            *node = (*node + 1 + rng.usize(..nodes - 1)) % nodes;
+        }
+    };
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(c) = conn.as_mut() else {
             if let Some(until) = away_until {
@@ -410,7 +431,12 @@ fn subscriber(
                 }
                 away_until = None;
             }
-            match open(opts, signer.as_ref(), id, last_event_id.as_deref()) {
+            match open(
+                opts.target[node],
+                signer.as_ref(),
+                id,
+                last_event_id.as_deref(),
+            ) {
                 Ok(c) => {
                     if lost && last_event_id.is_none() {
                         stats.resumed_without_id += 1;
@@ -422,6 +448,7 @@ fn subscriber(
                         eprintln!("resumetest: subscriber {id}: connect: {e}");
                     }
                     stats.connect_errors += 1;
+                    elsewhere(&mut node, &mut rng);
                     thread::sleep(Duration::from_millis(50));
                 }
             }
@@ -478,6 +505,7 @@ fn subscriber(
                 shared.server_closes.fetch_add(1, Ordering::Relaxed);
                 conn = None;
                 lost = true;
+                elsewhere(&mut node, &mut rng);
                 continue;
             }
             Ok(n) => n,
@@ -571,6 +599,7 @@ fn subscriber(
         if end {
             let was_streaming = conn.take().is_some_and(|c| c.streaming);
             lost = true;
+            elsewhere(&mut node, &mut rng);
             if !was_streaming {
                 thread::sleep(Duration::from_millis(100)); // refused: do not spin
             }
@@ -617,6 +646,241 @@ struct PubResult {
     last: Vec<u64>,
     lag_max_ms: f64,
     error: Option<String>,
+    /// Messages sent again (after a 503 or a lost connection).
+    retried: u64,
+    /// Publish connections lost (a node stopping), each followed by a switch to the next node.
+    conn_lost: u64,
+}
+
+/// A message waiting to be sent again: its number, tries made, when.
+#[derive(Clone, Copy, Debug)]
+struct Again {
+    n: u64,
+    attempt: u32,
+    at: Instant,
+}
+
+/// One publish request of a batch: subscriber, number, try.
+type Try = (usize, u64, u32);
+
+/// The publisher with retries (`--attempts-max` above 1, or several publish addresses):
+/// batches of pipelined requests on one connection, each batch's answers read before the next;
+/// a 503 or a lost connection puts the message back for its id (the id's next message waits
+/// for it), the connection moves on to the next node. Simple rather than fast: a batch waits a
+/// round trip, which at a few thousand messages a second leaves the schedule on time.
+fn publisher_retrying(opts: &Opts, start: Instant, shared: &Shared, seed: u64) -> PubResult {
+    let subscribers = opts.subscribers as usize;
+    let mut result = PubResult {
+        last: vec![0; subscribers],
+        ..PubResult::default()
+    };
+    let mut rng = Rng::with_seed(seed);
+    let mut again: Vec<Option<Again>> = vec![None; subscribers];
+    let mut node = 0;
+    let mut conn: Option<TcpStream> = None;
+    let total = (opts.rate * opts.duration.as_secs_f64()).round() as u64;
+    let schedule = Schedule::new(opts.rate, Some(total));
+    let mut slot = 0u64;
+    let mut lag_max = Duration::ZERO;
+    let drain_end = |now: Instant| now + opts.drain;
+    let mut draining_until: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let mut batch: Vec<Try> = Vec::new();
+        if slot < total {
+            let elapsed = start.elapsed();
+            let due = schedule.due(elapsed);
+            if slot >= due {
+                thread::sleep(schedule.at(slot).saturating_sub(elapsed).min(POLL));
+                continue;
+            }
+            lag_max = lag_max.max(elapsed.saturating_sub(schedule.at(slot)));
+            let end = due.min(slot + opts.pipeline_max);
+            for s in slot..end {
+                let k = (s % opts.subscribers) as usize;
+                match again[k] {
+                    // Not due yet: this id skips its turn (its next message waits).
+                    Some(a) if a.at > now => {}
+                    Some(a) => {
+                        again[k] = None;
+                        batch.push((k, a.n, a.attempt + 1));
+                    }
+                    None => {
+                        let n = result.last[k] + 1;
+                        result.last[k] = n;
+                        shared.published[k].store(n, Ordering::Relaxed);
+                        result.sent += 1;
+                        batch.push((k, n, 1));
+                    }
+                }
+            }
+            slot = end;
+        } else {
+            // Publishing is over: send what is due again until none is left or the drain ends.
+            let until = *draining_until.get_or_insert_with(|| drain_end(now));
+            let waiting: Vec<usize> = (0..subscribers).filter(|&k| again[k].is_some()).collect();
+            if waiting.is_empty() || now >= until {
+                for k in waiting {
+                    let a = again[k].take().expect("waiting");
+                    result.failed.push((k, a.n));
+                }
+                break;
+            }
+            for k in waiting {
+                let a = again[k].expect("waiting");
+                if a.at <= now && batch.len() < opts.pipeline_max as usize {
+                    again[k] = None;
+                    batch.push((k, a.n, a.attempt + 1));
+                }
+            }
+            if batch.is_empty() {
+                thread::sleep(POLL / 10);
+                continue;
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        result.retried += batch.iter().filter(|t| t.2 > 1).count() as u64;
+        let outcome = publish_batch(opts, &mut conn, &mut node, &batch, seed);
+        let now = Instant::now();
+        let attempts_max = opts.attempts_max;
+        let mut put_back = |t: Try, retry_after: Option<u64>, failed: &mut Vec<(usize, u64)>| {
+            let (k, n, attempt) = t;
+            let after = retry_after.map(Duration::from_secs);
+            match tools_common::retry::delay(attempt, attempts_max, after, rng.f64()) {
+                Some(delay) => {
+                    again[k] = Some(Again {
+                        n,
+                        attempt,
+                        at: now + delay,
+                    })
+                }
+                None => failed.push((k, n)),
+            }
+        };
+        let mut answered = 0;
+        for (t, answer) in batch.iter().zip(&outcome.answers) {
+            answered += 1;
+            match answer.status {
+                200 => {
+                    result.accepted += 1;
+                    result.connections += answer.connections;
+                }
+                status if tools_common::retry::retryable(status) => {
+                    put_back(*t, answer.retry_after_s, &mut result.failed)
+                }
+                status => {
+                    if result.failed.is_empty() {
+                        eprintln!("resumetest: publish answered {status}");
+                    }
+                    result.failed.push((t.0, t.1));
+                }
+            }
+        }
+        if answered < batch.len() {
+            // The connection was lost: the rest may or may not be stored; their keys make a
+            // second copy harmless.
+            result.conn_lost += 1;
+            for t in &batch[answered..] {
+                put_back(*t, None, &mut result.failed);
+            }
+        }
+    }
+    result.lag_max_ms = lag_max.as_secs_f64() * 1000.0;
+    result
+}
+
+struct BatchOutcome {
+    /// The answers read, in request order (fewer than the batch when the connection was lost).
+    answers: Vec<Answer>,
+}
+
+/// Writes `batch` as pipelined requests on the current publish connection (connecting to the
+/// current node first; on failure the next node is used next time) and reads their answers.
+fn publish_batch(
+    opts: &Opts,
+    conn: &mut Option<TcpStream>,
+    node: &mut usize,
+    batch: &[Try],
+    seed: u64,
+) -> BatchOutcome {
+    let mut outcome = BatchOutcome {
+        answers: Vec::with_capacity(batch.len()),
+    };
+    let target = opts.publish[*node];
+    let lost = |conn: &mut Option<TcpStream>, node: &mut usize| {
+        *conn = None;
+        *node = (*node + 1) % opts.publish.len();
+    };
+    if conn.is_none() {
+        match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_read_timeout(Some(PUBLISH_ANSWER_WAIT));
+                *conn = Some(s);
+            }
+            Err(_) => {
+                lost(conn, node);
+                thread::sleep(POLL);
+                return outcome;
+            }
+        }
+    }
+    let auth = opts
+        .publish_secret
+        .as_ref()
+        .map(|s| format!("Authorization: Bearer {s}\r\n"))
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(batch.len() * 160);
+    for &(k, n, _) in batch {
+        let id = opts.first_id + k as u64;
+        let body = format!("{id}:{n}");
+        out.extend_from_slice(
+            format!(
+                "POST /send/{id} HTTP/1.1\r\nHost: {target}\r\n{auth}\
+                 Idempotency-Key: rt-{seed:x}-{id}-{n}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let stream = conn.as_ref().expect("connected");
+    if (&*stream).write_all(&out).is_err() {
+        lost(conn, node);
+        return outcome;
+    }
+    let mut input = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while outcome.answers.len() < batch.len() {
+        let mut used = 0;
+        while outcome.answers.len() < batch.len() {
+            match Answer::parse(&input[used..]) {
+                Ok(Some(answer)) => {
+                    used += answer.consumed;
+                    outcome.answers.push(answer);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    lost(conn, node);
+                    return outcome;
+                }
+            }
+        }
+        input.drain(..used);
+        if outcome.answers.len() == batch.len() {
+            break;
+        }
+        let stream = conn.as_ref().expect("connected");
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => {
+                lost(conn, node);
+                return outcome;
+            }
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+        }
+    }
+    outcome
 }
 
 /// Reads every answer, attributing them in order to the requests the writer announced.
@@ -721,10 +985,11 @@ fn publisher(opts: &Opts, start: Instant, shared: &Shared) -> PubResult {
         last: vec![0; subscribers],
         ..PubResult::default()
     };
-    let stream = match TcpStream::connect_timeout(&opts.publish, CONNECT_TIMEOUT) {
+    let target = opts.publish[0];
+    let stream = match TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) {
         Ok(s) => s,
         Err(e) => {
-            result.error = Some(format!("connect {}: {e}", opts.publish));
+            result.error = Some(format!("connect {target}: {e}"));
             return result;
         }
     };
@@ -779,8 +1044,7 @@ fn publisher(opts: &Opts, start: Instant, shared: &Shared) -> PubResult {
             let body = format!("{id}:{n}");
             out.extend_from_slice(
                 format!(
-                    "POST /send/{id} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-                    opts.publish,
+                    "POST /send/{id} HTTP/1.1\r\nHost: {target}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .as_bytes(),
@@ -828,6 +1092,10 @@ struct Summary {
     publish_sent: u64,
     publish_failed: u64,
     publish_unanswered: u64,
+    /// Messages sent again after a 503 or a lost publish connection (counted once per try).
+    publish_retried: u64,
+    /// Publish connections lost (to a node that stopped).
+    publish_conn_lost: u64,
     /// Deliveries the publish answers promised (a message published while its subscriber was
     /// reconnecting is promised to no connection, and still must arrive from the history).
     publish_connections: u64,
@@ -971,7 +1239,14 @@ fn run(opts: &Opts) -> Result<bool, String> {
     let publisher = {
         let opts = opts.clone();
         let shared = Arc::clone(&shared);
-        thread::spawn(move || publisher(&opts, start, &shared))
+        let retrying = opts.attempts_max > 1 || opts.publish.len() > 1;
+        thread::spawn(move || {
+            if retrying {
+                publisher_retrying(&opts, start, &shared, seed)
+            } else {
+                publisher(&opts, start, &shared)
+            }
+        })
     };
     let interval = opts.stats_interval.max(Duration::from_millis(100));
     let mut next_tick = start + interval;
@@ -1031,6 +1306,8 @@ fn run(opts: &Opts) -> Result<bool, String> {
         publish_sent: published.sent,
         publish_failed: published.failed.len() as u64,
         publish_unanswered: published.unanswered,
+        publish_retried: published.retried,
+        publish_conn_lost: published.conn_lost,
         publish_connections: published.connections,
         publish_lag_max_ms: (published.lag_max_ms * 1000.0).round() / 1000.0,
         unfinished,
@@ -1080,8 +1357,8 @@ fn progress_line(shared: &Shared, start: Instant) -> String {
 fn print_summary(s: &Summary, failed: bool) {
     let c = &s.conn;
     println!(
-        "published {} (sent {}, failed {}, unanswered {}; deliveries promised by the answers {}, max send lag {:.1} ms)",
-        s.published, s.publish_sent, s.publish_failed, s.publish_unanswered, s.publish_connections, s.publish_lag_max_ms
+        "published {} (sent {}, failed {}, unanswered {}, retried {}, connections lost {}; deliveries promised by the answers {}, max send lag {:.1} ms)",
+        s.published, s.publish_sent, s.publish_failed, s.publish_unanswered, s.publish_retried, s.publish_conn_lost, s.publish_connections, s.publish_lag_max_ms
     );
     println!(
         "received {}: lost {}, duplicated {}, reordered {}, gaps {} (unexplained by the history's limits {}; messages skipped after a gap notice {}), subscribers not caught up {}",

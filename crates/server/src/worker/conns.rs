@@ -29,6 +29,9 @@ use crate::user_data::{pack, Op};
 pub enum State {
     Free,
     Request,
+    /// A resume waiting in line for `--resume-rate` (`admit.rs`): its request is complete,
+    /// it is read only to notice a close.
+    Queued,
     Publisher,
     Subscribing,
     Streaming,

@@ -10,11 +10,12 @@ use comet_http::{self as http, Listener};
 use comet_ring::{Completion, Rings};
 use comet_router::{ConnRef, Id};
 
+use super::admit::{Admission, Offer};
 use super::clock::Clock;
 use super::conns::{Closed, Conns, Received, Sent, State, Watched, IDS, KEPT, LATE, RECV};
 use super::expiry::Expiry;
 use super::long_poll::{self, Answer, LongPolls};
-use super::owner::Owner;
+use super::owner::{Here, Owner};
 use super::post::Ack;
 use super::publish::Publishers;
 use super::request::{answer, Requests};
@@ -47,10 +48,14 @@ pub struct Holder {
     /// Open connections accepted during shutdown (`LATE`): health checks on the publish port,
     /// which must not hold the worker's exit.
     late: usize,
+    /// Resumes admitted at `--resume-rate`, and those waiting in line.
+    admission: Admission<(ConnRef, Subscribe)>,
 }
 
 impl Holder {
     pub fn new(index: usize, cfg: Arc<Config>, shared: Arc<Shared>, rings: Rings) -> Holder {
+        let clock = Clock::new();
+        let admission = Admission::new(cfg.resume_rate_per_worker, clock.now_ms());
         Holder {
             index,
             conns: Conns::new(index, rings, cfg.ring_cap, cfg.worker_cap),
@@ -60,11 +65,12 @@ impl Holder {
             polls: LongPolls::new(cfg.queue_messages_max, cfg.poll_timeout_ms),
             pubs: Publishers::default(),
             expiry: Expiry::default(),
-            clock: Clock::new(),
+            clock,
             next_beat_ms: cfg.heartbeat_ms,
             next_trim_ms: WRITE_TRIM_MS,
             shutting_down: false,
             late: 0,
+            admission,
             cfg,
             shared,
         }
@@ -133,6 +139,11 @@ impl Holder {
                         self.conns.recycle(slot, bid);
                         self.close(owner, slot, CloseReason::Protocol);
                     }
+                    State::Queued => {
+                        // Nothing may follow a subscribe request.
+                        self.conns.recycle(slot, bid);
+                        self.close(owner, slot, CloseReason::Protocol);
+                    }
                     State::Draining | State::Closing => self.conns.recycle(slot, bid),
                     State::Free => unreachable!("recv on a free slot"),
                 }
@@ -164,7 +175,7 @@ impl Holder {
     /// Re-arms the multishot recv of a connection that still reads.
     pub fn rearm_recv(&mut self, slot: u32) {
         let reading = match self.conns.get(slot).state {
-            State::Request => true,
+            State::Request | State::Queued => true,
             State::Publisher => self.pubs.get_mut(slot).is_some_and(|p| p.wants_input()),
             _ => false,
         };
@@ -268,7 +279,7 @@ impl Holder {
         let stats = &self.shared.stats[self.index];
         match action {
             Action::NeedMore => return,
-            Action::Subscribe(sub) => self.subscribe(owner, slot, *sub),
+            Action::Subscribe(sub) => self.admit(owner, slot, *sub),
             action => {
                 let mut reason = CloseReason::Answered;
                 if let Action::Reject { error, .. } = &action {
@@ -282,6 +293,47 @@ impl Holder {
             }
         }
         self.stats().requests.add(1);
+    }
+
+    /// A subscribe with a position (a resume) goes through `--resume-rate`: now, in line, or
+    /// refused (503); one without goes on at once.
+    fn admit(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
+        if sub.since.is_none() {
+            return self.subscribe(owner, slot, sub);
+        }
+        let cref = self.conns.conn_ref(slot);
+        match self.admission.offer(self.clock.now_ms(), (cref, sub)) {
+            Offer::Now((_, sub)) => self.subscribe(owner, slot, sub),
+            Offer::Queued => {
+                self.stats().resumes_queued.add(1);
+                self.conns.get_mut(slot).state = State::Queued;
+            }
+            Offer::Refused(_) => self.refuse_resume(owner, slot),
+        }
+    }
+
+    /// 503 with Retry-After to a resume that cannot be taken now.
+    fn refuse_resume(&mut self, owner: &mut Owner, slot: u32) {
+        self.stats().resumes_refused.add(1);
+        let reason = CloseReason::Answered;
+        self.respond_and_close(owner, slot, reason, |out| {
+            http::unavailable_response(out, "too many resumes at once: come back later", "1", true)
+        });
+    }
+
+    /// The tick: resumes in line whose turn came (and whose connection is still there).
+    fn admit_queued(&mut self, owner: &mut Owner) {
+        let mut due = Vec::new();
+        self.admission.release(self.clock.now_ms(), &mut due);
+        for (cref, sub) in due {
+            if self
+                .conns
+                .current(cref)
+                .is_some_and(|c| c.state == State::Queued)
+            {
+                self.subscribe(owner, cref.slot(), sub);
+            }
+        }
     }
 
     fn subscribe(&mut self, owner: &mut Owner, slot: u32, sub: Subscribe) {
@@ -336,15 +388,20 @@ impl Holder {
         self.stats().subscribed(format);
         let acks = owner.login_elsewhere(&ids, since, cref);
         self.conns.get_mut(slot).acks = acks;
+        let now_ms = self.clock.now_ms();
         for (i, &id) in ids.iter().enumerate() {
             if self.conns.get(slot).state != State::Subscribing {
                 break; // cut as a slow consumer by an earlier id's replay: logged out already
             }
-            if let Some(ack) = owner.login_here(id, cref, since.map(|s| s[i])) {
-                self.on_login_ack(owner, slot, id, ack);
+            match owner.login_here(id, cref, since.map(|s| s[i]), now_ms) {
+                Here::Now(ack) => self.on_login_ack(owner, slot, id, ack),
+                // Owned here, answered by mail (JetStream: a fetch or a catch-up).
+                Here::Later => self.conns.get_mut(slot).acks += 1,
+                Here::NotMine => {}
             }
         }
-        if acks == 0 && self.conns.get(slot).state == State::Subscribing {
+        let conn = self.conns.get(slot);
+        if conn.acks == 0 && conn.state == State::Subscribing {
             self.start_streaming(slot);
         }
     }
@@ -585,6 +642,7 @@ impl Holder {
 
     /// The timer: requests past their deadline, long-polls past their timeout, heartbeats.
     pub fn tick(&mut self, owner: &mut Owner) {
+        self.admit_queued(owner);
         let now = self.clock.now_ms();
         while let Some(slot) = self.conns.expired(now) {
             let conn = self.conns.get(slot);

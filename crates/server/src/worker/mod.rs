@@ -16,6 +16,7 @@
 //! - `ws`: a WebSocket client's control frames.
 //! - `long_poll`: long-polls collecting their answer. No I/O.
 //! - `expiry`: when subscribers' tokens expire (a heap of slots); checked on the tick.
+//! - `admit`: resume admission (`--resume-rate`): a token bucket and a line. No I/O.
 //! - `publish`: publish-API connections. No I/O.
 //!
 //! The loop: wait for completions on all the rings at once (the thread sleeps on the first;
@@ -26,6 +27,7 @@
 //! work is not entered.
 
 mod accept;
+mod admit;
 mod clock;
 mod conns;
 mod expiry;
@@ -102,11 +104,17 @@ impl Worker {
         let history =
             history.unwrap_or_else(|| History::new(cfg.history, holder.clock().unix_us()));
         let shard = Shard::new(history);
+        // On JetStream the history is numbered by the stream (the caller joined it).
+        let stream = cluster
+            .as_ref()
+            .filter(|c| c.on_stream())
+            .map(|c| owner::Stream::new(c.clone(), cfg.history.age_us));
+        let post = Post::new(index, boxes, inbox);
         Worker {
             index,
             holder,
             accept: Accept::new(listeners),
-            owner: Owner::new(index, cfg.workers, shard, Post::new(index, boxes, inbox)),
+            owner: Owner::new(index, cfg.workers, shard, post, stream),
             shutdown_deadline: None,
             cqes: Vec::with_capacity(CQE_BATCH),
             targets: Vec::new(),
@@ -238,12 +246,28 @@ impl Worker {
     /// Routes a message for `id`, owned by this worker, published at `published_us`, and
     /// returns how many connections it went to.
     fn route(&mut self, id: Id, msg: &Arc<[u8]>, published_us: u64) -> u32 {
-        self.stats().published.add(1);
+        self.route_at(id, msg, published_us, None)
+    }
+
+    /// [`Worker::route`] for a message numbered by the stream (`stream_seq`, JetStream); a
+    /// repeat goes nowhere.
+    fn route_at(
+        &mut self,
+        id: Id,
+        msg: &Arc<[u8]>,
+        published_us: u64,
+        stream_seq: Option<u64>,
+    ) -> u32 {
         // Copied out: a delivery may close a connection, which logs it out of the table.
         let mut here = std::mem::take(&mut self.targets);
         here.clear();
         let now_us = self.holder.clock().unix_us();
-        let (seq, n) = self.owner.route(id, msg, (now_us, published_us), &mut here);
+        let times = (now_us, published_us);
+        let Some((seq, n)) = self.owner.route(id, msg, times, stream_seq, &mut here) else {
+            self.targets = here;
+            return 0;
+        };
+        self.stats().published.add(1);
         for &conn in &here {
             let owner = &mut self.owner;
             self.holder.deliver(owner, conn, id, seq, msg, published_us);
@@ -265,7 +289,10 @@ impl Worker {
     }
 
     fn drain_mail(&mut self) {
-        while let Some(mail) = self.owner.next_mail() {
+        // JetStream: the head read before the drain is routed once the drain is done.
+        let head = self.owner.head();
+        let now_ms = self.holder.clock().now_ms();
+        while let Some(mail) = self.owner.next_mail(now_ms) {
             match mail {
                 Mail::LoginAck { conn, id, ack } => {
                     self.holder.login_acked(&mut self.owner, conn, id, ack)
@@ -296,13 +323,63 @@ impl Worker {
                         .deliver(owner, conn, id, seq, &msg, published_us)
                 }
                 Mail::DisconnectConn { conn } => self.holder.disconnect_conn(&mut self.owner, conn),
-                Mail::Remote { id, msg } => {
+                Mail::Remote { id, msg, seq } => {
                     // From the cluster: its latency starts when this owner drains it.
                     let now_us = self.holder.clock().unix_us();
-                    self.route(id, &msg, now_us);
+                    self.route_at(id, &msg, now_us, seq);
                 }
-                Mail::Login { .. } | Mail::Logout { .. } => unreachable!("the owner's mail"),
+                Mail::Stored { to, id, result } => self.on_stored(to, id, result),
+                Mail::Login { .. }
+                | Mail::Logout { .. }
+                | Mail::Count { .. }
+                | Mail::Fetched { .. } => unreachable!("the owner's mail"),
             }
+        }
+        if let Some(head) = head {
+            self.owner.caught_up(head, now_ms);
+            // Answers to logins held here, from the catch-up (later mail waits for the next
+            // drain).
+            while let Some((conn, id, ack)) = self.owner.next_ready() {
+                self.holder.login_acked(&mut self.owner, conn, id, ack)
+            }
+        }
+    }
+
+    /// JetStream: a publish was stored (answered with the count of connections logged in as
+    /// its id here, which get it from the stream) or not (503).
+    fn on_stored(
+        &mut self,
+        to: ReplyTo,
+        id: Id,
+        result: Result<comet_cluster::Stored, comet_cluster::Unstored>,
+    ) {
+        if self.holder.conns.current(to.conn).is_none() {
+            return; // the publisher left
+        }
+        let slot = to.conn.slot();
+        match result {
+            Ok(stored) => {
+                if let Some(p) = self.holder.pubs.get_mut(slot) {
+                    p.stored(to.seq, stored.seq, stored.duplicate);
+                }
+                if let Some(n) = self.owner.count(id, to) {
+                    self.on_reply(to, n);
+                }
+            }
+            Err(why) => self.on_unstored(to, &why),
+        }
+    }
+
+    fn on_unstored(&mut self, to: ReplyTo, why: &comet_cluster::Unstored) {
+        let slot = to.conn.slot();
+        let ready = self
+            .holder
+            .pubs
+            .get_mut(slot)
+            .is_some_and(|p| p.unstored(to.seq, &why.to_string()));
+        if ready {
+            self.flush_replies(slot);
+            self.resume_publisher(slot);
         }
     }
 
@@ -338,7 +415,22 @@ impl Worker {
         let conn = self.holder.conns.conn_ref(slot);
         for effect in effects.drain(..) {
             match effect {
-                Effect::Publish { id, msg, reply } => {
+                Effect::Publish {
+                    id,
+                    msg,
+                    reply,
+                    msg_id,
+                } if self.owner.on_stream() => {
+                    // JetStream: answered once stored; every node, this one too, gets it
+                    // from the stream.
+                    let to = ReplyTo { conn, seq: reply };
+                    let ticket = crate::cluster::publish_ticket(to);
+                    let cluster = self.cluster.as_ref().expect("on a stream");
+                    if let Err(why) = cluster.store(id, &msg, msg_id, ticket) {
+                        self.on_unstored(to, &why);
+                    }
+                }
+                Effect::Publish { id, msg, reply, .. } => {
                     // The copy for the other nodes is offered first, without waiting.
                     let sent = self.cluster.as_ref().map(|c| c.offer(id, &msg));
                     if let Some(p) = self.holder.pubs.get_mut(slot) {
@@ -484,6 +576,8 @@ impl Worker {
     fn on_tick(&mut self) {
         self.holder.tick(&mut self.owner);
         self.owner.expire(self.holder.clock().unix_us());
+        // JetStream: logins waiting for this node to catch up time out here if no mail came.
+        self.drain_mail();
         self.expire_publishers();
         let now = self.holder.clock().now_ms();
         if self

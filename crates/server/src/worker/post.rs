@@ -88,10 +88,32 @@ pub enum Mail {
     DisconnectConn {
         conn: ConnRef,
     },
-    /// A message for `id` from the cluster, to its owner (from the bridge thread; no reply).
+    /// A message for `id` from the cluster, to its owner (from the bridge thread; no reply);
+    /// `seq`: its stream sequence on JetStream.
     Remote {
         id: Id,
         msg: Arc<[u8]>,
+        seq: Option<u64>,
+    },
+    /// JetStream: a publish of `to` (a message for `id`) stored or not, from the bridge to the
+    /// worker holding the publish connection.
+    Stored {
+        to: ReplyTo,
+        id: Id,
+        result: Result<comet_cluster::Stored, comet_cluster::Unstored>,
+    },
+    /// JetStream: how many connections are logged in as `id`, for a stored publish's answer,
+    /// to the owner of `id` (answered by `Reply`).
+    Count {
+        id: Id,
+        reply: ReplyTo,
+    },
+    /// JetStream: what the stream holds of `id` for the resume of `conn`, from the bridge to
+    /// the owner of `id`.
+    Fetched {
+        id: Id,
+        conn: ConnRef,
+        result: Option<comet_cluster::Fetched>,
     },
 }
 

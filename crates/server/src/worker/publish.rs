@@ -31,8 +31,14 @@ pub const PIPELINE_MAX: usize = 1024;
 #[derive(Debug)]
 pub enum Effect {
     /// Publish `msg` to `id`; the owner's count comes back to [`PubConn::answered`]. Offer it
-    /// to the cluster first ([`PubConn::cluster`]).
-    Publish { id: Id, msg: Arc<[u8]>, reply: u32 },
+    /// to the cluster first ([`PubConn::cluster`]); on JetStream store it, answered by
+    /// [`PubConn::stored`] or [`PubConn::unstored`] first. `msg_id`: from `Idempotency-Key`.
+    Publish {
+        id: Id,
+        msg: Arc<[u8]>,
+        reply: u32,
+        msg_id: Option<String>,
+    },
     /// End every connection of `id`; the owner's count comes back to [`PubConn::answered`].
     Disconnect { id: Id, reply: u32 },
     /// Render /metrics into the reply ([`PubConn::metrics`]).
@@ -112,6 +118,8 @@ struct PendingReq {
     head_only: bool,
     body: BodyState,
     data: Vec<u8>,
+    /// `Idempotency-Key`, checked.
+    key: Option<Box<str>>,
 }
 
 enum Target {
@@ -137,6 +145,11 @@ struct Reply {
     close: bool,
     /// In a cluster: whether every message went to the other nodes too.
     cluster: Option<bool>,
+    /// JetStream: the stream seq of a single publish, and whether the stream had it already.
+    seq: Option<u64>,
+    duplicate: bool,
+    /// JetStream: why a message of it was not stored (answered 503).
+    unstored: Option<String>,
 }
 
 enum ReplyWhat {
@@ -158,7 +171,16 @@ struct Answer {
     /// the other nodes, false when the copy was dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<bool>,
+    /// JetStream: the message's stream seq (a single publish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    /// JetStream: the stream had this `Idempotency-Key` already (stored and delivered once).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
+
+/// `Retry-After` of a publish the cluster could not store, in seconds.
+pub const RETRY_AFTER_S: &str = "1";
 
 impl PubConn {
     fn new(now_ms: u64) -> PubConn {
@@ -214,6 +236,9 @@ impl PubConn {
             what,
             close,
             cluster: None,
+            seq: None,
+            duplicate: false,
+            unstored: None,
         });
         seq
     }
@@ -300,6 +325,7 @@ impl PubConn {
                     head_only: false,
                     body: BodyState::Length(0),
                     data: Vec::new(),
+                    key: None,
                 });
                 return true;
             }
@@ -321,6 +347,12 @@ impl PubConn {
         let authorized =
             secret.is_none_or(|secret| crate::auth::bearer_matches(head.authorization, secret));
         let forbidden = |reason| Target::Reject(http::Error::new(http::Status::FORBIDDEN, reason));
+        // Checked whatever the mode, so that a publisher learns of a bad key before it matters.
+        let (key, bad_key) = match head.idempotency_key.map(|k| comet_cluster::msg_id(k, None)) {
+            Some(Ok(key)) => (Some(key), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
         let target = match endpoint {
             // A page that resolved its own name to this host (DNS rebinding) sends that name.
             _ if !host_allowed(head.host, &cfg.publish_hosts) => forbidden(
@@ -348,6 +380,9 @@ impl PubConn {
                     "shutting down",
                 ))
             }
+            Ok(Endpoint::Send(_) | Endpoint::SendBatch) if bad_key.is_some() => Target::Reject(
+                http::Error::new(http::Status::BAD_REQUEST, bad_key.unwrap_or_default()),
+            ),
             Ok(Endpoint::Send(id)) => id_target(id, Target::Send),
             Ok(Endpoint::Disconnect(id)) => id_target(id, Target::Disconnect),
             Ok(Endpoint::SendBatch) => Target::Batch,
@@ -374,6 +409,7 @@ impl PubConn {
             head_only,
             body,
             data: Vec::new(),
+            key: key.map(String::into_boxed_str),
         });
         true
     }
@@ -407,7 +443,13 @@ impl PubConn {
             Target::Send(id) => {
                 let reply = self.push_reply(1, ReplyWhat::Id(id), close);
                 let msg = Arc::from(req.data);
-                effects.push(Effect::Publish { id, msg, reply });
+                let msg_id = req.key.map(String::from);
+                effects.push(Effect::Publish {
+                    id,
+                    msg,
+                    reply,
+                    msg_id,
+                });
             }
             Target::Disconnect(id) => {
                 let reply = self.push_reply(1, ReplyWhat::Id(id), close);
@@ -432,9 +474,16 @@ impl PubConn {
                 }
                 let count = messages.len() as u32;
                 let reply = self.push_reply(count, ReplyWhat::Batch(count), close);
-                for (id, msg) in messages {
+                for (line, (id, msg)) in messages.into_iter().enumerate() {
                     let msg = Arc::from(msg);
-                    effects.push(Effect::Publish { id, msg, reply });
+                    // Each line its own id: a retried batch stores only what is missing.
+                    let msg_id = req.key.as_deref().map(|key| format!("{key}:{}", line + 1));
+                    effects.push(Effect::Publish {
+                        id,
+                        msg,
+                        reply,
+                        msg_id,
+                    });
                 }
             }
         }
@@ -447,6 +496,27 @@ impl PubConn {
             let r = self.reply_mut(reply);
             r.cluster = Some(r.cluster.unwrap_or(true) && sent);
         }
+    }
+
+    /// JetStream: a message of reply `reply` was stored as `seq` (`duplicate`: it was already);
+    /// its count of connections follows ([`PubConn::answered`]).
+    pub fn stored(&mut self, reply: u32, seq: u64, duplicate: bool) {
+        let r = self.reply_mut(reply);
+        r.cluster = Some(true);
+        r.duplicate |= duplicate;
+        if matches!(r.what, ReplyWhat::Id(_)) {
+            r.seq = Some(seq);
+        }
+    }
+
+    /// JetStream: a message of reply `reply` was not stored: the answer is 503 with
+    /// Retry-After (a batch as a whole: send it again, with an `Idempotency-Key` to store
+    /// only what is missing). True when the front reply is complete.
+    pub fn unstored(&mut self, reply: u32, why: &str) -> bool {
+        let r = self.reply_mut(reply);
+        r.waiting -= 1;
+        r.unstored.get_or_insert_with(|| why.to_string());
+        self.ready()
     }
 
     /// The /metrics answer of reply `reply`: `body` as a response.
@@ -501,7 +571,18 @@ impl PubConn {
                 messages,
                 connections: reply.connections,
                 cluster: reply.cluster,
+                seq: reply.seq,
+                duplicate: reply.duplicate,
             };
+            if let Some(why) = &reply.unstored {
+                let why = format!("not stored, send it again: {why}");
+                http::unavailable_response(out, &why, RETRY_AFTER_S, reply.close);
+                self.since_ms = now_ms;
+                if reply.close {
+                    return true;
+                }
+                continue;
+            }
             match reply.what {
                 ReplyWhat::Id(id) => json(out, &answer(Some(id), None), reply.close),
                 ReplyWhat::Batch(n) => json(out, &answer(None, Some(n)), reply.close),

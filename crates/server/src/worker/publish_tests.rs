@@ -27,7 +27,7 @@ fn pipelined_publishes_are_answered_in_request_order() {
     let replies: Vec<(Id, u32, Vec<u8>)> = effects
         .into_iter()
         .map(|e| match e {
-            Effect::Publish { id, msg, reply } => (id, reply, msg.to_vec()),
+            Effect::Publish { id, msg, reply, .. } => (id, reply, msg.to_vec()),
             other => panic!("{other:?}"),
         })
         .collect();
@@ -374,4 +374,91 @@ fn at_shutdown_a_connection_answers_health_and_metrics_refuses_publishing_and_cl
     p.process(&cfg, 0, &mut effects);
     assert!(effects.is_empty(), "nothing is published");
     assert!(written(p).starts_with("HTTP/1.1 503 "));
+}
+
+#[test]
+fn a_stored_publish_answers_its_seq_and_an_unstored_one_503() {
+    let mut p = PubConn::new(0);
+    let effects = run(
+        &mut p,
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nIdempotency-Key: k-1\r\nContent-Length: 1\r\n\r\nx\
+          POST /send/2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\ny\
+          POST /send/3 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\n\r\nz",
+    );
+    let ids: Vec<Option<String>> = effects
+        .iter()
+        .map(|e| match e {
+            Effect::Publish { msg_id, .. } => msg_id.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [Some("k-1".to_string()), None, None]);
+    assert!(
+        !p.unstored(2, "the link to NATS is down"),
+        "waits for the first"
+    );
+    p.stored(0, 17, true);
+    assert!(p.answered(0, 2));
+    p.stored(1, 18, false);
+    assert!(p.answered(1, 0));
+    let out = written(&mut p);
+    assert!(
+        out.contains(r#"{"id":1,"connections":2,"cluster":true,"seq":17,"duplicate":true}"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"{"id":2,"connections":0,"cluster":true,"seq":18}"#),
+        "{out}"
+    );
+    let third = &out[out.rfind("HTTP/1.1").unwrap()..];
+    assert!(
+        third.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{out}"
+    );
+    assert!(third.contains("\r\nRetry-After: 1\r\n"), "{third}");
+    assert!(
+        !third.contains("Connection: close"),
+        "the connection stays: {third}"
+    );
+    assert!(
+        third.ends_with("not stored, send it again: the link to NATS is down\n"),
+        "{third:?}"
+    );
+    assert!(!p.done());
+}
+
+#[test]
+fn a_batch_with_a_key_gives_each_line_its_own_id_and_one_unstored_line_503s_it() {
+    let mut p = PubConn::new(0);
+    let body = "1 a\n2 b\n";
+    let req = format!(
+        "POST /send HTTP/1.1\r\nHost: localhost\r\nIdempotency-Key: b7\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let ids: Vec<Option<String>> = run(&mut p, req.as_bytes())
+        .into_iter()
+        .map(|e| match e {
+            Effect::Publish { msg_id, .. } => msg_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [Some("b7:1".to_string()), Some("b7:2".to_string())]);
+    p.stored(0, 5, false);
+    assert!(!p.answered(0, 1));
+    assert!(p.unstored(0, "JetStream did not store it: timed out"));
+    assert!(written(&mut p).starts_with("HTTP/1.1 503"));
+}
+
+#[test]
+fn a_key_that_cannot_be_a_message_id_is_refused() {
+    let mut p = PubConn::new(0);
+    let effects = run(
+        &mut p,
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nIdempotency-Key: a b\r\nContent-Length: 1\r\n\r\nx",
+    );
+    assert!(effects.is_empty());
+    let out = written(&mut p);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("Idempotency-Key"), "{out}");
 }

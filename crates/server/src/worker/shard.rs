@@ -51,6 +51,24 @@ impl Shard {
         (seq, self.subs.get(id))
     }
 
+    /// Keeps a message numbered by the stream (`seq`) in the history and returns every
+    /// connection logged in as `id`; `None` for a repeat (at or below the position).
+    pub fn route_at(&mut self, id: Id, msg: &Arc<[u8]>, seq: u64) -> Option<&[ConnRef]> {
+        self.history
+            .push_at(id, msg, seq)
+            .then(|| self.subs.get(id))
+    }
+
+    /// Logs `conn` in as `id`, its answer computed by the caller (a resume answered with the
+    /// stream's help).
+    pub fn subscribe(&mut self, id: Id, conn: ConnRef) {
+        self.subs.login(id, conn);
+    }
+
+    pub fn history_mut(&mut self) -> &mut History {
+        &mut self.history
+    }
+
     /// Every connection logged in as `id`.
     pub fn logged_in(&self, id: Id) -> &[ConnRef] {
         self.subs.get(id)
