@@ -11,10 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::nats::{free_port, nats_pub, Nats};
+use common::nats::{free_port, gauge, nats_pub, wait_connected, Nats};
 use common::{
-    eventually, json_number, metrics, post_send, samples, seed_msg, subscribe, Client, Server,
-    TIMEOUT,
+    eventually, json_number, metrics, post_send, seed_msg, subscribe, Client, Server, TIMEOUT,
 };
 
 /// A clustered node on `urls` (comma-separated), once its subscription is in place.
@@ -22,27 +21,6 @@ fn node(urls: &str) -> Server {
     let server = Server::start(&["--workers", "2", "--cluster", urls, "--cluster-core"]);
     wait_connected(&server, 1);
     server
-}
-
-fn gauge(server: &Server, name: &str) -> u64 {
-    let text = metrics(server);
-    samples(&text, name)
-        .first()
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .1
-}
-
-/// Waits for the link gauge; `/readyz` then agrees (200 linked, 503 not).
-fn wait_connected(server: &Server, value: u64) {
-    eventually(&format!("comet_cluster_connected {value}"), || {
-        gauge(server, "comet_cluster_connected") == value
-    });
-    let ready = common::request(
-        server.publish,
-        b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-    );
-    let expected = if value == 1 { 200 } else { 503 };
-    assert_eq!(ready.status(), expected, "{ready:?}");
 }
 
 /// Publishes on `server`'s API; returns (local connections, the answer's `cluster` field).

@@ -10,10 +10,8 @@
 
 mod common;
 
-use common::nats::{nats_pub, Nats};
-use common::{
-    eventually, metrics, position_seq, post, request, samples, Client, Event, Response, Server,
-};
+use common::nats::{gauge, nats_pub, wait_connected, Nats};
+use common::{eventually, position_seq, post, request, Client, Event, Response, Server};
 
 /// A node on JetStream (the default), once linked.
 fn node(nats: &Nats) -> Server {
@@ -27,20 +25,6 @@ fn node_with(nats: &Nats, extra: &[&str]) -> Server {
     let server = Server::start(&args);
     wait_connected(&server, 1);
     server
-}
-
-fn gauge(server: &Server, name: &str) -> u64 {
-    let text = metrics(server);
-    samples(&text, name)
-        .first()
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
-        .1
-}
-
-fn wait_connected(server: &Server, value: u64) {
-    eventually(&format!("comet_cluster_connected {value}"), || {
-        gauge(server, "comet_cluster_connected") == value
-    });
 }
 
 /// `POST /send/<id>` with an optional `Idempotency-Key`.

@@ -1,5 +1,5 @@
-//! A `nats-server` child process for the cluster tests (core NATS and JetStream), and a raw
-//! publisher speaking NATS's text protocol.
+//! A `nats-server` child process for the cluster tests (core NATS and JetStream), a raw
+//! publisher speaking NATS's text protocol, and a node's view of its link.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, TIMEOUT};
+use super::{eventually, metrics, request, samples, Server, TIMEOUT};
 
 /// One `nats-server` child process, killed (by pid) on drop.
 pub struct Nats {
@@ -143,4 +143,27 @@ pub fn nats_pub(nats: &Nats, subject: &str, msg: &str) {
             return;
         }
     }
+}
+
+/// The first sample of metric `name` on `server` (the node-wide `comet_cluster_*` ones).
+pub fn gauge(server: &Server, name: &str) -> u64 {
+    let text = metrics(server);
+    samples(&text, name)
+        .first()
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .1
+}
+
+/// Waits until the node's link to NATS is `value` (1 linked, 0 not); `/readyz` then agrees
+/// (200 linked, 503 not).
+pub fn wait_connected(server: &Server, value: u64) {
+    eventually(&format!("comet_cluster_connected {value}"), || {
+        gauge(server, "comet_cluster_connected") == value
+    });
+    let ready = request(
+        server.publish,
+        b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let expected = if value == 1 { 200 } else { 503 };
+    assert_eq!(ready.status(), expected, "{ready:?}");
 }
