@@ -10,7 +10,7 @@
 #   reconnect storm: STORM other subscribers are cut at once (`ss -K` aborts their client
 #     sockets: comet sees a reset each, as after a proxy or client-fleet restart) and the same
 #     count reconnect at once from the same addresses (a second floodtest, --rate 0, with up to
-#     STORM_PENDING connects in flight per process so that the listen backlog overflows:
+#     STORM_PENDING connects in flight per process, so that the listen backlog may overflow:
 #     TcpExtListenOverflows/ListenDrops from /proc/net/netstat, before and after). While they
 #     come back, msggen publishes MSG_RATE msg/s to every id: every promised delivery must
 #     arrive (both floodtests counted) and the live streams' per-second p99 is reported.
@@ -18,7 +18,8 @@
 #     closed counters, before and after.
 #
 # Settings (environment): FAULTS=1 (0 skips the phase), SILENT=50000, STORM=100000,
-# STORM_PENDING=20000, FAULT_DEADLINE=180 (seconds each step may take at most).
+# STORM_PENDING=20000, STORM_PUBLISH=60s (msggen's run from the storm's start), FAULT_DEADLINE=180
+# (seconds each step may take at most).
 # Writes $DIR/faults.md (included in summary.md), faults-*.log and floodtest-storm.*.
 
 FAULT_TABLE=comet_bench_faults_$$
@@ -133,7 +134,7 @@ EOF
     before_main=$(flood_messages)
     t_pub0=$(date +%s)
     "$BIN/msggen" --target "$PUBLISH" --rate "$MSG_RATE" --max-id "$CONNECTIONS" --size "$MSG_SIZE" \
-        --duration 60s --json "$DIR/msggen-storm.json" >"$DIR/msggen-storm.log" 2>&1 &
+        --duration "$STORM_PUBLISH" --json "$DIR/msggen-storm.json" >"$DIR/msggen-storm.log" 2>&1 &
     local msggen_pid=$!
     "$BIN/floodtest" --target "$PUBLIC" -n "$storm_n" --rate 0 --duration 3h --path events \
         --source-addrs "$storm_addrs" --pending-max "$STORM_PENDING" \
@@ -187,7 +188,7 @@ EOF
 | reconnect storm | $storm_n subscribers (source addresses $storm_addrs) aborted at once with \`ss -K\` (comet got a reset each and closed them in ${cut_s} s), then $storm_n reconnected at once (floodtest --rate 0, $STORM_PENDING connects in flight per process) |
 | reconnected | **$storm_connected of $storm_n in ${storm_s} s** |
 | listen backlog during the storm | TcpExtListenOverflows +$((over1 - over0)), ListenDrops +$((drops1 - drops0)) (machine-wide; a dropped SYN is retried by the client's kernel) |
-| live delivery during the storm | msggen $MSG_RATE msg/s for 60 s: $promised deliveries promised, $received received ($((promised - received)) lost); worst per-second p99 of the streams that stayed: $p99 ms |
+| live delivery during the storm | msggen $MSG_RATE msg/s for $STORM_PUBLISH: $promised deliveries promised, $received received ($((promised - received)) lost); worst per-second p99 of the streams that stayed: $p99 ms |
 | comet RSS before / after the silent peers / after the storm / peak during the phase | $rss_before / $rss_silent / $rss_after / $rss_peak KB |
 | comet connections before / after the silent peers / after the storm | $conns_before / $conns_silent / $conns_after |
 | comet open descriptors before / after | $fds_before / $fds_after |
