@@ -44,7 +44,8 @@ fuzz *TARGETS:
 bench-c10k *ARGS:
     bash tools/bench/c10k.sh {{ARGS}}
 
-# A million subscribers on this machine, 1000 msg/s, then a ramp to the highest sustained rate;
+# A million subscribers on this machine, 1000 msg/s, then a ramp to the highest sustained rate,
+# then faults (50k peers vanish without a FIN, 100k reconnect at once; as root, FAULTS=0 skips);
 # writes results/1m/<date>-<label>/. Settings in the header of tools/bench/1m.sh.
 bench-1m:
     bash tools/bench/1m.sh
