@@ -101,7 +101,9 @@ fn epoch_of(pos: &str) -> &str {
 
 /// 1. Nodes A and B; a subscriber on A gets m1..m3 (published on A, on B, and straight to
 ///    NATS: the stream captures a plain publish and numbers it).
-/// 2. It leaves with its last position; m4, m5 are published meanwhile.
+/// 2. It leaves with its last position; m4, m5 are published meanwhile. A publish is answered
+///    once the stream stored it, not once B routed it: B's own subscriber getting m5 says B's
+///    memory holds it (a resume answered before would get m4, m5 live, after the position).
 /// 3. It resumes on B: m4, m5 exactly, then the position, then live m6; no gap, nothing twice.
 /// 4. A node C started after all this (nothing in its memory) answers the same resume from
 ///    the stream (a fetch), over SSE and long-poll, and `since=0` with every message.
@@ -113,6 +115,7 @@ fn a_position_from_one_node_resumes_on_another() {
     let b = node(&nats);
     let mut on_a = events(&a, 7, None);
     let start = on_a.expect_position();
+    let mut on_b_live = events(&b, 7, None);
     let s1 = send(&a, 7, "m1");
     let s2 = send(&b, 7, "m2");
     nats_pub(&nats, "comet.user.7", "m3");
@@ -127,6 +130,8 @@ fn a_position_from_one_node_resumes_on_another() {
 
     let s4 = send(&a, 7, "m4");
     let s5 = send(&b, 7, "m5");
+    let live = messages(&mut on_b_live, 5);
+    assert_eq!(live[4], (s5, "m5".to_string()), "{live:?}");
     let mut on_b = events(&b, 7, Some(&last));
     let (replay, pos) = resumed(&mut on_b, 2);
     assert_eq!(replay, [(s4, "m4".to_string()), (s5, "m5".to_string())]);

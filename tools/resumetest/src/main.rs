@@ -261,7 +261,10 @@ struct Shared {
     /// Progress, for the per-second line.
     received: AtomicU64,
     reconnects: AtomicU64,
-    /// Scheduled drops not done yet (a drop waits until its connection streams).
+    /// Scheduled drops not done yet, or done and not resumed yet: a drop waits until its
+    /// connection streams, and leaves this count once its reconnect streams again (head 200,
+    /// its resume time recorded). Counted down at the drop itself, the end of the run could
+    /// come while a subscriber that had every message was still away, its resume never made.
     drops_left: AtomicU64,
     /// Per subscriber: the last n the publisher sent, for explaining gaps.
     published: Vec<AtomicU64>,
@@ -409,6 +412,8 @@ fn subscriber(
     let mut next_drop = 0;
     // The current connection was lost (until its successor streams).
     let mut lost = false;
+    // The last drop's reconnect has not streamed yet (see `Shared::drops_left`).
+    let mut resume_due = false;
     // After a drop: stay away until then.
     let mut away_until: Option<Instant> = None;
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
@@ -486,9 +491,9 @@ fn subscriber(
                 drop_conn(conn.take().expect("a connection"), rst);
                 stats.reconnects += 1;
                 shared.reconnects.fetch_add(1, Ordering::Relaxed);
-                shared.drops_left.fetch_sub(1, Ordering::Relaxed);
                 next_drop += 1;
                 lost = true;
+                resume_due = true;
                 away_until = Some(now + opts.away_max.mul_f64(rng.f64()));
                 continue;
             }
@@ -523,6 +528,11 @@ fn subscriber(
                         if let Ok(mut h) = shared.resume_us.lock() {
                             h.saturating_record(us);
                         }
+                    }
+                    if resume_due {
+                        // After the record: the end of the run counts this resume.
+                        resume_due = false;
+                        shared.drops_left.fetch_sub(1, Ordering::Relaxed);
                     }
                     head_at.get_or_insert(now);
                 }
@@ -1263,8 +1273,8 @@ fn run(opts: &Opts) -> Result<bool, String> {
     if let Some(e) = &published.error {
         eprintln!("resumetest: publisher: {e}");
     }
-    // Wait for the last scheduled drops, then for every subscriber to reach the last number
-    // published for its id.
+    // Wait for the last scheduled drops and their resumes, and for every subscriber to reach
+    // the last number published for its id.
     let drain_deadline = Instant::now() + opts.drain;
     let caught_up = |k: usize| shared.last[k].load(Ordering::Relaxed) >= published.last[k];
     while (shared.drops_left.load(Ordering::Relaxed) > 0 || !(0..subscribers).all(caught_up))
