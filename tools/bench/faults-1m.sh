@@ -30,12 +30,17 @@ netstat_field() {
         $1 == "TcpExt:" {for (i = 2; i <= NF; i++) if (n[i] == k) print $i}' /proc/net/netstat
 }
 
-# comet's /metrics, summed over workers: metric $1 (with label pair $2).
+# comet's /metrics, summed over workers: metric $1 (with label pair $2); empty when comet did
+# not answer within 10 s three times (busy freeing tens of thousands of sockets, say).
 live_metric() {
-    local f
+    local f try
     f=$(mktemp)
-    save_metrics "$f"
-    metric_sum "$1" "$f" "${2:-}"
+    for try in 1 2 3; do
+        if curl -sf --max-time 10 "http://$PUBLISH/metrics" >"$f"; then
+            metric_sum "$1" "$f" "${2:-}"
+            break
+        fi
+    done
     rm -f "$f"
 }
 
@@ -95,16 +100,18 @@ EOF
     local t0=$SECONDS want=$((conns_before - silent_n)) now silent_s=never
     while ((SECONDS - t0 <= FAULT_DEADLINE)); do
         now=$(live_metric comet_connections)
-        echo "$((SECONDS - t0)) $now" >>"$DIR/faults-silent.log"
-        if ((now <= want)); then
+        echo "$((SECONDS - t0)) ${now:-no-answer}" >>"$DIR/faults-silent.log"
+        if [[ -n $now ]] && ((now <= want)); then
             silent_s=$((SECONDS - t0))
             break
         fi
         sleep 1
     done
-    local silent_left=$(($(live_metric comet_connections) - want))
+    local silent_left error_closes
+    now=$(live_metric comet_connections)
+    silent_left=$((${now:-0} - want))
     ((silent_left < 0)) && silent_left=0
-    local error_closes=$(($(live_metric comet_connections_closed_total 'reason="error"')))
+    error_closes=$(live_metric comet_connections_closed_total 'reason="error"')
     nft delete table inet "$FAULT_TABLE" || true
     local rss_silent conns_silent
     rss_silent=$(rss_kb "$COMET_PID")
@@ -125,7 +132,9 @@ EOF
     ss -K -Htn state established "( dport = :${PUBLIC##*:} )" and "(" "${filter[@]}" ")" >/dev/null
     t0=$SECONDS
     want=$((conns_silent - storm_n))
-    while ((SECONDS - t0 <= FAULT_DEADLINE)) && (($(live_metric comet_connections) > want)); do
+    while ((SECONDS - t0 <= FAULT_DEADLINE)); do
+        now=$(live_metric comet_connections)
+        [[ -n $now ]] && ((now <= want)) && break
         sleep 1
     done
     local cut_s=$((SECONDS - t0))

@@ -448,7 +448,11 @@ impl Conns {
 
     /// A subscriber every owner acknowledged: its head and what queued up behind it go out.
     pub fn streaming(&mut self, slot: u32) {
-        self.slots[slot as usize].state = State::Streaming;
+        let conn = &mut self.slots[slot as usize];
+        conn.state = State::Streaming;
+        // Its head goes now: the stream's first heartbeat is a period away, not at the next
+        // visit of its slice.
+        conn.flags |= ACTIVE;
         self.send_if_idle(slot);
     }
 
@@ -549,11 +553,16 @@ impl Conns {
         half
     }
 
-    /// A heartbeat to every stream that `beats` and was sent nothing since the last round;
-    /// returns how many were sent.
-    pub fn heartbeats(&mut self, beats: impl Fn(http::Format) -> bool) -> u64 {
+    /// A heartbeat to every stream of the slots `first`, `first + stride`, ... that `beats`
+    /// and was sent nothing since its last visit; returns how many were sent.
+    pub fn heartbeats(
+        &mut self,
+        first: u32,
+        stride: usize,
+        beats: impl Fn(http::Format) -> bool,
+    ) -> u64 {
         let mut sent = 0;
-        for slot in 0..self.slots.len() as u32 {
+        for slot in (first..self.slots.len() as u32).step_by(stride) {
             let conn = &mut self.slots[slot as usize];
             if conn.state != State::Streaming {
                 continue;

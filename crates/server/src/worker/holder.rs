@@ -21,6 +21,7 @@ use super::publish::Publishers;
 use super::request::{answer, Requests};
 use super::stream::{End, Logins, Streams};
 use super::ws::{Input, WsInput};
+use super::TICK_MS;
 use crate::config::Config;
 use crate::metrics::{CloseReason, Stats};
 use crate::public::{Action, Subscribe};
@@ -38,8 +39,9 @@ pub struct Holder {
     pub(super) pubs: Publishers,
     expiry: Expiry,
     clock: Clock,
-    /// When the next heartbeat round is due.
-    next_beat_ms: u64,
+    /// Ticks so far: tick `t` visits the slots `s` with `s % slices == t % slices` for
+    /// heartbeats (`slices`: ticks per heartbeat period).
+    beat_tick: u64,
     /// When the write-buffer pool next gives back what it did not need.
     next_trim_ms: u64,
     /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once (on the
@@ -66,7 +68,7 @@ impl Holder {
             pubs: Publishers::default(),
             expiry: Expiry::default(),
             clock,
-            next_beat_ms: cfg.heartbeat_ms,
+            beat_tick: 0,
             next_trim_ms: WRITE_TRIM_MS,
             shutting_down: false,
             late: 0,
@@ -665,14 +667,22 @@ impl Holder {
             let streaming = self.conns.get(slot).state == State::Streaming;
             self.polls.maybe_ready(slot, now, streaming);
         }
-        if self.cfg.heartbeat_ms > 0 && now >= self.next_beat_ms {
-            self.next_beat_ms = now + self.cfg.heartbeat_ms;
+        if self.cfg.heartbeat_ms > 0 {
+            // Each tick visits its slice of the slots, so every stream is visited once a period
+            // and the heartbeats of a million streams are spread over the period: all at once,
+            // they queued ~500k sends per worker in one tick and held up deliveries for seconds
+            // (results/1m/2026-11-29-rings-faults).
+            let slices = (self.cfg.heartbeat_ms / TICK_MS).max(1);
+            let phase = (self.beat_tick % slices) as u32;
+            self.beat_tick += 1;
             let test_heartbeats = self.cfg.test_heartbeats;
-            let sent = self.conns.heartbeats(|format| match format {
-                http::Format::Sse | http::Format::SseRaw | http::Format::Ws => true,
-                http::Format::Chunked | http::Format::Raw => test_heartbeats,
-                http::Format::Poll => false,
-            });
+            let sent = self
+                .conns
+                .heartbeats(phase, slices as usize, |format| match format {
+                    http::Format::Sse | http::Format::SseRaw | http::Format::Ws => true,
+                    http::Format::Chunked | http::Format::Raw => test_heartbeats,
+                    http::Format::Poll => false,
+                });
             self.stats().heartbeats.add(sent);
         }
         self.expire_tokens(owner);

@@ -63,7 +63,8 @@ use shard::Shard;
 
 /// Completions copied out of the queue per batch.
 const CQE_BATCH: usize = 256;
-/// Period of the timer that expires requests and idle connections.
+/// Period of the timer that expires requests and idle connections, and sends a slice of the
+/// heartbeats.
 const TICK_MS: u64 = 250;
 
 pub struct Worker {
