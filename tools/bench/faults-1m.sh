@@ -193,7 +193,7 @@ EOF
 
 | | |
 |---|---|
-| silent peers | $silent_n subscribers (source addresses $silent_addrs) cut off by an nftables rule (no FIN, no RST reaches comet); comet \`--heartbeat-ms\` $HEARTBEAT_MS, \`--unacked-timeout-ms\` $UNACKED_MS: stated bound $(((HEARTBEAT_MS + UNACKED_MS) / 1000)) s plus the retransmission timer |
+| silent peers | $silent_n subscribers (source addresses $silent_addrs) cut off by an nftables rule (no FIN, no RST reaches comet); comet \`--heartbeat-ms\` $HEARTBEAT_MS, \`--unacked-timeout-ms\` $UNACKED_MS: stated bound $(((2 * HEARTBEAT_MS + UNACKED_MS) / 1000)) s plus the retransmission timer (README, Dead peers) |
 | silent peers freed in | **${silent_s} s** ($silent_left not freed by the deadline of ${FAULT_DEADLINE} s); connections closed for a socket error so far: $error_closes |
 | reconnect storm | $storm_n subscribers (source addresses $storm_addrs) aborted at once with \`ss -K\` (comet got a reset each and closed them in ${cut_s} s), then $storm_n reconnected at once (floodtest --rate 0, $STORM_PENDING connects in flight per process) |
 | reconnected | **$storm_connected of $storm_n in ${storm_s} s** ($storm_failed attempts failed; floodtest does not retry them) |

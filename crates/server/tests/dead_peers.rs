@@ -83,10 +83,11 @@ fn a_peer_that_vanishes_without_a_fin_is_freed_after_the_unacked_timeout() {
 
     let _hole = Blackhole::port(gone_port);
     let vanished = Instant::now();
-    // Freed within a heartbeat period and the unacknowledged timeout (and the kernel's
-    // retransmission timer, which fires the abort on its next tick: up to its RTO, 200 ms
-    // at least on loopback); the connection is closed for a socket error.
-    let bound = Duration::from_millis(HEARTBEAT_MS + UNACKED_MS) + Duration::from_secs(2);
+    // Freed within two heartbeat periods (a stream sent something in its last period is skipped
+    // once; here only its head) and the unacknowledged timeout, and the kernel's retransmission
+    // timer (which fires the abort on its next tick: up to its RTO, 200 ms at least on
+    // loopback); the connection is closed for a socket error.
+    let bound = Duration::from_millis(2 * HEARTBEAT_MS + UNACKED_MS) + Duration::from_secs(2);
     loop {
         let m = metrics(&server);
         if total(&m, "comet_connections") == 2 {
