@@ -16,7 +16,8 @@
 //!   starting after the stream's last seq at join. Every message comes this way, the node's own
 //!   publishes too, in stream order, with its seq; a plain `nats pub <prefix>.user.42 hi` is
 //!   captured by the stream and delivered alike. The ordered consumer recreates itself after a
-//!   gap in its sequence or missed heartbeats (a NATS restart), starting after the last
+//!   gap in its sequence or missed heartbeats (a NATS restart, or the loss of the server of a
+//!   NATS cluster that held it: within 5 s, see [`CONSUMER_EXPIRES`]), starting after the last
 //!   message it handed over: nothing is skipped or repeated. Chosen over core NATS plus the
 //!   stream's sequence because a core subscriber does not learn the seq of a message that
 //!   another client published, and misses what was published while its link was down.
@@ -44,8 +45,20 @@ use crate::{subject_id, Inbound, Options, OutMsg, Outbox, Stats, Stored, Ticket}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages handed over between doorbell flushes.
 const BATCH_MAX: usize = 256;
-/// The consumer's pull requests expire after this (its idle heartbeat is half of it).
-const CONSUMER_EXPIRES: Duration = Duration::from_secs(5);
+/// The consumer's pull requests expire after this; its idle heartbeat is half of it (1 s) and
+/// async-nats sets it up again after two missed heartbeat windows of 2 heartbeats each. With
+/// [`CONSUMER_POLL`], a consumer lost with its server (an ordered consumer is one replica, in
+/// memory, on one server of a NATS cluster) is noticed within 2 s + 1 s + 2 s = 5 s of its last
+/// heartbeat, and set up again [`REQUEST_TIMEOUT`] later (async-nats first deletes the lost one,
+/// which nothing answers) once JetStream has a leader. A pull request every 2 s and a heartbeat
+/// every second per node cost nothing.
+const CONSUMER_EXPIRES: Duration = Duration::from_secs(2);
+/// The bridge polls the consumer this often. async-nats 0.51's ordered consumer, after a first
+/// missed heartbeat window, returns pending with no timer armed: its second window starts only
+/// when something polls it again, which left alone is its next pull request (the expiry + 5 s
+/// later), so a lost consumer was noticed three expiries after its last heartbeat (15 s with the
+/// 5 s expiry comet had before).
+const CONSUMER_POLL: Duration = Duration::from_secs(1);
 /// Wait between attempts to set the consumer up again after it failed for good.
 const CONSUMER_RETRY: Duration = Duration::from_millis(250);
 /// The stream's duplicate window at most (JetStream's default), never longer than its age.
@@ -390,7 +403,7 @@ async fn consume(
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter.to_string(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence },
-            // Pull requests of 5 s, so idle heartbeats every 2.5 s: a stalled consumer is
+            // Pull requests of 2 s, so idle heartbeats every second: a stalled consumer is
             // noticed and set up again within seconds (the default is 30 s).
             max_expires: CONSUMER_EXPIRES,
             ..Default::default()
@@ -419,6 +432,8 @@ pub(crate) async fn run(
     let mut last = joined.last_seq;
     // The connection made before the loop left a wake-up: the consumer is set up below anyway.
     let _ = stats.relinked.notified().now_or_never();
+    let mut poll = tokio::time::interval(CONSUMER_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if messages.is_none() && tokio::time::Instant::now() >= retry_at {
             match consume(&joined.stream, &filter, last + 1).await {
@@ -441,6 +456,7 @@ pub(crate) async fn run(
             out = outbox.rx.recv() => Event::Out(out),
             item = next => Event::Message(item),
             () = tokio::time::sleep_until(retry_at), if waiting => Event::Retry,
+            _ = poll.tick(), if !waiting => Event::Poll,
             () = stats.relinked.notified() => Event::Relinked,
         };
         match event {
@@ -501,7 +517,8 @@ pub(crate) async fn run(
                 tracing::warn!("cluster: the consumer ended; setting it up again");
                 messages = None;
             }
-            Event::Retry => {}
+            // The next turn polls the consumer, which re-arms its heartbeat timer.
+            Event::Retry | Event::Poll => {}
             Event::Relinked => {
                 // A new connection: the server may have restarted and lost the consumer.
                 messages = None;
@@ -519,6 +536,8 @@ enum Event {
     Out(Option<OutMsg>),
     Message(Option<Result<jetstream::Message, consumer::pull::OrderedError>>),
     Retry,
+    /// Time to poll the consumer again ([`CONSUMER_POLL`]).
+    Poll,
     Relinked,
 }
 
