@@ -397,19 +397,7 @@ fn a_retried_publish_with_the_same_key_is_delivered_once() {
 #[ignore = "needs nats-server"]
 fn jetstream_is_required_unless_core_nats_is_asked_for() {
     let nats = Nats::start(&[]);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--cluster", &nats.url()])
-        .output()
-        .expect("run comet");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = common::refused_start(&["--cluster", &nats.url()]);
     assert!(
         stderr.contains("no JetStream") && stderr.contains("--cluster-core"),
         "{stderr}"

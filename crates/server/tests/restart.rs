@@ -6,10 +6,10 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{eventually, get, state_dir, subscribe, Client, Publisher, Server};
+use common::{eventually, get, refused_start, state_dir, subscribe, Client, Publisher, Server};
 use serde_json::{json, Value};
 
 const STATE_FILE: &str = "comet.state";
@@ -169,22 +169,7 @@ fn a_crash_after_a_restore_gives_an_honest_gap() {
 
 /// `comet serve --state-dir <dir>` that must refuse to start: exit 1, and stderr.
 fn refused(dir: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--state-dir")
-        .arg(dir)
-        .output()
-        .expect("run comet");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
-    assert!(output.stdout.is_empty(), "it must not report listening");
-    stderr
+    refused_start(&[OsStr::new("--state-dir"), dir.as_os_str()])
 }
 
 /// A state file flipped, truncated or of another version is refused, naming the file, what
@@ -241,21 +226,12 @@ fn a_corrupt_state_file_is_refused() {
 #[test]
 fn state_dir_is_for_a_single_node() {
     let dir = state_dir("restart-cluster");
-    let output = Command::new(env!("CARGO_BIN_EXE_comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--cluster", "nats://127.0.0.1:1"])
-        .arg("--state-dir")
-        .arg(&dir)
-        .output()
-        .expect("run comet");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&[
+        OsStr::new("--cluster"),
+        OsStr::new("nats://127.0.0.1:1"),
+        OsStr::new("--state-dir"),
+        dir.as_os_str(),
+    ]);
     assert!(
         stderr.contains("--state-dir") && stderr.contains("--cluster"),
         "{stderr}"

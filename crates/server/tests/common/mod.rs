@@ -790,6 +790,26 @@ impl Client {
     }
 }
 
+/// `comet serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 <args>` that must refuse to
+/// start: exit code 1 and nothing on stdout (it never reported listening); returns its stderr.
+pub fn refused_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_comet"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--publish-listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .expect("run comet");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(output.stdout.is_empty(), "it must not report listening");
+    stderr
+}
+
 /// The path of `program`, which a test needs (it is `#[ignore = "needs <program>"]`, so it runs
 /// only when asked to, as `tools/test.sh` does). Missing, the test fails saying how to install
 /// it: a test that cannot run must not pass.
