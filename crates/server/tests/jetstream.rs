@@ -412,8 +412,10 @@ fn jetstream_is_required_unless_core_nats_is_asked_for() {
 /// Three JetStream servers in a NATS cluster and a stream with three replicas
 /// (`--cluster-replicas 3`): nodes A and B each know every server; with one server killed the
 /// stream keeps storing (two of three), and B's subscriber gets every message once, in order.
+/// Known flaky, so `tools/test.sh` leaves it out (see there): nats-server 2.9 sometimes never
+/// places B's replacement consumer after the server that held it died.
 #[test]
-#[ignore = "needs nats-server"]
+#[ignore = "needs nats-server; known flaky, left out by tools/test.sh"]
 fn a_stream_with_three_replicas_survives_a_server() {
     let ports = [
         common::nats::free_port(),
