@@ -71,14 +71,6 @@ trap cleanup EXIT
 
 now() { date +%s.%N | cut -c1-14; }
 metric() { curl -s --max-time 2 "http://$1/metrics" | awk -v k="$2" '$1 == k {print $2}'; }
-# Sets FREE_PORT to a free loopback port not in $* (no subshell: it would repeat $RANDOM).
-pick_port() {
-    while :; do
-        FREE_PORT=$((30000 + RANDOM % 20000))
-        [[ " $* " == *" $FREE_PORT "* ]] && continue
-        port_free "$FREE_PORT" && return
-    done
-}
 
 start_nats() {
     nats-server -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" >>"$RUN/nats.log" 2>&1 &

@@ -63,6 +63,14 @@ bench_results_dir() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Sets FREE_PORT to a free loopback port not in $* (no subshell: it would repeat $RANDOM).
+pick_port() {
+    while :; do
+        FREE_PORT=$((30000 + RANDOM % 20000))
+        [[ " $* " == *" $FREE_PORT "* ]] && continue
+        port_free "$FREE_PORT" && return
+    done
+}
 
 # Starts `comet serve` on two free ports below the ephemeral range with any extra arguments;
 # sets COMET_PID, PUBLIC and PUBLISH. comet refuses a port in use, so a race only costs a retry.

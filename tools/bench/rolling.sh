@@ -76,14 +76,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Sets FREE_PORT to a free loopback port not in $* (no subshell: it would repeat $RANDOM).
-pick_port() {
-    while :; do
-        FREE_PORT=$((30000 + RANDOM % 20000))
-        [[ " $* " == *" $FREE_PORT "* ]] && continue
-        port_free "$FREE_PORT" && return
-    done
-}
 USED=()
 port() {
     pick_port "${USED[@]}"

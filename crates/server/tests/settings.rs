@@ -216,14 +216,7 @@ fn log_lines_as_json_or_plain_text() {
     assert!(messages.iter().any(|m| m == "stopped"), "{log}");
 
     // Text into a pipe: no colour codes. (NO_COLOR, which the helper sets, is unset here.)
-    let mut child = Command::new(env!("CARGO_BIN_EXE_comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = common::serve_command()
         .env_remove("NO_COLOR")
         .env("COMET_LOG_FORMAT", "text")
         .stdin(Stdio::null())

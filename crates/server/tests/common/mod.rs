@@ -790,20 +790,24 @@ impl Client {
     }
 }
 
+/// `comet serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0`, for a test to add to and run
+/// itself ([`Server::start`] starts one and waits for its ready line).
+pub fn serve_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comet"));
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--publish-listen",
+        "127.0.0.1:0",
+    ]);
+    command
+}
+
 /// `comet serve --listen 127.0.0.1:0 --publish-listen 127.0.0.1:0 <args>` that must refuse to
 /// start: exit code 1 and nothing on stdout (it never reported listening); returns its stderr.
 pub fn refused_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_comet"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--publish-listen",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .output()
-        .expect("run comet");
+    let output = serve_command().args(args).output().expect("run comet");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
     assert!(output.stdout.is_empty(), "it must not report listening");
