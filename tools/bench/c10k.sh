@@ -109,7 +109,7 @@ RSS_END=$(rss_kb "$COMET_PID")
 LOAD_END=$(load_avg)
 # VmHWM can lag VmRSS (the kernel folds per-thread RSS counters in lazily): take the largest
 # of it and every RSS figure seen.
-RSS_PEAK=$( (hwm_kb "$COMET_PID"; echo "$RSS_IDLE"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
+RSS_PEAK=$(rss_peak_kb "$COMET_PID" "$RSS_IDLE" "$RSS_END")
 CPU_S=$(cpu_s "$COMET_PID")
 
 stop_comet 5 >/dev/null

@@ -137,6 +137,13 @@ metric_sum() {
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# The highest RSS seen of pid $1: its VmHWM, the readings given after it (KB) and memlog's
+# samples in $DIR.
+rss_peak_kb() {
+    local pid=$1
+    shift
+    (hwm_kb "$pid"; printf '%s\n' "$@"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1
+}
 cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$1/stat"; }
 tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }

@@ -85,7 +85,7 @@ RESUME_PID=
 
 save_metrics "$DIR/metrics-end.txt"
 RSS_END=$(rss_kb "$COMET_PID")
-RSS_PEAK=$( (hwm_kb "$COMET_PID"; echo "$RSS_END"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1)
+RSS_PEAK=$(rss_peak_kb "$COMET_PID" "$RSS_END")
 CPU_S=$(cpu_s "$COMET_PID")
 LOAD_END=$(load_avg)
 stop_comet 5 >/dev/null
