@@ -180,8 +180,11 @@ wait_connected() {
     done
 }
 # The commit comet was built from, noting uncommitted changes under crates/.
+# The revision is read once, when a bench script starts: a summary written at the end of a
+# 2-hour run names the code that ran, not whatever was checked out meanwhile.
+COMET_REV_AT_START="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet -- crates 2>/dev/null || echo ' (uncommitted changes in crates/)')"
 comet_rev() {
-    echo "$(git rev-parse --short HEAD)$(git diff --quiet -- crates || echo ' (uncommitted changes in crates/)')"
+    echo "$COMET_REV_AT_START"
 }
 machine_line() {
     echo "$(nproc) CPUs, Linux $(uname -r), $(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) memory"
