@@ -197,7 +197,7 @@ pub struct Snapshot {
     pub stored: u64,
     pub duplicates: u64,
     /// JetStream: resumes that asked the stream for what this node's memory did not hold,
-    /// and those that could not get an answer (told as a gap).
+    /// and the tries that could not be asked or answered (the resume waits for the link).
     pub fetches: u64,
     pub fetch_failed: u64,
 }
@@ -304,7 +304,7 @@ impl Publisher {
 
     /// JetStream: asks the stream for `id`'s messages with `since < seq <= upto` (a resume
     /// the node's memory cannot answer); the answer comes to [`Inbound::fetched`]. False when
-    /// it cannot be asked now (link down, queue full): the caller answers with a gap.
+    /// it cannot be asked now (link down, queue full): the caller asks again later.
     pub fn fetch(&self, id: u64, since: u64, upto: u64, ticket: Ticket) -> bool {
         let asked = self.stats.connected()
             && self

@@ -374,7 +374,7 @@ fn write_all(
             (
                 "comet_cluster_fetch_failed_total",
                 Kind::Counter,
-                "JetStream: resumes the stream could not help with (told as a gap).",
+                "JetStream: fetches that could not be asked or answered (the resume waits for the link, up to 10 s, then gets a gap).",
                 c.fetch_failed,
             ),
         ];

@@ -336,6 +336,62 @@ fn a_publish_during_a_nats_outage_is_answered_503() {
     assert_eq!(got[1], (seq, "back".to_string()));
 }
 
+/// 1. A node has stored messages for ids 31 and 32; a node C started afterwards holds none of
+///    them in memory, so a resume on C needs the stream.
+/// 2. nats-server is killed. A resume of 31 on C is not answered while the stream cannot be
+///    asked (a gap would come at once), and once nats-server is back it gets what it missed,
+///    with no gap: a NATS restart is not a gap.
+/// 3. nats-server is killed again and stays down: a resume of 32 is answered after 10 s from
+///    C's memory, with a gap.
+#[test]
+#[ignore = "needs nats-server"]
+fn a_resume_during_a_nats_outage_waits_for_the_link() {
+    let mut nats = Nats::jetstream();
+    let a = node(&nats);
+    let mut live = events(&a, 31, None);
+    let epoch = epoch_of(&live.expect_position()).to_string();
+    let s1 = send(&a, 31, "one");
+    let s2 = send(&a, 31, "two");
+    send(&a, 32, "lost to C");
+    assert_eq!(messages(&mut live, 2)[1], (s2, "two".to_string()));
+    let c = node(&nats);
+    let resume = |id: u64| {
+        let mut client = Client::connect(c.public);
+        let since = format!("{epoch}:{s1}");
+        client.write(
+            format!("GET /events/{id} HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {since}\r\n\r\n")
+                .as_bytes(),
+        );
+        client
+    };
+
+    nats.kill();
+    wait_connected(&c, 0);
+    let mut waits = resume(31);
+    assert!(waits
+        .unread_within(std::time::Duration::from_millis(500))
+        .is_empty());
+    nats.restart();
+    assert_eq!(waits.read_head().status, 200);
+    waits.expect_retry();
+    let (replay, _) = resumed(&mut waits, 1);
+    assert_eq!(replay, [(s2, "two".to_string())]);
+
+    wait_connected(&c, 1);
+    nats.kill();
+    wait_connected(&c, 0);
+    let started = std::time::Instant::now();
+    let mut gives_up = resume(32);
+    assert!(!gives_up
+        .unread_within(std::time::Duration::from_secs(15))
+        .is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    assert_eq!(gives_up.read_head().status, 200);
+    gives_up.expect_retry();
+    let gap = gives_up.next_event().expect("a gap");
+    assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
+}
+
 /// The same `Idempotency-Key` twice: stored once (the second answer says `duplicate`, with the
 /// first one's seq), delivered once. A batch retried with its key stores only its lines once.
 #[test]

@@ -23,6 +23,15 @@ use super::shard::Shard;
 /// before it is answered with a gap.
 const CATCH_UP_MS: u64 = 2_000;
 
+/// How long a resume that needs the stream waits for it while it cannot be asked (the link to
+/// NATS is down, or the fetch failed) before it is answered from this node's memory, with an
+/// honest gap. Longer than a NATS restart (`just bench-rolling`: about 2 s, and the link's
+/// reconnect), so a deploy of nats-server gives no gap.
+pub const FETCH_WAIT_MS: u64 = 10_000;
+
+/// How often the resumes waiting for the link are looked at (each look goes over all of them).
+const UNFETCHED_SCAN_MS: u64 = 50;
+
 /// Where a login's answer comes from.
 pub enum Here {
     /// Another worker owns the id (it answers by mail).
@@ -47,9 +56,15 @@ pub struct Owner {
 /// The owner's side of a cluster on JetStream.
 pub struct Stream {
     publisher: comet_cluster::Publisher,
-    /// Logins waiting for a fetch: the client's position and this shard's position when the
-    /// fetch was asked (the stream answers up to it, the history has what came after).
-    fetching: AHashMap<(Id, ConnRef), (u64, u64)>,
+    /// Logins waiting for a fetch: the client's position, this shard's position when the
+    /// fetch was asked (the stream answers up to it, the history has what came after) and
+    /// until when (ms) a failed fetch may be asked again.
+    fetching: AHashMap<(Id, ConnRef), (u64, u64, u64)>,
+    /// Logins whose fetch could not be asked or failed: the client's position and until when
+    /// (ms) they wait for the link ([`FETCH_WAIT_MS`]); asked again once it is up.
+    unfetched: AHashMap<(Id, ConnRef), (u64, u64)>,
+    /// When `unfetched` is looked at next (ms).
+    unfetched_scan_ms: u64,
     /// Logins waiting for this node to reach the client's position, and until when (ms).
     /// Checked after every drain of the mailbox: kept apart from `fetching`, which may hold
     /// thousands during a mass resume.
@@ -65,6 +80,8 @@ impl Stream {
         Stream {
             publisher,
             fetching: AHashMap::new(),
+            unfetched: AHashMap::new(),
+            unfetched_scan_ms: 0,
             waiting: AHashMap::new(),
             marks: VecDeque::new(),
             age_us,
@@ -144,12 +161,8 @@ impl Owner {
         }
         let mut replay = Vec::new();
         let gap = history.since(id, s, &mut replay);
-        let ticket = crate::cluster::fetch_ticket(conn);
-        if gap
-            && history.config().messages_max > 0
-            && stream.publisher.fetch(id, s, position, ticket)
-        {
-            stream.fetching.insert((id, conn), (s, position));
+        if gap && history.config().messages_max > 0 {
+            self.ask_stream(id, conn, s, now_ms + FETCH_WAIT_MS);
             return None;
         }
         self.shard.subscribe(id, conn);
@@ -160,27 +173,65 @@ impl Owner {
         })
     }
 
+    /// JetStream: asks the stream for what `id` had after `since` (a resume this node's memory
+    /// does not reach back for). When it cannot be asked now (the link is down, the queue is
+    /// full), the login waits in `unfetched` until `deadline_ms`.
+    fn ask_stream(&mut self, id: Id, conn: ConnRef, since: u64, deadline_ms: u64) {
+        let stream = self.stream.as_mut().expect("on a stream");
+        let position = self.shard.history().position();
+        let ticket = crate::cluster::fetch_ticket(conn);
+        if stream.publisher.fetch(id, since, position, ticket) {
+            let asked = (since, position, deadline_ms);
+            stream.fetching.insert((id, conn), asked);
+        } else {
+            stream.unfetched.insert((id, conn), (since, deadline_ms));
+        }
+    }
+
     /// JetStream: the stream's answer for a resume of `conn` as `id`.
-    pub fn fetched(&mut self, id: Id, conn: ConnRef, result: Option<comet_cluster::Fetched>) {
+    pub fn fetched(
+        &mut self,
+        id: Id,
+        conn: ConnRef,
+        result: Option<comet_cluster::Fetched>,
+        now_ms: u64,
+    ) {
         let Some(stream) = self.stream.as_mut() else {
             return;
         };
-        let Some((since, upto)) = stream.fetching.remove(&(id, conn)) else {
+        let Some((since, upto, deadline_ms)) = stream.fetching.remove(&(id, conn)) else {
             return; // logged out meanwhile
         };
+        let Some(fetched) = result else {
+            if now_ms < deadline_ms {
+                // Not answered (the link went down meanwhile, say): asked again with the link.
+                stream.unfetched.insert((id, conn), (since, deadline_ms));
+            } else {
+                self.answer_from_memory(id, conn, since);
+            }
+            return;
+        };
+        // The stream up to `upto`, the history after it.
+        let history = self.shard.history();
+        let mut replay = fetched.messages;
+        let mut tail = Vec::new();
+        let gap = history.since(id, upto, &mut tail);
+        replay.extend(tail);
+        let ack = Ack {
+            pos: history.position(),
+            gap: fetched.gap || gap,
+            replay,
+        };
+        self.shard.subscribe(id, conn);
+        self.answer(id, conn, ack);
+    }
+
+    /// A resume the stream could not answer in time: what this node's memory has after
+    /// `since`, with a gap where it does not reach back.
+    fn answer_from_memory(&mut self, id: Id, conn: ConnRef, since: u64) {
         let history = self.shard.history();
         let mut replay = Vec::new();
-        let gap = match result {
-            Some(fetched) => {
-                // The stream up to `upto`, the history after it.
-                replay = fetched.messages;
-                let mut tail = Vec::new();
-                let gap = history.since(id, upto, &mut tail);
-                replay.extend(tail);
-                fetched.gap || gap
-            }
-            None => history.since(id, since, &mut replay),
-        };
+        let gap = history.since(id, since, &mut replay);
         let ack = Ack {
             pos: history.position(),
             gap,
@@ -188,6 +239,35 @@ impl Owner {
         };
         self.shard.subscribe(id, conn);
         self.answer(id, conn, ack);
+    }
+
+    /// JetStream: the resumes waiting for the link are asked again once it is up, and those
+    /// past their deadline are answered from memory. At most once per [`UNFETCHED_SCAN_MS`]:
+    /// there may be thousands during an outage.
+    fn retry_unfetched(&mut self, now_ms: u64) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        if stream.unfetched.is_empty() || now_ms < stream.unfetched_scan_ms {
+            return;
+        }
+        stream.unfetched_scan_ms = now_ms + UNFETCHED_SCAN_MS;
+        let linked = stream.publisher.stats().connected();
+        let due: Vec<((Id, ConnRef), (u64, u64))> = stream
+            .unfetched
+            .iter()
+            .filter(|(_, &(_, deadline_ms))| linked || now_ms >= deadline_ms)
+            .map(|(&key, &value)| (key, value))
+            .collect();
+        for ((id, conn), (since, deadline_ms)) in due {
+            let stream = self.stream.as_mut().expect("on a stream");
+            stream.unfetched.remove(&(id, conn));
+            if now_ms >= deadline_ms {
+                self.answer_from_memory(id, conn, since);
+            } else {
+                self.ask_stream(id, conn, since, deadline_ms);
+            }
+        }
     }
 
     /// Hands a login's late answer to the worker holding the connection.
@@ -208,12 +288,14 @@ impl Owner {
     /// JetStream, after the mailbox was drained: every message up to `head` (read before the
     /// drain) has been routed, so the history's position moves there, and the logins waiting
     /// for this node to catch up are answered once it has (or, past their deadline, with a
-    /// gap).
+    /// gap); the resumes waiting for the link to ask the stream are asked again.
     pub fn caught_up(&mut self, head: u64, now_ms: u64) {
-        let Some(stream) = self.stream.as_mut() else {
+        if self.stream.is_none() {
             return;
-        };
+        }
         self.shard.history_mut().advance(head);
+        self.retry_unfetched(now_ms);
+        let stream = self.stream.as_mut().expect("on a stream");
         if stream.waiting.is_empty() {
             return;
         }
@@ -254,7 +336,10 @@ impl Owner {
     fn unsubscribe(&mut self, id: Id, conn: ConnRef) {
         if let Some(stream) = self.stream.as_mut() {
             let key = (id, conn);
-            if stream.fetching.remove(&key).is_some() || stream.waiting.remove(&key).is_some() {
+            if stream.fetching.remove(&key).is_some()
+                || stream.unfetched.remove(&key).is_some()
+                || stream.waiting.remove(&key).is_some()
+            {
                 return;
             }
         }
@@ -382,7 +467,7 @@ impl Owner {
                     let connections = self.shard.logged_in(id).len() as u32;
                     self.reply(reply, connections);
                 }
-                Mail::Fetched { id, conn, result } => self.fetched(id, conn, result),
+                Mail::Fetched { id, conn, result } => self.fetched(id, conn, result, now_ms),
                 mail => return Some(mail),
             }
         }
