@@ -194,6 +194,25 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
+    /// One accept into a free fixed-file slot (allocated by the kernel): exactly one connection,
+    /// for a table's last free slots, where a multishot accept could take more connections
+    /// than there are slots before its cancel lands (a full table makes the kernel close the
+    /// connection it took). Not tracked by the fault schedule, which fails multishot accepts.
+    pub fn accept_once(&mut self, listener: RawFd, user_data: u64) {
+        let e = opcode::Accept::new(
+            types::Fd(listener),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+        .file_index(Some(types::DestinationSlot::auto_target()))
+        .build()
+        .user_data(user_data);
+        // SAFETY: no memory is handed over (no peer address is asked for); the listener fd is
+        // owned by the caller, who keeps it open until this request completes (or the ring's
+        // end).
+        unsafe { self.push(e) }
+    }
+
     /// Multishot recv on a fixed-file slot, drawing buffers from the provided buffer ring.
     pub fn recv_multi(&mut self, slot: u32, user_data: u64) {
         #[cfg(feature = "faults")]
@@ -281,6 +300,15 @@ impl Ring {
     /// Cancels the request submitted with `target` as its user_data.
     pub fn cancel(&mut self, target: u64, user_data: u64) {
         let e = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(user_data);
+        // SAFETY: no memory is handed over.
+        unsafe { self.push(e) }
+    }
+
+    /// Cancels every request with `user_data` `target` (one-shot accepts share theirs).
+    pub fn cancel_all(&mut self, target: u64, user_data: u64) {
+        let e = opcode::AsyncCancel2::new(types::CancelBuilder::user_data(target).all())
             .build()
             .user_data(user_data);
         // SAFETY: no memory is handed over.

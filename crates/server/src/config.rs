@@ -217,8 +217,12 @@ pub struct Config {
     pub ring_files: u32,
     /// Connections a ring admits at most: its table size less a margin for connections the
     /// kernel accepts between our decision to stop and the stop taking effect (a multishot
-    /// accept drains the whole listen backlog in one go, and a full table drops a connection).
+    /// accept drains the listen backlog in one go, and a full table drops a connection).
     pub ring_cap: usize,
+    /// A ring with less room than this accepts with one-shot accepts (exactly one connection
+    /// each) rather than a multishot accept: the listen backlog and a full completion queue,
+    /// what a multishot accept may still take between the room check and its cancel.
+    pub accept_singles_zone: usize,
     /// Connections a worker admits at most (its share of `--connections-max`).
     pub worker_cap: usize,
     /// Rings a worker may open: enough for `worker_cap` at `ring_cap` each.
@@ -351,6 +355,8 @@ impl Config {
             workers,
             ring_files: files,
             ring_cap: ring_cap as usize,
+            // The completion queue is 4x the submission queue (comet-ring).
+            accept_singles_zone: (args.backlog + 4 * args.ring_entries) as usize,
             worker_cap: worker_cap as usize,
             rings_max: rings_max as usize,
             ring_entries: args.ring_entries,

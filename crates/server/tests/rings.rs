@@ -148,3 +148,51 @@ fn subscribers_over_many_rings_of_one_worker() {
     let status = server.stop("TERM");
     assert!(status.success(), "{status}: {}", server.log());
 }
+
+/// A connect storm into small rings (256 files, backlog 128: 64 connections a ring, all taken
+/// by one-shot accepts): 8 threads open 800 subscribers as fast as they can, each sending its
+/// request at once. The accepts must stop at each ring's room, whatever the pace: a ring whose
+/// table fills makes the kernel close the connection it took (ENFILE). Every subscriber gets
+/// its head, and no accept failed.
+#[test]
+fn a_connect_storm_into_small_rings_drops_nothing() {
+    const THREADS: u64 = 8;
+    const EACH: u64 = 100;
+    let (files, backlog) = ("256", "128");
+    let mut server = Server::start_env(
+        &["--workers", "1", "--backlog", backlog],
+        &[("COMET_RING_FILES", files)],
+    );
+    let public = server.public;
+    let storm: Vec<_> = (0..THREADS)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut clients: Vec<Client> = (0..EACH)
+                    .map(|i| {
+                        let mut c = Client::connect(public);
+                        c.write(&common::get(&format!("/events/{}", t * EACH + i)));
+                        c
+                    })
+                    .collect();
+                for c in &mut clients {
+                    assert_eq!(c.read_head().status, 200);
+                }
+                clients
+            })
+        })
+        .collect();
+    let clients: Vec<Client> = storm
+        .into_iter()
+        .flat_map(|t| t.join().expect("every subscriber got its head"))
+        .collect();
+    let text = metrics(&server);
+    assert_eq!(total(&text, "comet_accept_errors_total"), 0, "{text}");
+    assert_eq!(
+        total(&text, "comet_connections"),
+        THREADS * EACH + 1,
+        "{text}"
+    );
+    drop(clients);
+    let status = server.stop("TERM");
+    assert!(status.success(), "{status}: {}", server.log());
+}

@@ -190,27 +190,38 @@ impl Conns {
         self.live
     }
 
-    /// The ring that should accept the next connections, `current` (the one accepting now)
-    /// while it has room: else the first ring with room, else a new ring (created here, its
-    /// eventfd poll with `wake_user_data`). `None` when the worker holds its cap, or every
-    /// ring is at its cap and no other may be opened: the admission policy then applies
-    /// (accepting stops; connections wait in the listen backlog). A ring that fails to open
-    /// (no memory, say) is tried again a second later (`now_ms`).
+    /// The ring that should accept a listener's next connections and the connections it may
+    /// still take: `booked` (where the listener's one-shot accepts wait) until it is full, even
+    /// with all its room reserved, so that they stay on one ring; else `current` (the one
+    /// accepting now) while it has room; else the first ring with room; else a new ring
+    /// (created here, its eventfd poll with `wake_user_data`). `reserved(ring)`: slots held
+    /// for accepts in flight there. `None` when the worker holds
+    /// its cap, or every ring is at its cap and no other may be opened: the admission policy
+    /// then applies (accepting stops; connections wait in the listen backlog). A ring that
+    /// fails to open (no memory, say) is tried again a second later (`now_ms`).
     pub fn admitting_ring(
         &mut self,
+        booked: Option<usize>,
         current: Option<usize>,
+        reserved: impl Fn(usize) -> usize,
         wake_user_data: u64,
         now_ms: u64,
-    ) -> Option<usize> {
+    ) -> Option<(usize, usize)> {
         if self.live >= self.worker_cap {
             return None;
         }
-        let cap = self.ring_cap;
-        if let Some(ring) = current.filter(|&r| self.ring_live[r] < cap) {
-            return Some(ring);
+        let room = |r: usize| {
+            self.ring_cap
+                .saturating_sub(self.ring_live[r] + reserved(r))
+        };
+        if let Some(ring) = booked.filter(|&r| self.ring_live[r] < self.ring_cap) {
+            return Some((ring, room(ring)));
         }
-        if let Some(ring) = self.ring_live.iter().position(|&n| n < cap) {
-            return Some(ring);
+        if let Some(ring) = current.filter(|&r| room(r) > 0) {
+            return Some((ring, room(ring)));
+        }
+        if let Some(ring) = (0..self.ring_live.len()).find(|&r| room(r) > 0) {
+            return Some((ring, room(ring)));
         }
         if !self.rings.can_add() || now_ms < self.open_retry_ms {
             return None;
@@ -219,7 +230,7 @@ impl Conns {
             Ok(ring) => {
                 self.ring_live.push(0);
                 tracing::debug!(worker = self.worker, ring, "ring opened");
-                Some(ring)
+                Some((ring, self.ring_cap))
             }
             Err(e) => {
                 // Not fatal: the worker serves with the rings it has meanwhile.

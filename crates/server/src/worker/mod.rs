@@ -184,7 +184,7 @@ impl Worker {
         match op {
             Op::Accept => {
                 let (ring, listener) = Accept::ring_and_listener(slot);
-                self.on_accept(ring, listener, c)
+                self.on_accept(ring, listener, gen, c)
             }
             Op::Recv => {
                 if self.holder.on_recv(&mut self.owner, slot, gen, c) {
@@ -226,8 +226,8 @@ impl Worker {
         }
     }
 
-    fn on_accept(&mut self, ring: usize, listener: Listener, c: Completion) {
-        match self.accept.on_complete(ring, listener, c) {
+    fn on_accept(&mut self, ring: usize, listener: Listener, gen: u32, c: Completion) {
+        match self.accept.on_complete(ring, listener, gen, c) {
             Accepted::Slot(local) => {
                 let slot = self.holder.conns.rings_ref().slot(ring, local);
                 self.stats().accepted.add(1);
@@ -548,21 +548,35 @@ impl Worker {
         });
         let live = self.holder.conns.live();
         let now = self.holder.clock().now_ms();
-        let conns = &mut self.holder.conns;
-        // The ring with room that accepts next (opened here when every other is full).
-        let admit = conns.admitting_ring(self.accept.admitting(), pack(Op::Rings, 0, 0), now);
-        let open = match self.shutdown_deadline {
-            None => [admit, admit],
-            // While streams are still being ended, the publish port answers health checks
-            // (`/readyz`: 503); what it accepts now does not hold the exit.
-            Some(deadline) => {
-                let ending = live > self.holder.late();
-                let open = ending && now < deadline;
-                [None, admit.filter(|_| open)]
+        // Each listener's ring with room (opened here when every other is full), the public
+        // listener's first: the publish listener's room is what the public one left.
+        let zone = self.cfg.accept_singles_zone;
+        for listener in [Listener::Public, Listener::Publish] {
+            let open = match self.shutdown_deadline {
+                None => true,
+                // While streams are still being ended, the publish port answers health checks
+                // (`/readyz`: 503); what it accepts now does not hold the exit.
+                Some(deadline) => {
+                    let ending = live > self.holder.late();
+                    listener == Listener::Publish && ending && now < deadline
+                }
+            };
+            let accept = &self.accept;
+            let want = self
+                .holder
+                .conns
+                .admitting_ring(
+                    accept.booked(listener),
+                    accept.admitting(),
+                    |ring| accept.reserved(ring),
+                    pack(Op::Rings, 0, 0),
+                    now,
+                )
+                .filter(|_| open);
+            let rings = self.holder.conns.rings();
+            if self.accept.manage(rings, listener, want, zone) && self.shutdown_deadline.is_none() {
+                self.stats().accept_paused.add(1);
             }
-        };
-        if self.accept.manage(self.holder.conns.rings(), open) && self.shutdown_deadline.is_none() {
-            self.stats().accept_paused.add(1);
         }
         self.holder.gauges();
         let stats = &self.shared.stats[self.index];
