@@ -69,6 +69,18 @@ bench-cluster:
 bench-rolling *ARGS:
     bash tools/bench/rolling.sh {{ARGS}}
 
+# What the JetStream backplane costs: publish-to-delivery latency against core NATS (two nodes
+# side by side, in one run), then nats-server's and a node's memory against the number of ids.
+# Writes results/jetstream/<date>-<label>/; settings in the header of tools/bench/jetstream.sh.
+bench-jetstream *ARGS:
+    bash tools/bench/jetstream.sh {{ARGS}}
+
+# A single node's deploy under load: 10,000 SSE subscribers at 1000 msg/s for 60 s while comet
+# (`--state-dir`) gets SIGTERM and starts again twice; every message once, in order, no gap
+# notice. Writes results/restart/<date>-<label>/; settings in the header of tools/bench/restart.sh.
+bench-restart *ARGS:
+    bash tools/bench/restart.sh {{ARGS}}
+
 # Messages lost across forced reconnects: 20 SSE subscribers drop and resume (Last-Event-ID)
 # 1000 times while 1000 msg/s are published for 60 s; writes results/resume/<date>-<label>/.
 # Settings in the header of tools/bench/resume.sh (e.g. `DURATION=10s RECONNECTS=100 just bench-resume`).

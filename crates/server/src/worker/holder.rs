@@ -699,7 +699,8 @@ impl Holder {
             match self.conns.get(slot).state {
                 // End the stream properly so clients see a complete response.
                 State::Streaming => self.end_stream(owner, slot, End::Shutdown),
-                State::Free | State::Closing | State::Draining => {}
+                // Answered, then closed: the worker's `begin_shutdown`.
+                State::Free | State::Closing | State::Draining | State::Publisher => {}
                 _ => self.close(owner, slot, CloseReason::Shutdown),
             }
         }

@@ -510,9 +510,11 @@ impl Worker {
             conns.write(slot, |out| close = p.write_ready(out, now));
         }
         if close || p.done() {
-            // Without a closing answer, the publisher ended its input.
+            // Without a closing answer, the publisher ended its input, or the shutdown did.
             let reason = if close {
                 CloseReason::Answered
+            } else if self.shutdown_deadline.is_some() {
+                CloseReason::Shutdown
             } else {
                 CloseReason::Eof
             };
@@ -639,5 +641,17 @@ impl Worker {
         self.shutdown_deadline = Some(self.holder.clock().now_ms() + self.cfg.shutdown_timeout_ms);
         self.holder.pubs.shut_down();
         self.holder.begin_shutdown(&mut self.owner);
+        // Publish connections answer what they read, then close (`PubConn::end`); reading
+        // stops now (bytes the kernel still holds are not read: their senders try again).
+        for slot in 0..self.holder.conns.len() {
+            if self.holder.conns.get(slot).state != State::Publisher {
+                continue;
+            }
+            if let Some(p) = self.holder.pubs.get_mut(slot) {
+                p.end();
+            }
+            self.holder.conns.read_off(slot);
+            self.flush_replies(slot);
+        }
     }
 }

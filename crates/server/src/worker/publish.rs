@@ -208,6 +208,9 @@ impl PubConn {
     }
 
     pub fn received(&mut self, data: &[u8], now_ms: u64) {
+        if self.stopped {
+            return; // nothing after a closing answer, an EOF or the shutdown is read
+        }
         self.input.extend_from_slice(data);
         self.since_ms = now_ms;
     }
@@ -216,6 +219,17 @@ impl PubConn {
     /// closes.
     pub fn eof(&mut self) {
         self.stopped = true;
+    }
+
+    /// Shutdown: every request read so far (and processed) is still answered, then the
+    /// connection closes; a request not complete yet is dropped unanswered, so a publisher
+    /// that sends it again (to the next process) publishes it once. Closing at once would lose
+    /// answers to publishes already made, and their senders would publish them twice.
+    pub fn end(&mut self) {
+        self.stopped = true;
+        self.req = None;
+        self.input = Vec::new();
+        self.cursor = 0;
     }
 
     fn in_request(&self) -> bool {

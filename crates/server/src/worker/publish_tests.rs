@@ -78,6 +78,26 @@ fn a_bad_batch_line_rejects_the_whole_batch_and_stops_reading() {
 }
 
 #[test]
+fn at_shutdown_what_was_read_is_answered_and_a_partial_request_dropped() {
+    let mut p = PubConn::new(0);
+    let effects = run(
+        &mut p,
+        b"POST /send/1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\nhi\
+          POST /send/2 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\nyo",
+    );
+    assert_eq!(effects.len(), 1, "the second is not complete");
+    p.end();
+    assert!(!p.done(), "the first is not answered yet");
+    // What comes after the end is not read.
+    assert!(run(&mut p, b"u").is_empty());
+    assert!(p.answered(0, 1));
+    let out = written(&mut p);
+    assert!(out.contains(r#"{"id":1,"connections":1}"#), "{out}");
+    assert!(!out.contains(r#""id":2"#), "{out}");
+    assert!(p.done(), "then it closes");
+}
+
+#[test]
 fn a_batch_is_answered_once_every_owner_counted() {
     let mut p = PubConn::new(0);
     let body = "1 a\n2 b\n3 c\n";
