@@ -8,8 +8,10 @@
 #      free loopback ports;
 #   2. resumetest: SUBSCRIBERS SSE subscribers (/events/<id>, one id each) while MSG_RATE
 #      messages a second are published round-robin to their ids for DURATION; a subscriber
-#      whose stream ends reconnects at once (connection refused: again 50 ms later) with
-#      Last-Event-ID; the publisher sends a message again after a 503 or a lost connection;
+#      whose stream ends reconnects with Last-Event-ID after its stream's last `retry:`
+#      (comet's jittered hint, as EventSource does; FOLLOW_RETRY=0: at once, and again 50 ms
+#      after a refused connect); the publisher sends a message again after a 503 or a lost
+#      connection;
 #   3. at RESTARTS evenly spaced moments of the publishing window, comet gets SIGTERM, and once
 #      it has exited (its state saved) it is started again on the same ports and folder;
 #   4. stop everything this script started (by pid) and write
@@ -23,6 +25,7 @@
 #   RESTARTS=2         --restarts     graceful restarts during it
 #   LABEL=run          --label        results folder suffix
 #   WORKERS=           --workers      comet --workers (default: comet's own)
+#   FOLLOW_RETRY=1     --follow-retry see 2.
 #   COMET_ARGS=                       more `comet serve` arguments
 #   RESULTS=results/restart           where result folders go
 set -euo pipefail
@@ -39,6 +42,7 @@ SETTINGS=(
     RESTARTS     --restarts     2
     LABEL        --label        run
     WORKERS      --workers      ''
+    FOLLOW_RETRY --follow-retry 1
     COMET_ARGS   -              ''
     RESULTS      -              results/restart
 )
@@ -102,6 +106,7 @@ log "resumetest: $SUBSCRIBERS subscribers, $MSG_RATE msg/s for ${DURATION_S}s, $
 RESUME_CMD=("$BIN/resumetest" --target "$PUBLIC" --publish "$PUBLISH" --subscribers "$SUBSCRIBERS"
     --rate "$MSG_RATE" --duration "${DURATION_S}s" --reconnects 0 --attempts-max 1000
     --connect-rate 2000 --ready-timeout 120s --drain 30s --json "$DIR/resumetest.json")
+((FOLLOW_RETRY == 1)) && RESUME_CMD+=(--follow-retry)
 "${RESUME_CMD[@]}" >"$DIR/resumetest.log" 2>"$DIR/resumetest.err" &
 RESUME_PID=$!
 for _ in $(seq 1800); do
@@ -142,7 +147,7 @@ cat >"$DIR/summary.md" <<EOF
 # bench-restart: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`$COMMAND_LINE\` with SUBSCRIBERS=$SUBSCRIBERS MSG_RATE=$MSG_RATE DURATION=$DURATION
-RESTARTS=$RESTARTS; comet \`serve ${SERVE_ARGS[*]}\` (the folder in the results, removed at the end).
+RESTARTS=$RESTARTS FOLLOW_RETRY=$FOLLOW_RETRY; comet \`serve ${SERVE_ARGS[*]}\` (the folder in the results, removed at the end).
 
 resumetest: \`${RESUME_CMD[*]#"$BIN/"}\`
 

@@ -29,6 +29,10 @@
 #   WORKERS=1          --workers      comet --workers per node
 #   LABEL=run          --label        results folder suffix
 #   PER_PROC=15000     --per-proc     subscribers per resumetest process (the rate is split)
+#   FOLLOW_RETRY=1     --follow-retry 1: a subscriber whose stream a node ended, cut or refused
+#                                     waits its stream's last `retry:` (comet's jittered
+#                                     reconnect hint) before it reconnects, as EventSource
+#                                     does; 0: at once (a client that ignores the hint)
 #   COMET_ARGS=                       more `comet serve` arguments for every node
 #   RESULTS=results/rolling           where result folders go
 set -euo pipefail
@@ -47,6 +51,7 @@ SETTINGS=(
     WORKERS      --workers      1
     LABEL        --label        run
     PER_PROC     --per-proc     15000
+    FOLLOW_RETRY --follow-retry 1
     COMET_ARGS   -              ''
     RESULTS      -              results/rolling
 )
@@ -197,6 +202,7 @@ for ((p = 0; p < PROCS; p++)); do
         --subscribers "$count" --rate "$RATE_PER_PROC" --duration "${DURATION_S}s" --reconnects 0
         --attempts-max 1000 --connect-rate 2000 --ready-timeout 120s --drain 30s
         --json "$DIR/resumetest-$p.json")
+    ((FOLLOW_RETRY == 1)) && cmd+=(--follow-retry)
     RESUME_CMDS+=("${cmd[*]#"$BIN/"}")
     "${cmd[@]}" >"$DIR/resumetest-$p.log" 2>"$DIR/resumetest-$p.err" &
     RESUME_PIDS+=($!)
@@ -326,7 +332,7 @@ cat >"$DIR/summary.md" <<EOF
 # bench-rolling: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`$COMMAND_LINE\` with SUBSCRIBERS=$SUBSCRIBERS MSG_RATE=$MSG_RATE DURATION=$DURATION
-(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS COMET_ARGS=${COMET_ARGS:-none}
+(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS FOLLOW_RETRY=$FOLLOW_RETRY COMET_ARGS=${COMET_ARGS:-none}
 
 resumetest, $PROCS process(es) (exit $RESUME_RC, the worst): $(printf '`%s` ' "${RESUME_CMDS[@]}")
 

@@ -148,6 +148,12 @@ struct Opts {
     /// history (0 = reconnect at once).
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     away_max: Duration,
+    /// After the server ends, cuts or refuses a stream, wait the reconnection time its last
+    /// `retry:` field gave (1 s before any) before reconnecting, as EventSource does: comet
+    /// spreads a deploy's reconnects that way. Without it, reconnect at once (a client that
+    /// ignores the hint: the worst case for the server).
+    #[arg(long)]
+    follow_retry: bool,
     /// How long to wait, after publishing, for every subscriber to see its last message.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
@@ -418,6 +424,9 @@ fn subscriber(
     let mut away_until: Option<Instant> = None;
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
     let mut items = Vec::new();
+    // The reconnection time from the stream's last `retry:` (`--follow-retry`).
+    let mut retry = Duration::from_secs(1);
+    let follow_retry = opts.follow_retry;
     // The node this subscriber uses; another one, at random, after its node closed or refused.
     let nodes = opts.target.len();
     let mut node = k % nodes;
@@ -454,7 +463,11 @@ fn subscriber(
                     }
                     stats.connect_errors += 1;
                     elsewhere(&mut node, &mut rng);
-                    thread::sleep(Duration::from_millis(50));
+                    if follow_retry {
+                        away_until = Some(Instant::now() + retry);
+                    } else {
+                        thread::sleep(Duration::from_millis(50));
+                    }
                 }
             }
             continue;
@@ -511,6 +524,9 @@ fn subscriber(
                 conn = None;
                 lost = true;
                 elsewhere(&mut node, &mut rng);
+                if follow_retry {
+                    away_until = Some(Instant::now() + retry);
+                }
                 continue;
             }
             Ok(n) => n,
@@ -591,6 +607,7 @@ fn subscriber(
                     }
                 }
                 sse::Item::Comment => stats.heartbeats += 1,
+                sse::Item::Retry(ms) => retry = Duration::from_millis(ms),
                 sse::Item::End => {
                     stats.server_closes += 1;
                     shared.server_closes.fetch_add(1, Ordering::Relaxed);
@@ -610,7 +627,9 @@ fn subscriber(
             let was_streaming = conn.take().is_some_and(|c| c.streaming);
             lost = true;
             elsewhere(&mut node, &mut rng);
-            if !was_streaming {
+            if follow_retry {
+                away_until = Some(Instant::now() + retry);
+            } else if !was_streaming {
                 thread::sleep(Duration::from_millis(100)); // refused: do not spin
             }
         }

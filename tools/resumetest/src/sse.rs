@@ -22,6 +22,8 @@ pub enum Item {
     Comment,
     /// The terminating chunk arrived: the server ended the stream gracefully.
     End,
+    /// A `retry:` field: the reconnection time in ms, as EventSource keeps it.
+    Retry(u64),
 }
 
 /// One dispatched SSE block.
@@ -187,7 +189,16 @@ impl Parser {
                 }
                 None => self.block.data = Some(value.into_owned()),
             },
-            _ => return, // retry and unknown fields: ignored, as EventSource does
+            // EventSource takes a value of ASCII digits only; it dispatches nothing.
+            b"retry" => {
+                if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(ms) = value.parse() {
+                        out.push(Item::Retry(ms));
+                    }
+                }
+                return;
+            }
+            _ => return, // unknown fields: ignored, as EventSource does
         }
         self.block_has_field = true;
     }
@@ -247,7 +258,8 @@ mod tests {
     #[test]
     fn comet_stream_at_every_split() {
         // The position line, a message split across chunks, a heartbeat, a gap notice, a
-        // two-line message with CRLF line ends and no space after the colon, the final chunk.
+        // two-line message with CRLF line ends and no space after the colon, `retry:` fields,
+        // the final chunk.
         let stream = format!(
             "{HEAD}{}{}{}{}{}{}{}0\r\n\r\n",
             chunk("id: 1732600000000001\n\n"),
@@ -256,7 +268,7 @@ mod tests {
             chunk(":\n\n"),
             chunk("event: gap\ndata: {\"gap\":[7]}\n\n"),
             chunk("id:1732600000000009\r\ndata:7:5\r\ndata: second\r\n\r\n"),
-            chunk("retry: 10\n\n"),
+            chunk("retry: 10\n\nretry: 5s\n\n"),
         );
         let expected = [
             Item::Head { status: 200 },
@@ -265,6 +277,8 @@ mod tests {
             Item::Comment,
             event(None, "gap", Some("{\"gap\":[7]}")),
             event(Some("1732600000000009"), "", Some("7:5\nsecond")),
+            // A reconnection time; one that is not all digits is ignored, as EventSource does.
+            Item::Retry(10),
             Item::End,
         ];
         check_all_splits(stream.as_bytes(), &expected);
