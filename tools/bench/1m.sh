@@ -18,7 +18,9 @@
 # Settings (environment): CONNECTIONS=1000000 RATE=0 HOLD=30s DURATION=2m MSG_RATE=1000
 # MSG_SIZE=64 RAMP_RATES="5000 10000 20000 40000 60000 80000 100000" RAMP_STEP=15s
 # RAMP_P99_MS=100 WORKERS=(one per core) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
-# HEARTBEAT_MS=15000 UNACKED_MS=30000 (comet's --heartbeat-ms, --unacked-timeout-ms)
+# HEARTBEAT_MS=15000 UNACKED_MS=30000 BACKLOG=4096 (comet's --heartbeat-ms,
+# --unacked-timeout-ms, --backlog: tools/tune.sh's somaxconn; a deeper listen queue drops fewer
+# SYNs while a million connect, and costs no table room)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_PUBLISH=60s FAULT_DEADLINE=180
 set -euo pipefail
 
@@ -43,6 +45,7 @@ SETTINGS=(
     RESULTS          -  results/1m
     HEARTBEAT_MS     -  15000
     UNACKED_MS       -  30000
+    BACKLOG          -  4096
     FAULTS           -  1
     SILENT           -  50000
     STORM            -  100000
@@ -80,7 +83,7 @@ trap cleanup EXIT
 
 log "starting comet with $WORKERS workers, --connections-max $CONNECTIONS_MAX"
 start_comet --workers "$WORKERS" --connections-max "$CONNECTIONS_MAX" \
-    --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS"
+    --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS" --backlog "$BACKLOG"
 sleep 2
 RSS_BASE=$(rss_kb "$COMET_PID")
 SLAB_BASE=$(slab_kb)
@@ -214,10 +217,10 @@ cat >"$DIR/summary.md" <<EOF
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
 RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
---heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS\` (open-files hard limit $(ulimit -Hn)):
+--heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS --backlog $BACKLOG\` (open-files hard limit $(ulimit -Hn)):
 $RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 
-Machine: $(machine_line); comet $(git rev-parse --short HEAD); server and clients on loopback,
+Machine: $(machine_line); comet $(comet_rev); server and clients on loopback,
 same machine (so every figure includes both ends' kernel work). Tuning applied: see tune.log.
 
 | | |

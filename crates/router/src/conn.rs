@@ -4,19 +4,23 @@
 /// in that worker's connection table, and the slot's generation (so a reused slot is
 /// recognised: a message routed to an old `ConnRef` must not reach the slot's new tenant).
 ///
-/// Packed in one `u64`: `gen` in bits 63..32, `worker` in bits 31..22, `slot` in bits 21..0.
+/// Packed in one `u64`: `gen` in bits 63..32, `worker` in bits 30..22, `slot` in bits 21..0;
+/// bit 31 is never set ([`ConnRef::SPARE_BIT`]).
 /// The derived ordering is that of the packed integer (generation first); it exists so that
 /// `ConnRef`s can live in sorted sets, and means nothing beyond that.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct ConnRef(u64);
 
 const SLOT_BITS: u32 = 22;
-const WORKER_BITS: u32 = 10;
+const WORKER_BITS: u32 = 9;
 const GEN_SHIFT: u32 = 32;
-const _: () = assert!(SLOT_BITS + WORKER_BITS == GEN_SHIFT);
+const _: () = assert!(SLOT_BITS + WORKER_BITS < GEN_SHIFT);
 
 impl ConnRef {
-    /// Workers addressable by a `ConnRef`: 1024 = 2^10.
+    /// Never set in a packed `ConnRef`: the subscriber table tags its 8-byte values with it
+    /// (one connection inline, or the index of a bag).
+    pub const SPARE_BIT: u64 = 1 << (SLOT_BITS + WORKER_BITS);
+    /// Workers addressable by a `ConnRef`: 512 = 2^9.
     pub const WORKERS_MAX: usize = 1 << WORKER_BITS;
     /// Slots per worker addressable by a `ConnRef`: 4,194,304 = 2^22.
     pub const SLOTS_MAX: usize = 1 << SLOT_BITS;
@@ -88,12 +92,23 @@ mod tests {
     }
 
     #[test]
+    fn the_spare_bit_is_never_set() {
+        let edge = ConnRef::new(
+            ConnRef::WORKERS_MAX - 1,
+            ConnRef::SLOTS_MAX as u32 - 1,
+            u32::MAX,
+        );
+        assert_eq!(edge.raw() & ConnRef::SPARE_BIT, 0);
+        assert_eq!(ConnRef::SPARE_BIT, 1 << 31);
+    }
+
+    #[test]
     fn generation_distinguishes_a_reused_slot() {
         assert_ne!(ConnRef::new(1, 2, 0), ConnRef::new(1, 2, 1));
     }
 
     #[test]
-    #[should_panic(expected = "worker 1024 out of range")]
+    #[should_panic(expected = "worker 512 out of range")]
     fn worker_out_of_range_panics() {
         ConnRef::new(ConnRef::WORKERS_MAX, 0, 0);
     }

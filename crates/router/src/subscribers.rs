@@ -12,36 +12,46 @@ use crate::{ConnRef, Id};
 /// An id whose last connection logs out is removed, so the table ends empty once everything
 /// has logged out and holds no memory for ids nobody listens to.
 ///
-/// Cost: one map entry per id of 24 bytes (8 for the id, 16 for its bag) plus the map's
-/// control byte and load-factor slack; only ids with several connections allocate more.
+/// Cost: one map entry per id of 16 bytes (8 for the id, 8 for its connections: one inline,
+/// or the index of its bag) plus the map's control byte and load-factor slack; only ids with
+/// several connections have a bag. At a million ids on two workers the map holds 2^20 buckets
+/// per shard (500,000 ids is past 7/8 of 2^19): 17 MiB a shard at 16 + 1 bytes a bucket,
+/// where a 16-byte value (a one-or-boxed enum) made it 25 MiB.
 /// login and logout are linear in the size of the id's bag, which is expected to be small.
 #[derive(Debug, Default)]
 pub struct Subscribers {
     table: HashMap<Id, Subs, ahash::RandomState>,
+    /// The bags of the ids with several connections (at least two each, distinct, in login
+    /// order), named by index from their `Subs`. A bag emptied is freed and its index reused.
+    bags: Vec<Vec<ConnRef>>,
+    free_bags: Vec<u32>,
     /// Total (id, conn) pairs, kept so that `entries` is O(1).
     entries: usize,
 }
 
-/// The connections of one id. Invariant: `Many` holds at least two distinct connections, so
-/// one connection is always stored inline and an id is never present with an empty bag.
-#[derive(Debug)]
-enum Subs {
-    One(ConnRef),
-    /// Boxed so that the common case stays 16 bytes: a bare `Vec` (24 bytes) would make every
-    /// value 32, a `Box<[ConnRef]>` (16) would make it 24 and reallocate on every login. The
-    /// extra allocation is paid only by ids with several connections.
-    #[allow(
-        clippy::box_collection,
-        reason = "a thin pointer keeps the one-connection case at 16 bytes"
-    )]
-    Many(Box<Vec<ConnRef>>),
-}
+/// The connections of one id, in 8 bytes: one connection inline, or, with
+/// [`ConnRef::SPARE_BIT`] set (never set in a real `ConnRef`), the index of its bag in the
+/// packed form's low bits. Invariant: an id is never present with an empty bag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Subs(ConnRef);
 
 impl Subs {
-    fn as_slice(&self) -> &[ConnRef] {
-        match self {
-            Subs::One(conn) => slice::from_ref(conn),
-            Subs::Many(conns) => conns,
+    fn one(conn: ConnRef) -> Subs {
+        debug_assert_eq!(conn.raw() & ConnRef::SPARE_BIT, 0);
+        Subs(conn)
+    }
+
+    fn bag(index: u32) -> Subs {
+        Subs(ConnRef::from_raw(ConnRef::SPARE_BIT | u64::from(index)))
+    }
+
+    /// The bag's index, or the one connection.
+    fn get(self) -> Result<usize, ConnRef> {
+        let raw = self.0.raw();
+        if raw & ConnRef::SPARE_BIT != 0 {
+            Ok((raw & !ConnRef::SPARE_BIT) as usize)
+        } else {
+            Err(self.0)
         }
     }
 }
@@ -55,23 +65,22 @@ impl Subscribers {
     /// Logs `conn` in as `id`. Returns true if the pair was newly added, false if it was
     /// already there (the table is unchanged).
     pub fn login(&mut self, id: Id, conn: ConnRef) -> bool {
-        let added = match self.table.get_mut(&id) {
+        let added = match self.table.get(&id).map(|subs| subs.get()) {
             None => {
-                self.table.insert(id, Subs::One(conn));
+                self.table.insert(id, Subs::one(conn));
                 true
             }
-            Some(subs) => match subs {
-                Subs::One(first) if *first == conn => false,
-                Subs::One(first) => {
-                    *subs = Subs::Many(Box::new(vec![*first, conn]));
-                    true
-                }
-                Subs::Many(conns) if conns.contains(&conn) => false,
-                Subs::Many(conns) => {
-                    conns.push(conn);
-                    true
-                }
-            },
+            Some(Err(first)) if first == conn => false,
+            Some(Err(first)) => {
+                let bag = self.new_bag(vec![first, conn]);
+                self.table.insert(id, bag);
+                true
+            }
+            Some(Ok(bag)) if self.bags[bag].contains(&conn) => false,
+            Some(Ok(bag)) => {
+                self.bags[bag].push(conn);
+                true
+            }
         };
         if added {
             self.entries += 1;
@@ -80,26 +89,51 @@ impl Subscribers {
         added
     }
 
+    fn new_bag(&mut self, conns: Vec<ConnRef>) -> Subs {
+        let index = match self.free_bags.pop() {
+            Some(index) => {
+                self.bags[index as usize] = conns;
+                index
+            }
+            None => {
+                let index = u32::try_from(self.bags.len()).expect("fewer than 2^31 bags");
+                assert_eq!(
+                    u64::from(index) & ConnRef::SPARE_BIT,
+                    0,
+                    "bag index overflow"
+                );
+                self.bags.push(conns);
+                index
+            }
+        };
+        Subs::bag(index)
+    }
+
     /// Logs `conn` out of `id`. Returns true if the pair was there and is removed, false if
     /// it was absent (the table is unchanged). Removes `id` when its last connection leaves.
     pub fn logout(&mut self, id: Id, conn: ConnRef) -> bool {
-        let Some(subs) = self.table.get_mut(&id) else {
+        let Some(subs) = self.table.get(&id).copied() else {
             return false;
         };
-        let removed = match subs {
-            Subs::One(only) if *only == conn => {
+        let removed = match subs.get() {
+            Err(only) if only == conn => {
                 self.table.remove(&id);
                 true
             }
-            Subs::One(_) => false,
-            Subs::Many(conns) => match conns.iter().position(|&c| c == conn) {
+            Err(_) => false,
+            Ok(bag) => match self.bags[bag].iter().position(|&c| c == conn) {
                 None => false,
                 Some(index) => {
                     // Keep login order: fan-out order then follows arrival order, which makes
                     // delivery easier to reason about in tests and logs.
+                    let conns = &mut self.bags[bag];
                     conns.remove(index);
                     if conns.len() == 1 {
-                        *subs = Subs::One(conns[0]);
+                        let last = conns[0];
+                        // Freed, not kept: a big room emptied gives its memory back.
+                        self.bags[bag] = Vec::new();
+                        self.free_bags.push(bag as u32);
+                        self.table.insert(id, Subs::one(last));
                     }
                     true
                 }
@@ -115,7 +149,13 @@ impl Subscribers {
 
     /// The connections logged in as `id`, in login order; empty if none.
     pub fn get(&self, id: Id) -> &[ConnRef] {
-        self.table.get(&id).map_or(&[], Subs::as_slice)
+        match self.table.get(&id) {
+            None => &[],
+            Some(subs) => match subs.get() {
+                Ok(bag) => &self.bags[bag],
+                Err(_) => slice::from_ref(&subs.0),
+            },
+        }
     }
 
     /// Ids with at least one connection.
@@ -137,8 +177,9 @@ impl Subscribers {
     /// of the whole table: that would make every login O(ids) in a debug server.)
     fn check(&self, id: Id) {
         assert!(self.entries >= self.table.len(), "fewer entries than ids");
-        if let Some(Subs::Many(conns)) = self.table.get(&id) {
-            debug_assert!(conns.len() >= 2, "id {id}: Many with {} conns", conns.len());
+        if let Some(Ok(bag)) = self.table.get(&id).map(|s| s.get()) {
+            let conns = &self.bags[bag];
+            debug_assert!(conns.len() >= 2, "id {id}: a bag of {}", conns.len());
             debug_assert!(
                 conns
                     .iter()
@@ -160,11 +201,44 @@ mod tests {
 
     #[test]
     fn value_is_small() {
-        assert!(
-            size_of::<Subs>() <= 16,
-            "Subs is {} bytes",
-            size_of::<Subs>()
+        assert_eq!(size_of::<(Id, Subs)>(), 16);
+    }
+
+    #[test]
+    fn bags_are_reused_and_freed() {
+        let mut subs = Subscribers::new();
+        for slot in 0..100 {
+            subs.login(1, conn(slot));
+        }
+        subs.login(2, conn(0));
+        subs.login(2, conn(1));
+        assert_eq!(subs.bags.len(), 2);
+        for slot in 0..99 {
+            assert!(subs.logout(1, conn(slot)));
+        }
+        assert_eq!(subs.get(1), &[conn(99)]);
+        assert_eq!(subs.bags[0].capacity(), 0, "an emptied bag holds no memory");
+        subs.login(3, conn(5));
+        subs.login(3, conn(6));
+        assert_eq!(subs.bags.len(), 2, "its index is reused");
+        assert_eq!(subs.get(3), &[conn(5), conn(6)]);
+        assert_eq!(subs.get(2), &[conn(0), conn(1)]);
+    }
+
+    #[test]
+    fn the_last_worker_and_the_largest_slot_and_generation_stay_inline() {
+        let mut subs = Subscribers::new();
+        let edge = ConnRef::new(
+            ConnRef::WORKERS_MAX - 1,
+            ConnRef::SLOTS_MAX as u32 - 1,
+            u32::MAX,
         );
+        subs.login(7, edge);
+        assert_eq!(subs.get(7), &[edge]);
+        subs.login(7, conn(1));
+        assert_eq!(subs.get(7), &[edge, conn(1)]);
+        assert!(subs.logout(7, conn(1)));
+        assert_eq!(subs.get(7), &[edge]);
     }
 
     #[test]

@@ -215,9 +215,9 @@ pub struct Config {
     pub workers: usize,
     /// Fixed-file slots of each ring's table.
     pub ring_files: u32,
-    /// Connections a ring admits at most: its table size less a margin for connections the
-    /// kernel accepts between our decision to stop and the stop taking effect (a multishot
-    /// accept drains the listen backlog in one go, and a full table drops a connection).
+    /// Connections a ring admits at most: its table size less a few slots of slack. Its last
+    /// `accept_singles_zone` slots are taken by one-shot accepts, never more in flight than
+    /// free slots, so no accept overfills the table (a full table drops a connection).
     pub ring_cap: usize,
     /// A ring with less room than this accepts with one-shot accepts (exactly one connection
     /// each) rather than a multishot accept: the listen backlog and a full completion queue,
@@ -262,7 +262,7 @@ pub struct Config {
 
 /// The kernel's bound on a fixed-file table.
 const FILES_KERNEL_MAX: u32 = 1 << 20;
-/// Admission margin beyond the listen backlog (see `Config::ring_cap`).
+/// Slots of a ring's table never admitted into (see `Config::ring_cap`).
 const ADMISSION_SLACK: u32 = 64;
 /// The default `--connections-max` (unless one full ring per worker is more).
 const CONNECTIONS_DEFAULT: u64 = 1 << 20;
@@ -285,13 +285,12 @@ impl Config {
                 "--ring-files {files} is over the open-files limit {limit} (see kernel-tuning.md)"
             ));
         }
-        let margin = args.backlog + ADMISSION_SLACK;
-        if files <= margin {
+        if files <= ADMISSION_SLACK {
             return Err(format!(
-                "a ring of {files} files leaves no room past the accept margin {margin} (--backlog + {ADMISSION_SLACK})"
+                "a ring of {files} files leaves no room past its {ADMISSION_SLACK} slots of slack"
             ));
         }
-        let ring_cap = u64::from(files - margin);
+        let ring_cap = u64::from(files - ADMISSION_SLACK);
         // Rings a worker needs for its share; each ring's slots follow the previous ring's in
         // the worker's table, which a ConnRef (and a user_data) must be able to name.
         let slots_max = comet_router::ConnRef::SLOTS_MAX as u64;
@@ -448,22 +447,29 @@ fn random_u32() -> u32 {
 mod tests {
     use super::*;
 
-    /// The rings a worker may open follow from --connections-max, the open-files limit (20,000
-    /// here) and the backlog; nobody computes them.
+    /// The rings a worker may open follow from --connections-max and the open-files limit
+    /// (20,000 here), not from the backlog; nobody computes them. The one-shot zone follows from
+    /// the backlog and the completion queue.
     #[test]
     fn rings_per_worker_are_derived() {
         let cfg = Config::for_tests_with(&["--workers", "2"]);
         assert_eq!(cfg.ring_files, 20_000);
-        assert_eq!(cfg.ring_cap, 20_000 - 1024 - 64);
+        assert_eq!(cfg.ring_cap, 20_000 - 64);
+        assert_eq!(cfg.accept_singles_zone, 1024 + 4 * 1024);
         assert_eq!(cfg.worker_cap, 1 << 19);
-        assert_eq!(cfg.rings_max, (1usize << 19).div_ceil(18_912));
-        assert_eq!(cfg.rings_max, 28);
+        assert_eq!(cfg.rings_max, (1usize << 19).div_ceil(19_936));
+        assert_eq!(cfg.rings_max, 27);
+        let deep = Config::for_tests_with(&["--workers", "2", "--backlog", "4096"]);
+        assert_eq!(
+            (deep.ring_cap, deep.rings_max),
+            (cfg.ring_cap, cfg.rings_max)
+        );
         let small = Config::for_tests_with(&["--workers", "1", "--connections-max", "1000"]);
         assert_eq!((small.worker_cap, small.rings_max), (1000, 1));
-        // The test-only small tables: 48 connections a ring.
+        // The test-only small tables: 64 connections a ring.
         let tiny =
             Config::for_tests_with(&["--workers", "1", "--ring-files", "128", "--backlog", "16"]);
-        assert_eq!(tiny.ring_cap, 48);
+        assert_eq!(tiny.ring_cap, 64);
         assert!(tiny.rings_max * 128 <= comet_router::ConnRef::SLOTS_MAX);
         // Past what a worker's slots can name, the start is refused.
         use clap::Parser;

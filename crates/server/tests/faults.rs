@@ -32,8 +32,8 @@
 //!    ring that every read buffer came back), with no panic in its log, and it printed its
 //!    `comet faults:` line per ring (`comet_rings`; proof that the binary is a faults build).
 //!
-//! With `COMET_RING_FILES=72 COMET_BACKLOG=4 COMET_CONNECTIONS_MAX=2000` (test-only settings of
-//! the server, inherited) each ring admits 4 connections, so every seed spreads its clients over
+//! With `COMET_RING_FILES=68 COMET_CONNECTIONS_MAX=2000` (test-only settings of the server,
+//! inherited) each ring admits 4 connections (68 - 64), so every seed spreads its clients over
 //! several rings per worker.
 //!
 //! A client that waits more than `STALL` for the server fails the seed: a stalled stream is a
