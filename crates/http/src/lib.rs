@@ -47,7 +47,7 @@ pub use request::{
 };
 pub use response::{
     error_response, error_response_for, frame_message, preflight_response, response, response_for,
-    stream_end, stream_head, unavailable_response, Format, NO_CORS,
+    stream_end, stream_head, unavailable_response, Format, NO_CORS, STREAM_END,
 };
 pub use route::{query_param, route, Endpoint, Listener};
 pub use token::{bearer, token_from};

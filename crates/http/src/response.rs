@@ -132,9 +132,12 @@ pub fn frame_message(out: &mut Vec<u8>, format: Format, n: u64, msg: &[u8]) {
 /// ones (the caller closes the connection).
 pub fn stream_end(out: &mut Vec<u8>, format: Format) {
     if format.is_chunked() {
-        out.extend_from_slice(b"0\r\n\r\n");
+        out.extend_from_slice(STREAM_END);
     }
 }
+
+/// The end of a chunked stream: the last (empty) chunk.
+pub const STREAM_END: &[u8] = b"0\r\n\r\n";
 
 /// A complete non-streaming HTTP/1.1 response with Content-Length: status line,
 /// Content-Type, Content-Length, `Connection: close` if `close`,

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use ahash::AHashMap;
 use comet_http as http;
 use comet_ring::{Completion, Rings, WBuf};
 use comet_router::{ConnRef, Id};
@@ -156,6 +157,9 @@ pub struct Conns {
     worker_cap: usize,
     /// After a ring failed to open: no new attempt before this time.
     open_retry_ms: u64,
+    /// Static bytes in flight other than a heartbeat (a stream's last bytes at shutdown, see
+    /// [`Conns::send_last_static`]), by slot.
+    static_sends: AHashMap<u32, &'static [u8]>,
     /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
     deadlines: VecDeque<(u32, u32, u64)>,
@@ -173,6 +177,7 @@ impl Conns {
             ring_cap,
             worker_cap,
             open_retry_ms: 0,
+            static_sends: AHashMap::new(),
             deadlines: VecDeque::new(),
         }
     }
@@ -467,6 +472,23 @@ impl Conns {
         self.send_if_idle(slot);
     }
 
+    /// Sends `bytes` as the connection's last output from static memory, without a write
+    /// buffer (at shutdown a million streams each end with a few dozen bytes: a buffer each
+    /// was hundreds of MB at once). False when something is queued or in flight: the caller
+    /// writes through a buffer, behind it.
+    pub fn send_last_static(&mut self, slot: u32, bytes: &'static [u8]) -> bool {
+        let conn = &mut self.slots[slot as usize];
+        if conn.pending.is_some() || conn.inflight & SEND != 0 {
+            return false;
+        }
+        conn.inflight |= SEND;
+        let gen = conn.gen;
+        self.static_sends.insert(slot, bytes);
+        self.rings
+            .send_static(slot, bytes, pack(Op::Send, slot, gen));
+        true
+    }
+
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.slots[slot as usize];
         debug_assert!(conn.inflight & SEND == 0);
@@ -492,17 +514,26 @@ impl Conns {
                     self.rings.send(slot, buf, pack(Op::Send, slot, gen));
                 }
                 None => {
-                    let beat = http::heartbeat(format);
+                    let bytes = match self.static_sends.get(&slot) {
+                        Some(&bytes) => bytes,
+                        None => http::heartbeat(format),
+                    };
                     self.rings
-                        .send_static(slot, beat, pack(Op::Send, slot, gen));
+                        .send_static(slot, bytes, pack(Op::Send, slot, gen));
                 }
             }
             return Sent::Busy;
         }
         let Some(buf) = conn.sending.take() else {
-            // A heartbeat, sent from static bytes. A socket that cannot take it whole has a
-            // peer that stopped reading long ago (nothing else was queued): cut it.
-            if c.result < http::heartbeat(conn.format).len() as i32 {
+            // A heartbeat or a stream's last bytes, sent from static memory. A socket that
+            // cannot take them whole has a peer that stopped reading long ago (nothing else
+            // was queued): cut it.
+            let format = conn.format;
+            let len = match self.static_sends.remove(&slot) {
+                Some(bytes) => bytes.len(),
+                None => http::heartbeat(format).len(),
+            };
+            if c.result < len as i32 {
                 return Sent::Failed {
                     stalled: c.result >= 0,
                 };

@@ -67,7 +67,14 @@ pub struct Streams {
     /// Draws each connection's `retry:` value.
     rng: fastrand::Rng,
     workers: u64,
+    /// An SSE stream's last bytes at shutdown (`retry:` and the end), for [`SHUTDOWN_ENDS`]
+    /// retry values spread over the window, per format: made at the shutdown.
+    shutdown_ends: Option<[Vec<&'static [u8]>; 2]>,
 }
+
+/// Distinct `retry:` values a shutdown's streams are sent from static memory (the window is
+/// at most 60 s: 1024 values are 59 ms apart).
+const SHUTDOWN_ENDS: usize = 1024;
 
 impl Streams {
     pub fn new(cfg: &Config) -> Streams {
@@ -80,6 +87,7 @@ impl Streams {
             slow_consumer: cfg.slow_consumer,
             rng: fastrand::Rng::new(),
             workers: cfg.workers as u64,
+            shutdown_ends: None,
         }
     }
 
@@ -305,6 +313,17 @@ impl Streams {
     /// at shutdown, the reconnect hint (SSE `retry:`, WebSocket 1012).
     pub fn write_end(&mut self, conns: &mut Conns, slot: u32, why: End) {
         let format = conns.get(slot).format;
+        // At shutdown a stream with nothing queued ends from static memory.
+        let last = match (format, why) {
+            (http::Format::Sse | http::Format::SseRaw, End::Shutdown) => {
+                Some(self.shutdown_end(conns, format))
+            }
+            (http::Format::Chunked, End::Shutdown) => Some(http::STREAM_END),
+            _ => None,
+        };
+        if last.is_some_and(|bytes| conns.send_last_static(slot, bytes)) {
+            return;
+        }
         match (format, why) {
             (http::Format::Ws | http::Format::Sse | http::Format::SseRaw, End::Expired) => {
                 conns.write(slot, |out| http::frame_expired(out, format))
@@ -325,6 +344,31 @@ impl Streams {
         if format.is_chunked() {
             conns.write(slot, |out| http::stream_end(out, format));
         }
+    }
+}
+
+impl Streams {
+    /// The last bytes of an SSE stream at shutdown, a `retry:` drawn as [`Streams::retry_ms`]
+    /// draws it (one of [`SHUTDOWN_ENDS`] values over the window) and the end. Made once, at
+    /// the shutdown, and leaked: the kernel sends from them while the process ends.
+    fn shutdown_end(&mut self, conns: &Conns, format: http::Format) -> &'static [u8] {
+        let ends = self.shutdown_ends.get_or_insert_with(|| {
+            let spread = retry_spread_ms(conns.live() as u64 * self.workers);
+            let make = |format| -> Vec<&'static [u8]> {
+                (0..SHUTDOWN_ENDS as u64)
+                    .map(|i| {
+                        let retry_ms = RETRY_MIN_MS + spread * i / (SHUTDOWN_ENDS as u64 - 1);
+                        let mut out = Vec::new();
+                        http::frame_retry(&mut out, format, retry_ms);
+                        http::stream_end(&mut out, format);
+                        &*Box::leak(out.into_boxed_slice())
+                    })
+                    .collect()
+            };
+            [make(http::Format::Sse), make(http::Format::SseRaw)]
+        });
+        let table = &ends[usize::from(format == http::Format::SseRaw)];
+        table[self.rng.usize(..table.len())]
     }
 }
 
