@@ -173,6 +173,12 @@ for rate in $RAMP_RATES; do
     BEST=$rate
 done
 log "highest sustained: $BEST msg/s"
+RSS_RAMP_END=$(rss_kb "$COMET_PID")
+# What a burst held is given back (write buffers trimmed every 5 s, malloc_trim every 10 s):
+# the goal is RSS within 10 % of idle 30 s after the load stops.
+sleep 30
+RSS_AFTER=$(rss_kb "$COMET_PID")
+log "RSS at the ramp's end ${RSS_RAMP_END} KB, 30 s later ${RSS_AFTER} KB (idle ${RSS_IDLE} KB)"
 
 FAULTS_FAILED=
 if [[ $FAULTS == 1 ]]; then
@@ -227,7 +233,7 @@ same machine (so every figure includes both ends' kernel work). Tuning applied: 
 |---|---|
 | connections reached | $CONNECTED of $CONNECTIONS |
 | time to connect | $(jq -r '.all_connected_s // "never"' "$F") s for all (floodtest); the ${CONNECTED} reached by ${LAST_CONNECT_S:-?} s (floodtest's rows), ~$CONNECT_S s by this script's clock |
-| server RSS baseline / at $CONNECTED idle / after the message phase / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_PEAK KB |
+| server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB |
 | user-space bytes per connection | $USER_B B ((idle - baseline) RSS / connections) |
 | kernel slab per socket | $SLAB_B B (Slab delta / $SOCKETS sockets, both ends, machine-wide) |
 | kernel TCP buffer memory per socket, idle | $TCP_MEM_B B (sockstat mem pages delta x 4096 / sockets) |
