@@ -178,6 +178,10 @@ RSS_RAMP_END=$(rss_kb "$COMET_PID")
 # the goal is RSS within 10 % of idle 30 s after the load stops.
 sleep 30
 RSS_AFTER=$(rss_kb "$COMET_PID")
+# The history keeps the last messages of each id for 2 minutes (--history-age-ms): held on
+# purpose, shown apart.
+save_metrics "$DIR/metrics-after-load.txt"
+HISTORY_AFTER_KB=$(($(metric_sum comet_history_bytes "$DIR/metrics-after-load.txt") / 1024))
 log "RSS at the ramp's end ${RSS_RAMP_END} KB, 30 s later ${RSS_AFTER} KB (idle ${RSS_IDLE} KB)"
 
 FAULTS_FAILED=
@@ -233,7 +237,7 @@ same machine (so every figure includes both ends' kernel work). Tuning applied: 
 |---|---|
 | connections reached | $CONNECTED of $CONNECTIONS |
 | time to connect | $(jq -r '.all_connected_s // "never"' "$F") s for all (floodtest); the ${CONNECTED} reached by ${LAST_CONNECT_S:-?} s (floodtest's rows), ~$CONNECT_S s by this script's clock |
-| server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB |
+| server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB (30 s later the history held $HISTORY_AFTER_KB KB of messages, kept on purpose: 32 per id, 2 minutes) |
 | user-space bytes per connection | $USER_B B ((idle - baseline) RSS / connections) |
 | kernel slab per socket | $SLAB_B B (Slab delta / $SOCKETS sockets, both ends, machine-wide) |
 | kernel TCP buffer memory per socket, idle | $TCP_MEM_B B (sockstat mem pages delta x 4096 / sockets) |
