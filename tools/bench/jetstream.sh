@@ -59,40 +59,52 @@ port() {
     pick_port "${USED[@]}"
     USED+=("$FREE_PORT")
 }
-port
-NATS_PORT=$FREE_PORT
-port
-NATS_MON=$FREE_PORT
-
-start_nats() { # $1: store folder
-    nats-server -js -sd "$1" -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" >>"$DIR/nats.log" 2>&1 &
-    NATS_PID=$!
-    for _ in $(seq 100); do
-        port_free "$NATS_PORT" || return 0
-        sleep 0.1
+# start_nats STORE: on two free ports (NATS_PORT, NATS_MON); a port that a client's socket
+# took meanwhile (the ephemeral range overlaps) costs a retry on others.
+start_nats() {
+    local try
+    for try in 1 2 3 4 5; do
+        port
+        NATS_PORT=$FREE_PORT
+        port
+        NATS_MON=$FREE_PORT
+        nats-server -js -sd "$1" -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" >>"$DIR/nats.log" 2>&1 &
+        NATS_PID=$!
+        for _ in $(seq 100); do
+            kill -0 "$NATS_PID" 2>/dev/null || break
+            port_free "$NATS_PORT" || return 0
+            sleep 0.1
+        done
+        kill_quietly "$NATS_PID"
+        wait "$NATS_PID" 2>/dev/null || true
     done
-    die "nats-server did not start"
+    die "nats-server did not start: $(tail -2 "$DIR/nats.log")"
 }
 stop_pid() {
     [[ -n $1 ]] || return 0
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
-# start_node NAME ARGS...: sets NODE_PID, NODE_PUBLIC, NODE_PUBLISH; returns once it listens.
+# start_node NAME ARGS...: sets NODE_PID, NODE_PUBLIC, NODE_PUBLISH; returns once it listens
+# (a port taken meanwhile costs a retry on others, as in start_nats).
 start_node() {
-    local name=$1
+    local name=$1 try
     shift
-    port
-    NODE_PUBLIC=127.0.0.1:$FREE_PORT
-    port
-    NODE_PUBLISH=127.0.0.1:$FREE_PORT
-    "$BIN/comet" serve --listen "$NODE_PUBLIC" --publish-listen "$NODE_PUBLISH" --workers 1 \
-        --cluster "nats://127.0.0.1:$NATS_PORT" "$@" >"$DIR/$name.out" 2>"$DIR/$name.err" &
-    NODE_PID=$!
-    for _ in $(seq 300); do
-        grep -q '^comet: listening' "$DIR/$name.out" 2>/dev/null && return 0
-        kill -0 "$NODE_PID" 2>/dev/null || break
-        sleep 0.1
+    for try in 1 2 3 4 5; do
+        port
+        NODE_PUBLIC=127.0.0.1:$FREE_PORT
+        port
+        NODE_PUBLISH=127.0.0.1:$FREE_PORT
+        "$BIN/comet" serve --listen "$NODE_PUBLIC" --publish-listen "$NODE_PUBLISH" --workers 1 \
+            --cluster "nats://127.0.0.1:$NATS_PORT" "$@" >"$DIR/$name.out" 2>"$DIR/$name.err" &
+        NODE_PID=$!
+        for _ in $(seq 300); do
+            grep -q '^comet: listening' "$DIR/$name.out" 2>/dev/null && return 0
+            kill -0 "$NODE_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill_quietly "$NODE_PID"
+        wait "$NODE_PID" 2>/dev/null || true
     done
     die "$name did not start: $(tail -3 "$DIR/$name.err")"
 }
@@ -148,15 +160,19 @@ if [[ $IDS != none ]]; then
     start_node node-memory
     JS_PID=$NODE_PID
     PUBLISH=$NODE_PUBLISH
-    printf '# ids\tnats_rss_kb\tstream_subjects\tstream_bytes\tnode_rss_kb\tnode_history_bytes\n' >"$DIR/memory.tsv"
+    # The same stream consumed by a node that keeps no history: the backplane alone.
+    start_node node-bare --history-messages 0
+    CORE_PID=$NODE_PID
+    printf '# ids\tnats_rss_kb\tstream_subjects\tstream_bytes\tnode_rss_kb\tnode_history_bytes\tbare_node_rss_kb\n' >"$DIR/memory.tsv"
     row() { # $1: ids so far
         local jsz subjects bytes
         jsz=$(curl -sf --max-time 10 "http://127.0.0.1:$NATS_MON/jsz?streams=true" || echo '{}')
         subjects=$(jq -r '[.account_details[]?.stream_detail[]? | select(.name | endswith("_USER"))][0].state.num_subjects // "?"' <<<"$jsz")
         bytes=$(jq -r '[.account_details[]?.stream_detail[]? | select(.name | endswith("_USER"))][0].state.bytes // "?"' <<<"$jsz")
         curl -sf --max-time 10 "http://$PUBLISH/metrics" >"$DIR/metrics-memory-$1.txt" || true
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(rss_kb "$NATS_PID")" "$subjects" "$bytes" \
-            "$(rss_kb "$JS_PID")" "$(metric_sum comet_history_bytes "$DIR/metrics-memory-$1.txt")" >>"$DIR/memory.tsv"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$(rss_kb "$NATS_PID")" "$subjects" "$bytes" \
+            "$(rss_kb "$JS_PID")" "$(metric_sum comet_history_bytes "$DIR/metrics-memory-$1.txt")" \
+            "$(rss_kb "$CORE_PID")" >>"$DIR/memory.tsv"
     }
     row 0
     done_ids=0
@@ -178,16 +194,18 @@ if [[ $IDS != none ]]; then
     done
     rm -f "$DIR/.batch"
     stop_pid "$JS_PID"
-    JS_PID=
+    stop_pid "$CORE_PID"
+    JS_PID= CORE_PID=
     stop_pid "$NATS_PID"
     NATS_PID=
     rm -rf "$DIR/store-memory"
     MEM_ROWS=$(awk -F'\t' '!/^#/ {
-        if (NR == 2) {n0 = $2; c0 = $5; h0 = $6}
+        if (NR == 2) {n0 = $2; c0 = $5; h0 = $6; b0 = $7}
         per_nats = ($1 > 0) ? sprintf("%.0f", ($2 - n0) * 1024 / $1) : "-";
         per_node = ($1 > 0) ? sprintf("%.0f", ($5 - c0) * 1024 / $1) : "-";
         per_hist = ($1 > 0) ? sprintf("%.0f", ($6 - h0) / $1) : "-";
-        printf "| %s | %s (%s B/id) | %s / %s B | %s (%s B/id) | %s B (%s B/id) |\n", $1, $2, per_nats, $3, $4, $5, per_node, $6, per_hist}' "$DIR/memory.tsv")
+        per_bare = ($1 > 0) ? sprintf("%.1f", ($7 - b0) * 1024 / $1) : "-";
+        printf "| %s | %s (%s B/id) | %s / %s B | %s (%s B/id) | %s B (%s B/id) | %s (%s B/id) |\n", $1, $2, per_nats, $3, $4, $5, per_node, $6, per_hist, $7, per_bare}' "$DIR/memory.tsv")
 fi
 
 cat >"$DIR/summary.md" <<EOF
@@ -213,14 +231,17 @@ $(lat_row core "core NATS (\`--cluster-core\`)")
 
 ## Memory against the number of ids
 
-One JetStream node (one worker) and a fresh nats-server; one message to each id, in batches.
-A node keeps one ordered consumer on the stream, nothing per id on the backplane: its growth
-per id is its history (the last messages of each id, \`--history-messages\`), shown apart.
-nats-server's per id is the stream's per-subject state and the message itself.
+A fresh nats-server and two JetStream nodes (one worker each) consuming the same stream: one
+with the default history, one with \`--history-messages 0\` (the backplane alone); one message
+to each id, in batches to the first. A node keeps one ordered consumer on the stream and
+nothing per id on the backplane: the first node's growth per id is its history (the last
+messages of each id, \`--history-messages\`, within \`--history-bytes-max\`: its bytes shown
+apart, plus the history's index), the second's is the backplane's. nats-server's per id is
+the stream's per-subject state and the message itself.
 
-| ids | nats-server RSS KB | stream subjects / bytes | node RSS KB | node history bytes |
-|---|---|---|---|---|
-${MEM_ROWS:-| (skipped) | | | | |}
+| ids | nats-server RSS KB | stream subjects / bytes | node RSS KB | node history bytes | node without history, RSS KB |
+|---|---|---|---|---|---|
+${MEM_ROWS:-| (skipped) | | | | | |}
 
 Files: \`summary.md\`, \`latency-{js,core}-{flood,msggen}.{json,log}\`, \`memory.tsv\`,
 \`metrics-memory-<ids>.txt\`, \`node-*.{out,err}\`, \`nats.log\`.

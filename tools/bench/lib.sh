@@ -63,10 +63,17 @@ bench_results_dir() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Sets FREE_PORT to a free loopback port not in $* (no subshell: it would repeat $RANDOM).
+# Sets FREE_PORT to a free loopback port not in $* (no subshell: it would repeat $RANDOM),
+# below the ephemeral range when there is room there: a port a client socket took is not seen
+# by the check (which only finds listeners) and makes the server's bind fail.
 pick_port() {
+    local low base=30000 span=20000
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    if ((low > 12000)); then
+        base=10000 span=$((low - 10000))
+    fi
     while :; do
-        FREE_PORT=$((30000 + RANDOM % 20000))
+        FREE_PORT=$((base + RANDOM % span))
         [[ " $* " == *" $FREE_PORT "* ]] && continue
         port_free "$FREE_PORT" && return
     done
