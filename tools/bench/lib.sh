@@ -119,6 +119,16 @@ stop_comet() {
     echo $((SECONDS - start))
 }
 
+# A run's events: `event TEXT` appends "seconds since T0 (0 before it is set), TEXT" to
+# $DIR/events.tsv and logs it; `events_start` writes the file's header.
+events_start() { printf '# t_s\tevent\n' >"$DIR/events.tsv"; }
+event() {
+    local t
+    t=$(awk -v a="$(date +%s.%N)" -v b="${T0:-0}" 'BEGIN {printf "%.1f", a - b}')
+    printf '%s\t%s\n' "$t" "$*" >>"$DIR/events.tsv"
+    log "$*"
+}
+
 # Kills each pid given (empty ones and ones already gone are fine): the scripts' EXIT traps.
 kill_quietly() {
     local pid

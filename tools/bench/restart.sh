@@ -65,13 +65,7 @@ SERVE_ARGS=(--state-dir "$STATE")
 # shellcheck disable=SC2206 # COMET_ARGS is a list of arguments
 SERVE_ARGS+=($COMET_ARGS)
 T0=
-event() {
-    local t
-    t=$(awk -v a="$(date +%s.%N)" -v b="${T0:-0}" 'BEGIN {printf "%.1f", a - b}')
-    printf '%s\t%s\n' "$t" "$*" >>"$DIR/events.tsv"
-    log "$*"
-}
-printf '# t_s\tevent\n' >"$DIR/events.tsv"
+events_start
 
 # The first start picks the ports; the restarts reuse them (the clients know only those).
 start_comet "${SERVE_ARGS[@]}"

@@ -100,13 +100,7 @@ for node in "${NODES[@]}"; do
     mkdir -p "$DIR/$node"
 done
 T0=
-event() {
-    local t
-    t=$(awk -v a="$(date +%s.%N)" -v b="${T0:-0}" 'BEGIN {printf "%.1f", a - b}')
-    printf '%s\t%s\n' "$t" "$*" >>"$DIR/events.tsv"
-    log "$*"
-}
-printf '# t_s\tevent\n' >"$DIR/events.tsv"
+events_start
 
 start_nats() {
     nats-server -js -sd "$DIR/nats-store" -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" \
