@@ -319,6 +319,7 @@ impl Streams {
                 Some(self.shutdown_end(conns, format))
             }
             (http::Format::Chunked, End::Shutdown) => Some(http::STREAM_END),
+            (http::Format::Ws, End::Shutdown) => Some(ws_restart()),
             _ => None,
         };
         if last.is_some_and(|bytes| conns.send_last_static(slot, bytes)) {
@@ -370,6 +371,17 @@ impl Streams {
         let table = &ends[usize::from(format == http::Format::SseRaw)];
         table[self.rng.usize(..table.len())]
     }
+}
+
+/// A WebSocket's close frame at shutdown (1012, service restart): the same bytes for every
+/// connection, made once.
+fn ws_restart() -> &'static [u8] {
+    static FRAME: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FRAME.get_or_init(|| {
+        let mut out = Vec::new();
+        http::ws::close(&mut out, http::ws::code::SERVICE_RESTART, "service restart");
+        out
+    })
 }
 
 /// Why a stream ends.
