@@ -30,9 +30,8 @@ use crate::user_data::{pack, Op};
 const LISTENERS: [Listener; 2] = [Listener::Public, Listener::Publish];
 
 /// One-shot accepts in flight per listener at most: they are re-armed once per loop iteration,
-/// so this bounds the accept rate in a ring's last slots. 64 halved the 1M connect rate once
-/// heartbeats made iterations long (results/1m/2026-11-29-quiet-faults); 256 still fits a
-/// secondary ring's queues (256 submission, 1,024 completion entries).
+/// so this bounds the accept rate in a ring's last slots: 64 slowed a 1M connect storm to
+/// 168 s once heartbeats made iterations long (a run stopped, not committed).
 const SHOTS_MAX: u32 = 256;
 
 /// The generation field of an accept's `user_data`: multishot or one-shot.
