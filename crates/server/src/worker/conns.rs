@@ -489,6 +489,15 @@ impl Conns {
         true
     }
 
+    /// The static bytes a send without a write buffer is sending: a stream's last bytes
+    /// ([`Conns::send_last_static`]) or else a heartbeat.
+    fn static_bytes(&self, slot: u32, format: http::Format) -> &'static [u8] {
+        match self.static_sends.get(&slot) {
+            Some(&bytes) => bytes,
+            None => http::heartbeat(format),
+        }
+    }
+
     fn start_send(&mut self, slot: u32) {
         let conn = &mut self.slots[slot as usize];
         debug_assert!(conn.inflight & SEND == 0);
@@ -514,10 +523,7 @@ impl Conns {
                     self.rings.send(slot, buf, pack(Op::Send, slot, gen));
                 }
                 None => {
-                    let bytes = match self.static_sends.get(&slot) {
-                        Some(&bytes) => bytes,
-                        None => http::heartbeat(format),
-                    };
+                    let bytes = self.static_bytes(slot, format);
                     self.rings
                         .send_static(slot, bytes, pack(Op::Send, slot, gen));
                 }
@@ -529,10 +535,8 @@ impl Conns {
             // cannot take them whole has a peer that stopped reading long ago (nothing else
             // was queued): cut it.
             let format = conn.format;
-            let len = match self.static_sends.remove(&slot) {
-                Some(bytes) => bytes.len(),
-                None => http::heartbeat(format).len(),
-            };
+            let len = self.static_bytes(slot, format).len();
+            self.static_sends.remove(&slot);
             if c.result < len as i32 {
                 return Sent::Failed {
                     stalled: c.result >= 0,
