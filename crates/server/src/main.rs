@@ -243,12 +243,16 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         stats: (0..workers).map(|_| Stats::default()).collect(),
         cluster: publisher.as_ref().map(|p| p.stats().clone()),
         heap_baseline: std::sync::atomic::AtomicU64::new(0),
+        busy_workers: std::sync::atomic::AtomicUsize::new(workers),
     });
 
     // Each worker creates its ring on its own thread (single issuer), reports, then waits for
     // every other ring to exist before it may ring them.
     let start = Arc::new(Barrier::new(workers + 1));
-    let done = Arc::new(Barrier::new(workers));
+    // Shutdown: every worker and the main thread meet at `left` once the workers have left
+    // their loops, and at `done` once the cluster bridge has stopped (see `Worker::run`).
+    let left = Arc::new(Barrier::new(workers + 1));
+    let done = Arc::new(Barrier::new(workers + 1));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut threads = Vec::with_capacity(workers);
     for (index, inbox) in inboxes.into_iter().enumerate() {
@@ -256,7 +260,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         let shared = shared.clone();
         let boxes = boxes.clone();
         let start = start.clone();
-        let done = done.clone();
+        let (left, done) = (left.clone(), done.clone());
         let ready = ready_tx.clone();
         let publisher = publisher.clone();
         let restored = restored.clone();
@@ -297,7 +301,7 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
                 let worker = worker::Worker::new(
                     index, cfg, shared, boxes, inbox, rings, fds, publisher, history,
                 );
-                worker.run(shutdown_fd, &done, save)
+                worker.run(shutdown_fd, (&left, &done), save)
             })
             .map_err(|e| format!("spawning a worker: {e}"))?;
         threads.push(thread);
@@ -351,11 +355,18 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }
-    // The bridge stops first: it rings the workers' rings, which close once the workers stop.
+    let stopping = std::time::Instant::now();
+    comet_ring::sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
+    // The bridge runs until every stream has ended: a publish being stored when the signal
+    // came gets its acknowledgement, and so its answer.
+    left.wait();
+    let ms = stopping.elapsed().as_millis() as u64;
+    tracing::info!(ms, "every stream ended");
+    // It rings the workers' rings: they stay open until `done`.
     if let Some(bridge) = cluster {
         bridge.stop();
     }
-    comet_ring::sys::eventfd_signal(&shutdown).map_err(|e| format!("eventfd: {e}"))?;
+    done.wait();
     // A worker's panic aborts the process (the hook above): a join fails only then.
     let shards: Vec<_> = threads
         .into_iter()

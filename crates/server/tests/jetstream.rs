@@ -392,6 +392,48 @@ fn a_resume_during_a_nats_outage_waits_for_the_link() {
     assert_eq!(gap.event.as_deref(), Some("gap"), "{gap:?}");
 }
 
+/// A publish being stored when SIGTERM comes is answered once JetStream acknowledged it: the
+/// link to NATS stays up until every stream and publish connection has ended. (It used to be
+/// cut first: the acknowledgement never came, the publish was closed unanswered at
+/// `--shutdown-timeout-ms`, and its sender published it again.)
+#[test]
+#[ignore = "needs nats-server"]
+fn a_publish_being_stored_at_sigterm_is_answered() {
+    let nats = Nats::jetstream();
+    let mut a = node_with(&nats, &["--shutdown-timeout-ms", "60000"]);
+    let mut sub = events(&a, 5, None);
+    sub.expect_position();
+    let requests =
+        |server: &Server| common::total(&common::metrics(server), "comet_requests_total");
+    let before = requests(&a);
+
+    // JetStream cannot acknowledge while frozen: the publish is read, then waits.
+    nats.pause();
+    let mut publisher = Client::connect(a.publish);
+    let body = "last words";
+    publisher.write(
+        format!(
+            "POST /send/5 HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    // Read once counted (each metrics request counts one more).
+    let mut asked = 0;
+    eventually("the publish is read", || {
+        asked += 1;
+        requests(&a) > before + asked
+    });
+    a.signal("TERM");
+    // The shutdown has begun once the stream is ended.
+    sub.read_to_end();
+    nats.resume();
+    let answer = publisher.read_response();
+    assert!(stored_seq(&answer) > 0, "{answer:?}");
+    publisher.expect_eof();
+    assert!(a.stop("TERM").success());
+}
+
 /// The same `Idempotency-Key` twice: stored once (the second answer says `duplicate`, with the
 /// first one's seq), delivered once. A batch retried with its key stores only its lines once.
 #[test]

@@ -42,6 +42,7 @@ mod stream;
 mod ws;
 
 use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Barrier};
 
@@ -76,6 +77,8 @@ pub struct Worker {
     owner: Owner,
     /// Set on SIGINT/SIGTERM: the time after which every connection is closed at once.
     shutdown_deadline: Option<u64>,
+    /// Shutdown: this worker's connections have all ended (counted out of `busy_workers`).
+    finished: bool,
     cqes: Vec<Completion>,
     /// Scratch: the connections a message goes to; the effects of publish requests.
     targets: Vec<ConnRef>,
@@ -117,6 +120,7 @@ impl Worker {
             accept: Accept::new(listeners),
             owner: Owner::new(index, cfg.workers, shard, post, stream),
             shutdown_deadline: None,
+            finished: false,
             cqes: Vec::with_capacity(CQE_BATCH),
             targets: Vec::new(),
             effects: Vec::new(),
@@ -132,10 +136,17 @@ impl Worker {
         &self.shared.stats[self.index]
     }
 
-    /// Runs until shutdown completes. `done` keeps every ring open until all workers have left
-    /// their loops, so that no MSG_RING targets a closed ring descriptor. With `save`, returns
-    /// the shard's history for `--state-dir`, taken once every stream has ended.
-    pub fn run(mut self, shutdown_fd: RawFd, done: &Barrier, save: bool) -> Option<Saved> {
+    /// Runs until shutdown completes. `left` says this worker has left its loop (every stream
+    /// ended); `done` keeps every ring open until the main thread lets them close, once all
+    /// workers have left their loops and the cluster bridge has stopped, so that no MSG_RING
+    /// targets a closed ring descriptor. With `save`, returns the shard's history for
+    /// `--state-dir`, taken once every stream has ended.
+    pub fn run(
+        mut self,
+        shutdown_fd: RawFd,
+        (left, done): (&Barrier, &Barrier),
+        save: bool,
+    ) -> Option<Saved> {
         // Timers, doorbells and the shutdown poll live on the primary ring.
         let ring = self.holder.conns.rings().primary();
         ring.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
@@ -160,9 +171,16 @@ impl Worker {
                 }
             }
             self.drain_mail();
+            let idle = self.holder.conns.live() == 0 && self.accept.idle();
+            if self.shutdown_deadline.is_some() && idle && !self.finished {
+                self.finished = true;
+                let busy = self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst) - 1;
+                if busy == 0 {
+                    self.owner.post().wake_others();
+                }
+            }
             self.flush();
-            let live = self.holder.conns.live();
-            if self.shutdown_deadline.is_some() && live == 0 && self.accept.idle() {
+            if self.finished && self.shared.busy_workers.load(Ordering::SeqCst) == 0 {
                 break;
             }
         }
@@ -174,6 +192,7 @@ impl Worker {
             "accepted vs closed"
         );
         tracing::debug!(worker = self.index, "worker stopped");
+        left.wait();
         let saved = save.then(|| self.owner.shard().history().export());
         done.wait();
         saved

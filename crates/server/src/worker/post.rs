@@ -240,6 +240,13 @@ impl Post {
         self.wake.mark(target);
     }
 
+    /// Rings every other worker at the end of this iteration, mail or not.
+    pub fn wake_others(&mut self) {
+        for worker in (0..self.boxes.workers()).filter(|&w| w != self.index) {
+            self.wake.mark(worker);
+        }
+    }
+
     /// End of an iteration: `ring(fd, target)` each worker mailed, once.
     pub fn flush(&mut self, ring: impl FnMut(RawFd, usize) -> bool) {
         self.wake.flush(&self.boxes, ring);

@@ -91,6 +91,25 @@ impl Nats {
         let _ = self.child.wait();
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open, and nothing is answered until
+    /// [`Nats::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-s", signal, &pid]).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "kill -s {signal} nats-server"
+        );
+    }
+
     /// The same server again, on the same port.
     pub fn restart(&mut self) {
         self.kill();
