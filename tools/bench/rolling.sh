@@ -103,7 +103,7 @@ T0=
 events_start
 
 start_nats() {
-    nats-server -js -sd "$DIR/nats-store" -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" \
+    setsid nats-server -js -sd "$DIR/nats-store" -p "$NATS_PORT" -a 127.0.0.1 -m "$NATS_MON" \
         >>"$DIR/nats.log" 2>&1 &
     NATS_PID=$!
     for _ in $(seq 100); do
@@ -124,8 +124,13 @@ listening() {
 start_node() {
     local node=$1 out=$DIR/$1/comet.out lines now
     lines=$(listening "$out")
+    # Its own session, so its own scheduling autogroup (sched_autogroup_enabled): the CPU is
+    # shared between the nodes, nats-server and the clients, not between their threads. In one
+    # group with 15,000 client threads a node's one worker thread went seconds without running
+    # (graceful stops of 13-85 s, results/rolling/2026-11-29-30k-rerun); on a real deployment
+    # the clients are other machines. (setsid does not fork here: $! is the node.)
     # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
-    "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
+    setsid "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
         --workers "$WORKERS" --cluster "nats://127.0.0.1:$NATS_PORT" $COMET_ARGS \
         >>"$out" 2>>"$DIR/$node/comet.err" &
     PID[$node]=$!
