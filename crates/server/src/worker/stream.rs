@@ -6,7 +6,7 @@
 //! Reconnects: an SSE stream starts with a `retry:` field, and one comes again before its end
 //! at shutdown; a WebSocket ends at shutdown with close code 1012 (service restart). The
 //! `retry:` value is drawn per connection, uniform in `[RETRY_MIN_MS, RETRY_MIN_MS + N]` with
-//! `N = clamp(connections / RESUMES_PER_S, RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)` (in ms, the
+//! `N = clamp(connections / --resume-rate, RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)` (in ms, the
 //! node's connections estimated as this worker's times the worker count): the clients of a
 //! server that stops, or crashes, come back spread over a window that grows with their number,
 //! not all at once.
@@ -24,16 +24,16 @@ use crate::metrics::Stats;
 
 /// The shortest reconnect delay an SSE client is told (`retry:`), in ms.
 const RETRY_MIN_MS: u64 = 1_000;
-/// Reconnects per second a node is taken to resume (replay and log in) without stalling live
-/// delivery: the jitter window spreads a node's clients over `connections / RESUMES_PER_S`
-/// seconds. A design figure, not a measurement.
-const RESUMES_PER_S: u64 = 10_000;
+/// Resumes per second the jitter window is sized for when `--resume-rate` is 0 (no limit).
+const RESUMES_PER_S_UNLIMITED: u64 = 10_000;
 /// The widest jitter window, ms (1M connections would otherwise wait up to 100 s).
 const RETRY_SPREAD_MAX_MS: u64 = 60_000;
 
-/// `N`, the width of the `retry:` jitter window in ms, for `connections` on the node.
-fn retry_spread_ms(connections: u64) -> u64 {
-    (connections.saturating_mul(1_000) / RESUMES_PER_S).clamp(RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)
+/// `N`, the width of the `retry:` jitter window in ms, for `connections` on the node that
+/// resumes `resumes_per_s` a second (`--resume-rate`): they come back at about that rate.
+fn retry_spread_ms(connections: u64, resumes_per_s: u64) -> u64 {
+    (connections.saturating_mul(1_000) / resumes_per_s.max(1))
+        .clamp(RETRY_MIN_MS, RETRY_SPREAD_MAX_MS)
 }
 
 /// Bytes counted per replayed message beside its payload, when a replay is fitted into a
@@ -67,6 +67,8 @@ pub struct Streams {
     /// Draws each connection's `retry:` value.
     rng: fastrand::Rng,
     workers: u64,
+    /// The node's `--resume-rate` (or the figure used without one), for the jitter window.
+    resumes_per_s: u64,
     /// An SSE stream's last bytes at shutdown (`retry:` and the end), for [`SHUTDOWN_ENDS`]
     /// retry values spread over the window, per format: made at the shutdown.
     shutdown_ends: Option<[Vec<&'static [u8]>; 2]>,
@@ -87,6 +89,10 @@ impl Streams {
             slow_consumer: cfg.slow_consumer,
             rng: fastrand::Rng::new(),
             workers: cfg.workers as u64,
+            resumes_per_s: match cfg.resume_rate_per_worker {
+                0 => RESUMES_PER_S_UNLIMITED,
+                per_worker => per_worker * cfg.workers as u64,
+            },
             shutdown_ends: None,
         }
     }
@@ -95,7 +101,10 @@ impl Streams {
     /// `N` growing with the node's connections (see the module doc).
     fn retry_ms(&mut self, conns: &Conns) -> u64 {
         let connections = conns.live() as u64 * self.workers;
-        RETRY_MIN_MS + self.rng.u64(0..=retry_spread_ms(connections))
+        RETRY_MIN_MS
+            + self
+                .rng
+                .u64(0..=retry_spread_ms(connections, self.resumes_per_s))
     }
 
     /// A stream for `ids` on `slot`, after its head. With several ids, each id's position is
@@ -354,7 +363,8 @@ impl Streams {
     /// the shutdown, and leaked: the kernel sends from them while the process ends.
     fn shutdown_end(&mut self, conns: &Conns, format: http::Format) -> &'static [u8] {
         let ends = self.shutdown_ends.get_or_insert_with(|| {
-            let spread = retry_spread_ms(conns.live() as u64 * self.workers);
+            let connections = conns.live() as u64 * self.workers;
+            let spread = retry_spread_ms(connections, self.resumes_per_s);
             let make = |format| -> Vec<&'static [u8]> {
                 (0..SHUTDOWN_ENDS as u64)
                     .map(|i| {
@@ -409,10 +419,13 @@ mod tests {
 
     #[test]
     fn the_retry_window_grows_with_the_connections() {
-        assert_eq!(retry_spread_ms(0), RETRY_MIN_MS);
-        assert_eq!(retry_spread_ms(10_000), 1_000);
-        assert_eq!(retry_spread_ms(100_000), 10_000);
-        assert_eq!(retry_spread_ms(1_000_000), RETRY_SPREAD_MAX_MS);
-        assert_eq!(retry_spread_ms(u64::MAX), RETRY_SPREAD_MAX_MS);
+        assert_eq!(retry_spread_ms(0, 10_000), RETRY_MIN_MS);
+        assert_eq!(retry_spread_ms(10_000, 10_000), 1_000);
+        assert_eq!(retry_spread_ms(100_000, 10_000), 10_000);
+        assert_eq!(retry_spread_ms(1_000_000, 10_000), RETRY_SPREAD_MAX_MS);
+        assert_eq!(retry_spread_ms(u64::MAX, 10_000), RETRY_SPREAD_MAX_MS);
+        // A node that resumes 2,000 a second: its 10,000 clients come back over 5 s.
+        assert_eq!(retry_spread_ms(10_000, 2_000), 5_000);
+        assert_eq!(retry_spread_ms(10_000, 0), RETRY_SPREAD_MAX_MS);
     }
 }
