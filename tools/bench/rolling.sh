@@ -33,6 +33,9 @@
 #                                     waits its stream's last `retry:` (comet's jittered
 #                                     reconnect hint) before it reconnects, as EventSource
 #                                     does; 0: at once (a client that ignores the hint)
+#   RESUME_RATE=10000  --resume-rate  each node's --resume-rate (comet's default); the `retry:`
+#                                     window follows it (2500 was tried: no better here,
+#                                     results/rolling/2026-11-30-30k-resume-rate)
 #   COMET_ARGS=                       more `comet serve` arguments for every node
 #   RESULTS=results/rolling           where result folders go
 set -euo pipefail
@@ -52,6 +55,7 @@ SETTINGS=(
     LABEL        --label        run
     PER_PROC     --per-proc     15000
     FOLLOW_RETRY --follow-retry 1
+    RESUME_RATE  --resume-rate  10000
     COMET_ARGS   -              ''
     RESULTS      -              results/rolling
 )
@@ -131,7 +135,8 @@ start_node() {
     # the clients are other machines. (setsid does not fork here: $! is the node.)
     # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
     setsid "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
-        --workers "$WORKERS" --cluster "nats://127.0.0.1:$NATS_PORT" $COMET_ARGS \
+        --workers "$WORKERS" --resume-rate "$RESUME_RATE" --cluster "nats://127.0.0.1:$NATS_PORT" \
+        $COMET_ARGS \
         >>"$out" 2>>"$DIR/$node/comet.err" &
     PID[$node]=$!
     for _ in $(seq 300); do
@@ -143,9 +148,11 @@ start_node() {
     die "$node did not start: $(tail -3 "$DIR/$node/comet.err")"
 }
 
-# stop_node NAME SIGNAL: waits for the exit (SIGKILL after 30 s).
+# stop_node NAME SIGNAL: waits for the exit (SIGKILL after 30 s). Its /metrics first, so that
+# every process's counters are kept (node*/metrics-<epoch>.txt).
 stop_node() {
     local node=$1 pid=${PID[$1]}
+    curl -sf --max-time 5 "http://${PUBLISH[$node]}/metrics" >"$DIR/$node/metrics-$(date +%s).txt" || true
     kill "-$2" "$pid" 2>/dev/null || true
     for _ in $(seq 300); do
         kill -0 "$pid" 2>/dev/null || break
@@ -301,6 +308,8 @@ if (($(j .publish_failed) > 0)); then
     VERDICT="$VERDICT $(j .publish_failed) publishes were never stored (given up after every try)."
 fi
 metric() { awk -v m="$1" '$1 == m {print $2}' "$DIR/$2/metrics.txt" 2>/dev/null || echo -; }
+# A counter summed over every process of every node (each one's last /metrics).
+every_process() { cat "$DIR"/node*/metrics*.txt 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "({|$)" {n += $2} END {print n + 0}'; }
 node_rows() {
     local i=0 node
     for node in "${NODES[@]}"; do
@@ -331,7 +340,7 @@ cat >"$DIR/summary.md" <<EOF
 # bench-rolling: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`$COMMAND_LINE\` with SUBSCRIBERS=$SUBSCRIBERS MSG_RATE=$MSG_RATE DURATION=$DURATION
-(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS FOLLOW_RETRY=$FOLLOW_RETRY COMET_ARGS=${COMET_ARGS:-none}
+(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS FOLLOW_RETRY=$FOLLOW_RETRY RESUME_RATE=$RESUME_RATE COMET_ARGS=${COMET_ARGS:-none}
 
 resumetest, $PROCS process(es) (exit $RESUME_RC, the worst): $(printf '`%s` ' "${RESUME_CMDS[@]}")
 
@@ -351,6 +360,7 @@ $VERDICT
 | subscribers not caught up at the end | $(j .unfinished) |
 | streams closed by a node (deploys, crash) / connect errors | $(j .server_closes) / $(j .connect_errors) |
 | messages replayed on resume (from a node's memory or fetched from JetStream) | $(j .replayed) |
+| gaps the nodes sent, every process: all / node behind the client's position for 2 s / stream not reachable for 10 s | $(every_process comet_resume_gaps_total) / $(every_process comet_resume_catch_up_gaps_total) / $(every_process comet_resume_stream_gaps_total) |
 | resume, connect to 200 head: p50 / p99 / max ($(j .resume_ms.count) resumes; with several processes, the largest of theirs) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
 | publisher's largest lag behind schedule | $(j .publish_lag_max_ms) ms |
 | RSS peak: nodes / nats-server | $RSS_PEAK / $NATS_PEAK KB (nats-server at the end: $NATS_RSS_END KB) |

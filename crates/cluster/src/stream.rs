@@ -36,7 +36,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, stream::DirectGetErrorKind};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::{subject_id, Inbound, Options, OutMsg, Outbox, Stats, Stored, Ticket};
 
@@ -45,6 +45,11 @@ use crate::{subject_id, Inbound, Options, OutMsg, Outbox, Stats, Stored, Ticket}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages handed over between doorbell flushes.
 const BATCH_MAX: usize = 256;
+/// Fetches in flight at most; the others wait their turn in the bridge. Unbounded, a mass
+/// resume on a node that had just started asked thousands at once, and two thirds failed their
+/// 2 s timeout in nats-server's queue (results/rolling/2026-11-30-30k-gap-causes: 2,447 of
+/// 3,766 fetches, 326 resumes answered with a gap).
+const FETCHES_MAX: usize = 64;
 /// The consumer's pull requests expire after this; its idle heartbeat is half of it (1 s) and
 /// async-nats sets it up again after two missed heartbeat windows of 2 heartbeats each. With
 /// [`CONSUMER_POLL`], a consumer lost with its server (an ordered consumer is one replica, in
@@ -427,6 +432,7 @@ pub(crate) async fn run(
     let head = format!("{}.user.", options.prefix);
     let filter = format!("{head}*");
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let fetches = Arc::new(Semaphore::new(FETCHES_MAX));
     let mut messages: Option<Messages> = None;
     let mut retry_at = tokio::time::Instant::now();
     let mut last = joined.last_seq;
@@ -474,7 +480,8 @@ pub(crate) async fn run(
             }
             Event::Out(None) => return,
             Event::Out(Some(out)) => {
-                if let Some(done) = request(&client, &joined, &head, out, &done_tx).await {
+                let asked = request(&client, &joined, &head, out, &done_tx, &fetches).await;
+                if let Some(done) = asked {
                     finish(&stats, inbound.as_mut(), done);
                     inbound.flush();
                 }
@@ -572,6 +579,7 @@ async fn request(
     head: &str,
     out: OutMsg,
     done: &mpsc::UnboundedSender<Done>,
+    fetches: &Arc<Semaphore>,
 ) -> Option<Done> {
     match out {
         OutMsg::Copy(..) => unreachable!("JetStream mode: no core copies"),
@@ -625,7 +633,10 @@ async fn request(
             let subject = format!("{head}{id}");
             let per_subject = joined.per_subject;
             let done = done.clone();
+            let fetches = fetches.clone();
             tokio::spawn(async move {
+                // The semaphore is never closed.
+                let _turn = fetches.acquire_owned().await;
                 let result = fetch(&stream, subject, since, upto, per_subject).await;
                 let _ = done.send(Done::Fetched { id, ticket, result });
             });

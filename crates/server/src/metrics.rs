@@ -140,6 +140,21 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.resume_gaps.get(),
     ),
     (
+        "comet_resume_catch_up_gaps_total",
+        Kind::Counter,
+        "JetStream: resumes from a position this node had not reached within 2 s, answered \
+         with a gap (part of comet_resume_gaps_total).",
+        |s| s.resume_catch_up_gaps.get(),
+    ),
+    (
+        "comet_resume_stream_gaps_total",
+        Kind::Counter,
+        "JetStream: resumes that needed the stream and could not get it within 10 s (link \
+         down, fetches failing), answered from memory with a gap (part of \
+         comet_resume_gaps_total).",
+        |s| s.resume_stream_gaps.get(),
+    ),
+    (
         "comet_resumes_queued_total",
         Kind::Counter,
         "Resumes that waited in line for --resume-rate.",

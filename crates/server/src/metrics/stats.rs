@@ -226,6 +226,8 @@ pub struct Stats {
     pub dropped_oldest: Counter,
     pub heartbeats: Counter,
     pub resume_gaps: Counter,
+    pub resume_catch_up_gaps: Counter,
+    pub resume_stream_gaps: Counter,
     pub resumes_queued: Counter,
     pub resumes_refused: Counter,
     pub auth_failures: Counter,

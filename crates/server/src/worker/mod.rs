@@ -79,6 +79,8 @@ pub struct Worker {
     shutdown_deadline: Option<u64>,
     /// Shutdown: this worker's connections have all ended (counted out of `busy_workers`).
     finished: bool,
+    /// Shutdown: `--shutdown-timeout-ms` passed, and what was open is being closed.
+    cut: bool,
     cqes: Vec<Completion>,
     /// Scratch: the connections a message goes to; the effects of publish requests.
     targets: Vec<ConnRef>,
@@ -121,6 +123,7 @@ impl Worker {
             owner: Owner::new(index, cfg.workers, shard, post, stream),
             shutdown_deadline: None,
             finished: false,
+            cut: false,
             cqes: Vec::with_capacity(CQE_BATCH),
             targets: Vec::new(),
             effects: Vec::new(),
@@ -607,6 +610,10 @@ impl Worker {
         stats.history_messages.set(history.messages() as u64);
         stats.history_bytes.set(history.bytes() as u64);
         stats.history_evicted.set(history.evicted());
+        if let Some((catch_up, stream)) = self.owner.gaps_given_up() {
+            stats.resume_catch_up_gaps.set(catch_up);
+            stats.resume_stream_gaps.set(stream);
+        }
     }
 
     fn on_tick(&mut self) {
@@ -620,8 +627,37 @@ impl Worker {
             .shutdown_deadline
             .is_some_and(|deadline| now >= deadline)
         {
+            if !self.cut {
+                self.cut = true;
+                self.log_cut();
+            }
             self.holder.close_all(&mut self.owner);
         }
+    }
+
+    /// Says what `--shutdown-timeout-ms` found still open, by state, before it is cut.
+    fn log_cut(&self) {
+        let conns = &self.holder.conns;
+        if conns.live() == 0 {
+            return;
+        }
+        let mut open: Vec<(State, usize)> = Vec::new();
+        for slot in 0..conns.len() {
+            let state = conns.get(slot).state;
+            if matches!(state, State::Free | State::Closing) {
+                continue;
+            }
+            match open.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => open.push((state, 1)),
+            }
+        }
+        let worker = self.index;
+        tracing::warn!(
+            worker,
+            ?open,
+            "shutdown timeout: closing what is still open"
+        );
     }
 
     /// Closes publish connections stuck in a request past the request timeout (408), or idle

@@ -73,6 +73,10 @@ pub struct Stream {
     /// position `age` ago.
     marks: VecDeque<(u64, u64)>,
     age_us: u64,
+    /// Logins answered with a gap because this node did not reach their position in time
+    /// (`waiting`), or the stream could not be asked in time (`unfetched`).
+    pub catch_up_gaps: u64,
+    pub stream_gaps: u64,
 }
 
 impl Stream {
@@ -85,6 +89,8 @@ impl Stream {
             waiting: AHashMap::new(),
             marks: VecDeque::new(),
             age_us,
+            catch_up_gaps: 0,
+            stream_gaps: 0,
         }
     }
 }
@@ -237,8 +243,18 @@ impl Owner {
             gap,
             replay,
         };
+        if let Some(stream) = self.stream.as_mut() {
+            stream.stream_gaps += u64::from(gap);
+        }
         self.shard.subscribe(id, conn);
         self.answer(id, conn, ack);
+    }
+
+    /// JetStream: (catch-up, stream) waits given up with a gap so far (see [`Stream`]).
+    pub fn gaps_given_up(&self) -> Option<(u64, u64)> {
+        self.stream
+            .as_ref()
+            .map(|s| (s.catch_up_gaps, s.stream_gaps))
     }
 
     /// JetStream: the resumes waiting for the link are asked again once it is up, and those
@@ -316,6 +332,7 @@ impl Owner {
             } else {
                 // This node did not reach the client's position in time: tell rather than
                 // repeat what the client may have seen.
+                stream.catch_up_gaps += 1;
                 self.shard.subscribe(id, conn);
                 let ack = Ack {
                     pos: position,
