@@ -75,8 +75,8 @@ pub struct Stream {
     age_us: u64,
     /// Logins answered with a gap because this node did not reach their position in time
     /// (`waiting`), or the stream could not be asked in time (`unfetched`).
-    pub catch_up_gaps: u64,
-    pub stream_gaps: u64,
+    catch_up_gaps: u64,
+    stream_gaps: u64,
 }
 
 impl Stream {
