@@ -44,8 +44,9 @@ pub struct ServeArgs {
     /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 1024)]
     pub backlog: u32,
-    /// Submission queue entries per ring (the completion queue gets 4x). The rings' memory is
-    /// resident: 1024 entries cost ~130 KiB per ring. A full queue is flushed early, not an error.
+    /// Submission queue entries of each worker's first ring (the completion queue gets 4x); its
+    /// other rings (past the open-files limit) get a quarter. The rings' memory is resident:
+    /// 1024 entries cost ~130 KiB per ring. A full queue is flushed early, not an error.
     #[arg(long, default_value_t = 1024)]
     pub ring_entries: u32,
     /// Provided read buffers per ring (a power of two) and their size in bytes. They are shared
