@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # bench-jetstream: what the JetStream backplane costs, on loopback (issue 14's goals).
 #
-#   1. latency, both modes in one run: one `nats-server -js`; node "js" (`--cluster`, JetStream,
-#      the default) and node "core" (`--cluster --cluster-core --cluster-prefix core`) side by
-#      side, each with SUBSCRIBERS `/test/` streams (floodtest, one id each) and MSG_RATE msg/s
-#      (msggen, random ids among them) for DURATION, at the same time: publish-to-delivery
-#      percentiles per mode from floodtest's stamps, every accepted message counted. Goal: the
-#      JetStream p99 at most P99_EXTRA_MS above core NATS's.
+#   1. latency, both modes in one run: one `nats-server -js`; nodes "js" and "js-pub"
+#      (`--cluster`, JetStream, the default) and "core" and "core-pub" (`--cluster
+#      --cluster-core --cluster-prefix core`) side by side; "js" and "core" each hold
+#      SUBSCRIBERS `/test/` streams (floodtest, one id each), and MSG_RATE msg/s (msggen, random
+#      ids among them) go to the "-pub" node of the same mode for DURATION, at the same time: so
+#      in both modes every message crosses the backplane (a core node delivers its own
+#      publishes without NATS; the first runs published to the subscribers' node, and compared
+#      JetStream with no backplane at all). Publish-to-delivery percentiles per mode from
+#      floodtest's stamps, every accepted message counted. Goal: the JetStream p99 at most
+#      P99_EXTRA_MS above core NATS's.
 #   2. memory against the number of ids: a fresh nats-server and one JetStream node; one message
 #      to each of IDS ids in steps (batches of BATCH lines to `POST /send`, each line once): per
 #      step, nats-server's RSS and the stream's subjects, and the node's RSS and history bytes
@@ -52,8 +56,8 @@ bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-NATS_PID= JS_PID= CORE_PID= FLOOD_PIDS=()
-trap 'kill_quietly "${FLOOD_PIDS[@]}" "$JS_PID" "$CORE_PID" "$NATS_PID"' EXIT
+NATS_PID= JS_PID= CORE_PID= JS_PUB_PID= CORE_PUB_PID= FLOOD_PIDS=()
+trap 'kill_quietly "${FLOOD_PIDS[@]}" "$JS_PID" "$CORE_PID" "$JS_PUB_PID" "$CORE_PUB_PID" "$NATS_PID"' EXIT
 USED=()
 port() {
     pick_port "${USED[@]}"
@@ -113,9 +117,13 @@ start_node() {
 log "latency: JetStream and core NATS side by side, $SUBSCRIBERS streams and $MSG_RATE msg/s each, ${DURATION_S}s"
 start_nats "$DIR/store-latency"
 start_node node-js
-JS_PID=$NODE_PID JS_PUBLIC=$NODE_PUBLIC JS_PUBLISH=$NODE_PUBLISH
+JS_PID=$NODE_PID JS_PUBLIC=$NODE_PUBLIC
+start_node node-js-pub
+JS_PUB_PID=$NODE_PID JS_PUBLISH=$NODE_PUBLISH
 start_node node-core --cluster-core --cluster-prefix core
-CORE_PID=$NODE_PID CORE_PUBLIC=$NODE_PUBLIC CORE_PUBLISH=$NODE_PUBLISH
+CORE_PID=$NODE_PID CORE_PUBLIC=$NODE_PUBLIC
+start_node node-core-pub --cluster-core --cluster-prefix core
+CORE_PUB_PID=$NODE_PID CORE_PUBLISH=$NODE_PUBLISH
 for mode in js core; do
     target=$JS_PUBLIC
     [[ $mode == core ]] && target=$CORE_PUBLIC
@@ -133,9 +141,8 @@ MSG_JS=$!
 wait "$MSG_JS" || true
 for pid in "${FLOOD_PIDS[@]}"; do wait "$pid" || true; done
 FLOOD_PIDS=()
-stop_pid "$JS_PID"
-stop_pid "$CORE_PID"
-JS_PID= CORE_PID=
+for pid in "$JS_PID" "$CORE_PID" "$JS_PUB_PID" "$CORE_PUB_PID"; do stop_pid "$pid"; done
+JS_PID= CORE_PID= JS_PUB_PID= CORE_PUB_PID=
 stop_pid "$NATS_PID"
 NATS_PID=
 rm -rf "$DIR/store-latency"
@@ -219,8 +226,10 @@ on the same machine.
 
 ## Publish to delivery, JetStream against core NATS, in one run
 
-Two nodes on one \`nats-server -js\`, one worker each, run side by side: each with $SUBSCRIBERS
-\`/test/\` streams and $MSG_RATE msg/s to random ids among them for $DURATION.
+Two pairs of nodes on one \`nats-server -js\`, one worker each, run side by side (JetStream;
+core NATS): in each pair one node holds $SUBSCRIBERS \`/test/\` streams and $MSG_RATE msg/s to
+random ids among them are published to the other node for $DURATION, so that every message
+crosses the backplane in both modes.
 
 $LAT_VERDICT
 
