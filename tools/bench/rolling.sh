@@ -131,7 +131,7 @@ start_node() {
     # Its own session, so its own scheduling autogroup (sched_autogroup_enabled): the CPU is
     # shared between the nodes, nats-server and the clients, not between their threads. In one
     # group with 15,000 client threads a node's one worker thread went seconds without running
-    # (graceful stops of 13-85 s, results/rolling/2026-11-29-30k-rerun); on a real deployment
+    # (graceful stops of 6-16 s, results/rolling/2026-11-29-30k-rerun); on a real deployment
     # the clients are other machines. (setsid does not fork here: $! is the node.)
     # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
     setsid "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
@@ -308,8 +308,9 @@ if (($(j .publish_failed) > 0)); then
     VERDICT="$VERDICT $(j .publish_failed) publishes were never stored (given up after every try)."
 fi
 metric() { awk -v m="$1" '$1 == m {print $2}' "$DIR/$2/metrics.txt" 2>/dev/null || echo -; }
-# A counter summed over every process of every node (each one's last /metrics).
-every_process() { cat "$DIR"/node*/metrics*.txt 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "({|$)" {n += $2} END {print n + 0}'; }
+# A counter summed over every process of every node: stop_node keeps each one's last /metrics
+# (metrics.txt repeats the last process's, so it is left out).
+every_process() { cat "$DIR"/node*/metrics-*.txt 2>/dev/null | awk -v m="$1" '$1 ~ "^" m "({|$)" {n += $2} END {print n + 0}'; }
 node_rows() {
     local i=0 node
     for node in "${NODES[@]}"; do

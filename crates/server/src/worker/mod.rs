@@ -174,8 +174,11 @@ impl Worker {
                 }
             }
             self.drain_mail();
-            let idle = self.holder.conns.live() == 0 && self.accept.idle();
-            if self.shutdown_deadline.is_some() && idle && !self.finished {
+            if self.shutdown_deadline.is_some()
+                && !self.finished
+                && self.holder.conns.live() == 0
+                && self.accept.idle()
+            {
                 self.finished = true;
                 let busy = self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst) - 1;
                 if busy == 0 {
@@ -635,7 +638,8 @@ impl Worker {
         }
     }
 
-    /// Says what `--shutdown-timeout-ms` found still open, by state, before it is cut.
+    /// Says what `--shutdown-timeout-ms` found still open, by state (`Closing`: waiting for
+    /// its operations' cancellations), before it is cut.
     fn log_cut(&self) {
         let conns = &self.holder.conns;
         if conns.live() == 0 {
@@ -644,7 +648,7 @@ impl Worker {
         let mut open: Vec<(State, usize)> = Vec::new();
         for slot in 0..conns.len() {
             let state = conns.get(slot).state;
-            if matches!(state, State::Free | State::Closing) {
+            if state == State::Free {
                 continue;
             }
             match open.iter_mut().find(|(s, _)| *s == state) {
