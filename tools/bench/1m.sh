@@ -18,10 +18,13 @@
 # Settings (environment): CONNECTIONS=1000000 RATE=0 HOLD=30s DURATION=2m MSG_RATE=1000
 # MSG_SIZE=64 RAMP_RATES="5000 10000 20000 40000 60000 80000 100000" RAMP_STEP=15s
 # RAMP_P99_MS=100 WORKERS=(one per core) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
-# HEARTBEAT_MS=15000 UNACKED_MS=30000 BACKLOG=4096 (comet's --heartbeat-ms,
+# HEARTBEAT_MS=15000 UNACKED_MS=30000 BACKLOG=4096 SHUTDOWN_MS=2000 (comet's --heartbeat-ms,
 # --unacked-timeout-ms, --backlog: tools/tune.sh's somaxconn; a deeper listen queue drops fewer
-# SYNs while a million connect, and costs no table room)
+# SYNs while a million connect, and costs no table room; --shutdown-timeout-ms: streams not
+# ended by then are cut, so a larger value measures how long ending every one of them takes)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_PUBLISH=60s FAULT_DEADLINE=180
+# PERF_SHUTDOWN=0 (1: `perf record` samples comet during the graceful shutdown; its report, by
+# binary and by function, goes to shutdown-perf-*.txt)
 set -euo pipefail
 
 BENCH=bench-1m
@@ -46,12 +49,14 @@ SETTINGS=(
     HEARTBEAT_MS     -  15000
     UNACKED_MS       -  30000
     BACKLOG          -  4096
+    SHUTDOWN_MS      -  2000
     FAULTS           -  1
     SILENT           -  50000
     STORM            -  100000
     STORM_PENDING    -  20000
     STORM_PUBLISH    -  60s
     FAULT_DEADLINE   -  180
+    PERF_SHUTDOWN    -  0
 )
 bench_settings "$@"
 BIN=$PWD/target/release
@@ -83,7 +88,8 @@ trap cleanup EXIT
 
 log "starting comet with $WORKERS workers, --connections-max $CONNECTIONS_MAX"
 start_comet --workers "$WORKERS" --connections-max "$CONNECTIONS_MAX" \
-    --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS" --backlog "$BACKLOG"
+    --heartbeat-ms "$HEARTBEAT_MS" --unacked-timeout-ms "$UNACKED_MS" --backlog "$BACKLOG" \
+    --shutdown-timeout-ms "$SHUTDOWN_MS"
 sleep 2
 RSS_BASE=$(rss_kb "$COMET_PID")
 SLAB_BASE=$(slab_kb)
@@ -197,8 +203,27 @@ CPU_END=$(cpu_s "$COMET_PID")
 save_metrics "$DIR/metrics-before-stop.txt"
 OPEN_AT_STOP=$(metric_sum comet_connections "$DIR/metrics-before-stop.txt")
 log "stopping comet (SIGTERM) with every stream open ($OPEN_AT_STOP), then floodtest"
+PERF_PID=
+if [[ $PERF_SHUTDOWN == 1 ]]; then
+    command -v perf >/dev/null || die "PERF_SHUTDOWN=1 needs perf (apt-get install linux-perf)"
+    # It ends by itself when comet exits.
+    perf record -F 999 -p "$COMET_PID" -o "$DIR/shutdown.perf.data" 2>"$DIR/shutdown-perf.err" &
+    PERF_PID=$!
+    sleep 1
+fi
 SHUTDOWN_S=$(stop_comet 180)
 COMET_PID=
+PERF_LINE=
+if [[ -n $PERF_PID ]]; then
+    wait "$PERF_PID" 2>/dev/null || true
+    perf report -i "$DIR/shutdown.perf.data" --sort dso --stdio 2>/dev/null | grep -v '^$' >"$DIR/shutdown-perf-dso.txt" || true
+    perf report -i "$DIR/shutdown.perf.data" --sort sym --stdio 2>/dev/null | grep -v '^$' | head -120 >"$DIR/shutdown-perf-sym.txt" || true
+    rm -f "$DIR/shutdown.perf.data"
+    KERNEL_PCT=$(awk '/\[kernel.kallsyms\]/ {print $1; exit}' "$DIR/shutdown-perf-dso.txt")
+    EHASH_PCT=$(awk '/__inet_lookup_established/ {print $1; exit}' "$DIR/shutdown-perf-sym.txt")
+    PERF_LINE="
+| where the server's CPU went during the shutdown (perf, shutdown-perf-*.txt) | the kernel ${KERNEL_PCT:-?} of samples (the TCP work of both ends, on loopback; the established-connections hash lookup \`__inet_lookup_established\` alone ${EHASH_PCT:-?}), user space the rest |"
+fi
 sleep 2
 kill -TERM "$FLOOD_PID" $STORM_PID 2>/dev/null || true
 wait "$FLOOD_PID" $STORM_PID 2>/dev/null || true
@@ -217,6 +242,9 @@ TCP_MEM_B=$(div $(((TCP_MEM_IDLE - TCP_MEM_BASE) * 4096)) "$SOCKETS")
 CLIENT_B=$(div $((CLIENT_RSS * 1024)) "$CONNECTED")
 LOST=$((M_PROMISED - M_RECEIVED))
 GRACEFUL=$(jq -r '.counters.closed_graceful' "$F")
+# comet's own account: when its last stream ended, and what the timeout cut (if it did).
+ENDED_MS=$(grep -o 'every stream ended ms=[0-9]*' "$DIR/comet.err" | tail -1 | cut -d= -f2)
+CUT=$(grep -c 'shutdown timeout: closing what is still open' "$DIR/comet.err" || true)
 if [[ -f $DIR/floodtest-storm.json ]]; then
     GRACEFUL=$((GRACEFUL + $(jq -r '.counters.closed_graceful' "$DIR/floodtest-storm.json")))
 fi
@@ -227,7 +255,7 @@ cat >"$DIR/summary.md" <<EOF
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
 RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
---heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS --backlog $BACKLOG\` (open-files hard limit $(ulimit -Hn)):
+--heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS --backlog $BACKLOG --shutdown-timeout-ms $SHUTDOWN_MS\` (open-files hard limit $(ulimit -Hn)):
 $RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 
 Machine: $(machine_line); comet $(comet_rev); server and clients on loopback,
@@ -247,7 +275,7 @@ same machine (so every figure includes both ends' kernel work). Tuning applied: 
 | latency over the whole run p50 / p90 / p99 / p99.9 / max | $(lat p50) / $(lat p90) / $(lat p99) / $(lat p999) / $(lat max) ms |
 | highest sustained delivery rate | **$BEST msg/s** (ramp below; the loopback ceiling measured with a bare io_uring sender and epoll reader is ~170k/s at 10k sockets) |
 | server CPU | $CPU_IDLE s to connect and hold, $CPU_END s at the end (utime + stime) |
-| graceful shutdown (SIGTERM) with $OPEN_AT_STOP connections open | $SHUTDOWN_S s until the process exited; $GRACEFUL streams ended with their last chunk (floodtest) |
+| graceful shutdown (SIGTERM) with $OPEN_AT_STOP connections open | $SHUTDOWN_S s until the process exited (its streams all ended after ${ENDED_MS:-?} ms; $CUT workers cut what was still open at --shutdown-timeout-ms, see comet.err); $GRACEFUL streams ended with their last chunk (floodtest) |$PERF_LINE
 | floodtest errors | $(jq -r .errors "$F") |
 
 ## Ramp

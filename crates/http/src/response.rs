@@ -51,8 +51,9 @@ impl Format {
 }
 
 /// The head of a stream. Chunked formats: `HTTP/1.1 200 OK` with
-/// `Transfer-Encoding: chunked`; raw formats: `HTTP/1.0 200 OK` with
-/// `Connection: close`. Both: Content-Type, `Cache-Control: no-cache`,
+/// `Transfer-Encoding: chunked`; raw formats: `HTTP/1.0 200 OK`. Both: `Connection: close`
+/// (a stream is the last response on its connection: comet closes it after the stream's end,
+/// and says so, RFC 9112 section 9.6), Content-Type, `Cache-Control: no-cache`,
 /// `X-Accel-Buffering: no` (nginx must not buffer the stream),
 /// `X-Content-Type-Options: nosniff`, and `Access-Control-Allow-Origin: allow_origin`
 /// (with `Vary: Origin` unless it is `*`). For HEAD the caller sends only this head.
@@ -62,7 +63,7 @@ impl Format {
 pub fn stream_head(out: &mut Vec<u8>, format: Format, allow_origin: &[u8]) {
     assert!(!allow_origin.contains(&b'\r') && !allow_origin.contains(&b'\n'));
     out.extend_from_slice(if format.is_chunked() {
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
     } else {
         b"HTTP/1.0 200 OK\r\nConnection: close\r\n"
     });
@@ -425,7 +426,7 @@ mod tests {
         };
         assert_eq!(
             head(Format::Chunked),
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\
              Content-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\n\
              X-Accel-Buffering: no\r\nX-Content-Type-Options: nosniff\r\n\
              Access-Control-Allow-Origin: *\r\n\r\n"

@@ -12,7 +12,7 @@
 //! thread arms a one-shot poll on that eventfd on the primary, so it sleeps on all its rings in
 //! one wait and wakes when any needs it. [`Rings::wait`]:
 //! 1. submits what each secondary has queued; a secondary with completions, or with deferred
-//!    work the kernel left for later, means no sleep;
+//!    work the kernel left for later, or a caller that asked not to block, means no sleep;
 //! 2. otherwise, unless the poll is armed already, empties the eventfd, looks at the
 //!    secondaries once more (a signal the emptying consumed was sent after the flag it stands
 //!    for was set: the eventfd's lock orders the two), and arms the poll: a signal after the
@@ -216,10 +216,10 @@ impl Rings {
 
     // ---- the loop -------------------------------------------------------------------------
 
-    /// Submits what every ring has queued and sleeps until some ring has completions; then
-    /// runs the deferred work of the secondaries (steps 1 to 3 of the module doc). An
-    /// interrupted wait returns normally.
-    pub fn wait(&mut self) -> io::Result<()> {
+    /// Submits what every ring has queued and, if `block`, sleeps until some ring has
+    /// completions; then runs the deferred work of the secondaries (steps 1 to 3 of the module
+    /// doc). An interrupted wait returns normally.
+    pub fn wait(&mut self, block: bool) -> io::Result<()> {
         let Rings {
             rings,
             wake,
@@ -229,7 +229,7 @@ impl Rings {
         } = self;
         let (primary, secondaries) = rings.split_first_mut().expect("the primary");
         // 1.
-        let mut ready = false;
+        let mut ready = !block;
         for ring in secondaries.iter_mut() {
             if ring.wants_enter() {
                 ring.submit_and_wait(0)?;

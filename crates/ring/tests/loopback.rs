@@ -105,7 +105,7 @@ fn next(rings: &mut Rings, user_data: u64) -> (Completion, u32) {
     let mut cqes = Vec::new();
     let (mut wakes, mut ticks) = (0, 0);
     loop {
-        rings.wait().unwrap();
+        rings.wait(true).unwrap();
         rings.drain(&mut cqes, 1);
         let Some(&c) = cqes.first() else { continue };
         match c.user_data {

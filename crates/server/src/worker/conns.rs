@@ -80,6 +80,9 @@ pub struct Conn {
     pub acks: u16,
     /// `IDS | ACTIVE | KEPT | LATE`.
     pub flags: u8,
+    /// Counts the deadlines set on this connection (wrapping): only the latest one's entry
+    /// acts when it expires (see [`Conns::expired`]).
+    deadline_tag: u8,
     /// The write buffer the kernel is sending from, if any.
     sending: Option<WBuf>,
     /// Bytes waiting for the next send.
@@ -98,6 +101,7 @@ impl Conn {
         msg_count: 0,
         acks: 0,
         flags: 0,
+        deadline_tag: 0,
         sending: None,
         pending: None,
         id: 0,
@@ -162,7 +166,7 @@ pub struct Conns {
     static_sends: AHashMap<u32, &'static [u8]>,
     /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
     /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
-    deadlines: VecDeque<(u32, u32, u64)>,
+    deadlines: VecDeque<(u32, u32, u8, u64)>,
 }
 
 impl Conns {
@@ -303,21 +307,26 @@ impl Conns {
         self.rings.recv_multi(slot, pack(Op::Recv, slot, gen));
     }
 
-    /// The connection must reach its next step by `deadline_ms` (see [`Conns::expired`]).
+    /// The connection must reach its next step by `deadline_ms` (see [`Conns::expired`]); this
+    /// deadline replaces any it had.
     pub fn deadline(&mut self, slot: u32, deadline_ms: u64) {
-        let gen = self.slots[slot as usize].gen;
-        self.deadlines.push_back((slot, gen, deadline_ms));
+        let conn = &mut self.slots[slot as usize];
+        conn.deadline_tag = conn.deadline_tag.wrapping_add(1);
+        self.deadlines
+            .push_back((slot, conn.gen, conn.deadline_tag, deadline_ms));
     }
 
-    /// The next connection whose deadline passed at `now_ms` and that is still the one it was
-    /// set for.
+    /// The next connection whose deadline passed at `now_ms`, if it is still the connection and
+    /// the deadline it was set for. A replaced deadline does not act: the request deadline of a
+    /// stream that subscribed and then began draining would otherwise cut its drain short.
     pub fn expired(&mut self, now_ms: u64) -> Option<u32> {
-        while let Some(&(slot, gen, deadline)) = self.deadlines.front() {
+        while let Some(&(slot, gen, tag, deadline)) = self.deadlines.front() {
             if deadline > now_ms {
                 return None;
             }
             self.deadlines.pop_front();
-            if self.slots[slot as usize].gen == gen {
+            let conn = &self.slots[slot as usize];
+            if conn.gen == gen && conn.deadline_tag == tag {
                 return Some(slot);
             }
         }
@@ -707,6 +716,31 @@ impl Conns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replaced_deadline_does_not_act() {
+        let config = comet_ring::Config {
+            sq_entries: 64,
+            files: 16,
+            read_bufs: 4,
+            read_buf_size: 512,
+        };
+        // Nothing is submitted: the recv `accepted` queues never reaches the kernel.
+        let mut conns = Conns::new(0, Rings::new(config, 1).unwrap(), 16, 16);
+        conns.accepted(3, State::Request);
+        conns.deadline(3, 100); // the request's
+        conns.accepted(5, State::Request);
+        conns.deadline(5, 150);
+        conns.deadline(3, 200); // answered at 100, kept alive: the next request's
+        assert_eq!(
+            conns.expired(120),
+            None,
+            "slot 3's first deadline was replaced"
+        );
+        assert_eq!(conns.expired(199), Some(5));
+        assert_eq!(conns.expired(199), None);
+        assert_eq!(conns.expired(200), Some(3));
+    }
 
     #[test]
     fn a_connection_slot_is_32_bytes() {

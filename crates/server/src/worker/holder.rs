@@ -47,6 +47,9 @@ pub struct Holder {
     /// Set on SIGINT/SIGTERM: a connection accepted from now on is closed at once (on the
     /// publish port: answers one request, see `mod.rs`).
     shutting_down: bool,
+    /// During shutdown, the slots below this one have been ended or closed (see
+    /// [`Holder::end_next`]).
+    ending: u32,
     /// Open connections accepted during shutdown (`LATE`): health checks on the publish port,
     /// which must not hold the worker's exit.
     late: usize,
@@ -71,6 +74,7 @@ impl Holder {
             beat_tick: 0,
             next_trim_ms: WRITE_TRIM_MS,
             shutting_down: false,
+            ending: 0,
             late: 0,
             admission,
             cfg,
@@ -692,18 +696,33 @@ impl Holder {
         }
     }
 
-    /// SIGINT/SIGTERM: every stream ends properly, other connections close.
-    pub fn begin_shutdown(&mut self, owner: &mut Owner) {
+    /// SIGINT/SIGTERM: from now on every stream ends properly and other connections close, a
+    /// slice per loop iteration ([`Holder::end_next`]).
+    pub fn begin_shutdown(&mut self) {
         self.shutting_down = true;
-        for slot in 0..self.conns.len() {
+    }
+
+    /// Ends the next streams of a shutdown and closes the next other connections, at most
+    /// `budget` of them; true while slots remain. In slices, so that the loop reaps the
+    /// completions (the sends, the closes) as they come and the timer keeps ticking: ending
+    /// 100k streams in one pass kept a worker from its loop for 3 s on this machine, so
+    /// `--shutdown-timeout-ms` (checked on the tick) did not hold, and their completions
+    /// queued past the completion queue.
+    pub fn end_next(&mut self, owner: &mut Owner, budget: usize) -> bool {
+        let mut done = 0;
+        while self.ending < self.conns.len() && done < budget {
+            let slot = self.ending;
+            self.ending += 1;
             match self.conns.get(slot).state {
                 // End the stream properly so clients see a complete response.
                 State::Streaming => self.end_stream(owner, slot, End::Shutdown),
                 // Answered, then closed: the worker's `begin_shutdown`.
-                State::Free | State::Closing | State::Draining | State::Publisher => {}
+                State::Free | State::Closing | State::Draining | State::Publisher => continue,
                 _ => self.close(owner, slot, CloseReason::Shutdown),
             }
+            done += 1;
         }
+        self.ending < self.conns.len()
     }
 
     /// The shutdown timeout passed: everything still open is cut.

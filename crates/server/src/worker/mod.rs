@@ -55,7 +55,7 @@ use crate::metrics::{CloseReason, Stats};
 use crate::shared::Shared;
 use crate::user_data::{pack, unpack, Op};
 use accept::{Accept, Accepted};
-use conns::State;
+use conns::{State, RECV, SEND, WATCH};
 use holder::Holder;
 use owner::Owner;
 use post::{Boxes, Mail, Post, ReplyTo};
@@ -64,6 +64,10 @@ use shard::Shard;
 
 /// Completions copied out of the queue per batch.
 const CQE_BATCH: usize = 256;
+/// Connections a shutdown ends per loop iteration: one send each, a secondary ring's
+/// submission queue (a quarter of the default `--ring-entries`), a few milliseconds of the
+/// kernel's work on loopback.
+const SHUTDOWN_SLICE: usize = 1024;
 /// Period of the timer that expires requests and idle connections, and sends a slice of the
 /// heartbeats.
 const TICK_MS: u64 = 250;
@@ -155,8 +159,10 @@ impl Worker {
         ring.tick_every(TICK_MS, pack(Op::Tick, 0, 0));
         ring.poll_fd(shutdown_fd, pack(Op::Shutdown, 0, 0));
         self.flush();
+        // While a shutdown still has streams to end, the loop does not sleep.
+        let mut ending = false;
         loop {
-            if let Err(e) = self.holder.conns.rings().wait() {
+            if let Err(e) = self.holder.conns.rings().wait(!ending) {
                 tracing::error!(worker = self.index, "waiting on the rings failed: {e}");
                 std::process::exit(1);
             }
@@ -174,6 +180,8 @@ impl Worker {
                 }
             }
             self.drain_mail();
+            ending = self.shutdown_deadline.is_some()
+                && self.holder.end_next(&mut self.owner, SHUTDOWN_SLICE);
             if self.shutdown_deadline.is_some()
                 && !self.finished
                 && self.holder.conns.live() == 0
@@ -638,22 +646,29 @@ impl Worker {
         }
     }
 
-    /// Says what `--shutdown-timeout-ms` found still open, by state (`Closing`: waiting for
-    /// its operations' cancellations), before it is cut.
+    /// Says what `--shutdown-timeout-ms` found still open, by state and what each waits for
+    /// (`Draining [send]`: its last bytes are being sent; `Closing [watch]`: the cancel of its
+    /// watch is on its way), before it is cut.
     fn log_cut(&self) {
         let conns = &self.holder.conns;
         if conns.live() == 0 {
             return;
         }
-        let mut open: Vec<(State, usize)> = Vec::new();
+        let mut open: Vec<(String, usize)> = Vec::new();
         for slot in 0..conns.len() {
-            let state = conns.get(slot).state;
-            if state == State::Free {
+            let c = conns.get(slot);
+            if c.state == State::Free {
                 continue;
             }
-            match open.iter_mut().find(|(s, _)| *s == state) {
+            let waits = [(RECV, "recv"), (WATCH, "watch"), (SEND, "send")]
+                .into_iter()
+                .filter(|(bit, _)| c.inflight & bit != 0)
+                .map(|(_, name)| name)
+                .collect::<Vec<_>>();
+            let key = format!("{:?} {waits:?}", c.state);
+            match open.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, n)) => *n += 1,
-                None => open.push((state, 1)),
+                None => open.push((key, 1)),
             }
         }
         let worker = self.index;
@@ -699,7 +714,7 @@ impl Worker {
         }
         self.shutdown_deadline = Some(self.holder.clock().now_ms() + self.cfg.shutdown_timeout_ms);
         self.holder.pubs.shut_down();
-        self.holder.begin_shutdown(&mut self.owner);
+        self.holder.begin_shutdown();
         // Publish connections answer what they read, then close (`PubConn::end`); reading
         // stops now (bytes the kernel still holds are not read: their senders try again).
         for slot in 0..self.holder.conns.len() {
