@@ -250,7 +250,8 @@ impl Rings {
                 *wake_armed = true;
             }
         }
-        // 3.
+        // 3. (The primary's own deferred work is run without sleeping, see `submit_and_wait`.)
+        let ready = ready || primary.has_deferred_work();
         primary.submit_and_wait(if ready { 0 } else { 1 })?;
         for ring in secondaries.iter_mut() {
             if ring.wants_enter() {

@@ -1,6 +1,7 @@
 //! The reactor against real sockets on loopback: accept into the fixed-file table, multishot
 //! recv through the provided buffer ring (wrapping it many times), sends from the write pool,
-//! MSG_RING between two rings, close; several rings driven by one thread asleep on the first.
+//! MSG_RING between two rings, close; several rings driven by one thread asleep on the first;
+//! a burst of deferred task work run in one enter.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -228,4 +229,31 @@ fn read_buffers_are_given_to_the_kernel_as_needed() {
     for bid in held {
         ring.reads.recycle(bid);
     }
+}
+
+/// The kernel runs at most 20 items of a ring's deferred task work per enter unless the enter
+/// waits; one `submit_and_wait(0)` must run them all (as far as the completion queue has room):
+/// 100 polls made ready at once all complete in it.
+#[test]
+fn one_enter_runs_a_burst_of_deferred_work() {
+    const POLLS: u64 = 100;
+    let mut ring = Ring::new(CONFIG).unwrap();
+    let fds: Vec<_> = (0..POLLS)
+        .map(|_| comet_ring::sys::eventfd().unwrap())
+        .collect();
+    for (i, fd) in fds.iter().enumerate() {
+        ring.poll_fd(fd.as_raw_fd(), 1000 + i as u64);
+    }
+    ring.submit_and_wait(0).unwrap();
+    let mut cqes = Vec::new();
+    ring.drain(&mut cqes, POLLS as usize);
+    assert!(cqes.is_empty(), "nothing is readable yet: {cqes:?}");
+    // Each wake-up queues one item of deferred work on the ring.
+    for fd in &fds {
+        comet_ring::sys::eventfd_signal(fd).unwrap();
+    }
+    ring.submit_and_wait(0).unwrap();
+    ring.drain(&mut cqes, 2 * POLLS as usize);
+    assert_eq!(cqes.len() as u64, POLLS, "completions after one enter");
+    assert!(cqes.iter().all(|c| c.result > 0));
 }
