@@ -647,8 +647,8 @@ impl Worker {
     }
 
     /// Says what `--shutdown-timeout-ms` found still open, by state and what each waits for
-    /// (`Draining [send]`: its last bytes are being sent; `Closing [watch]`: the cancel of its
-    /// watch is on its way), before it is cut.
+    /// (`Draining(watch+send)`: its last bytes are being sent; `Closing(watch)`: the cancel of
+    /// its watch is on its way), before it is cut.
     fn log_cut(&self) {
         let conns = &self.holder.conns;
         if conns.live() == 0 {
@@ -665,7 +665,7 @@ impl Worker {
                 .filter(|(bit, _)| c.inflight & bit != 0)
                 .map(|(_, name)| name)
                 .collect::<Vec<_>>();
-            let key = format!("{:?} {waits:?}", c.state);
+            let key = format!("{:?}({})", c.state, waits.join("+"));
             match open.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, n)) => *n += 1,
                 None => open.push((key, 1)),
