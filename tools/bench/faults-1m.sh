@@ -24,12 +24,6 @@
 
 FAULT_TABLE=comet_bench_faults_$$
 
-# Sum of the netstat counter $1 (TcpExt) now.
-netstat_field() {
-    awk -v k="$1" '$1 == "TcpExt:" && !h {for (i = 2; i <= NF; i++) n[i] = $i; h = 1; next}
-        $1 == "TcpExt:" {for (i = 2; i <= NF; i++) if (n[i] == k) print $i}' /proc/net/netstat
-}
-
 # comet's /metrics, summed over workers: metric $1 (with label pair $2); empty when comet did
 # not answer within 10 s three times (busy freeing tens of thousands of sockets, say).
 live_metric() {

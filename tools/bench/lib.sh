@@ -105,6 +105,12 @@ start_comet() {
     die "comet did not start: $(tail -3 "$DIR/comet.err")"
 }
 
+# The netstat counter $1 (TcpExt) now, machine-wide.
+netstat_field() {
+    awk -v k="$1" '$1 == "TcpExt:" && !h {for (i = 2; i <= NF; i++) n[i] = $i; h = 1; next}
+        $1 == "TcpExt:" {for (i = 2; i <= NF; i++) if (n[i] == k) print $i}' /proc/net/netstat
+}
+
 # Stops comet with SIGTERM (graceful), SIGKILL after $1 seconds; prints the seconds it took.
 stop_comet() {
     local limit=${1:-5} start=$SECONDS
