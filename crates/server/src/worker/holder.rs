@@ -705,9 +705,9 @@ impl Holder {
     /// Ends the next streams of a shutdown and closes the next other connections, at most
     /// `budget` of them; true while slots remain. In slices, so that the loop reaps the
     /// completions (the sends, the closes) as they come and the timer keeps ticking: ending
-    /// 100k streams in one pass kept a worker from its loop for 3 s on this machine, so
-    /// `--shutdown-timeout-ms` (checked on the tick) did not hold, and their completions
-    /// queued past the completion queue.
+    /// half a million streams in one pass kept a worker from its loop for 36 s at 1M
+    /// (results/1m/2026-11-30-quiet-nofaults), so `--shutdown-timeout-ms` (checked on the
+    /// tick) did not hold, and their completions queued past the completion queue.
     pub fn end_next(&mut self, owner: &mut Owner, budget: usize) -> bool {
         let mut done = 0;
         while self.ending < self.conns.len() && done < budget {
