@@ -25,6 +25,11 @@
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_PUBLISH=60s FAULT_DEADLINE=180
 # PERF_SHUTDOWN=0 (1: `perf record` samples comet during the graceful shutdown; its report, by
 # binary and by function, goes to shutdown-perf-*.txt)
+# PENDING=(WORKERS x BACKLOG) (connects floodtest keeps in flight, all processes together: as
+# many as comet's listen queues hold, so the connect measures how fast comet accepts; 0:
+# floodtest's own 1,000 per process, ~53,000 for a million, which overflows the queues, and the
+# dropped handshakes come back on the clients' retry timers: the reconnect storm of FAULTS=1
+# measures that case)
 set -euo pipefail
 
 BENCH=bench-1m
@@ -57,6 +62,7 @@ SETTINGS=(
     STORM_PUBLISH    -  60s
     FAULT_DEADLINE   -  180
     PERF_SHUTDOWN    -  0
+    PENDING          -  ''
 )
 bench_settings "$@"
 BIN=$PWD/target/release
@@ -105,8 +111,14 @@ start_memlog
 STREAM_PATH=test
 [[ $FAULTS == 1 ]] && STREAM_PATH=events
 log "floodtest: $CONNECTIONS subscribers (/$STREAM_PATH/<id>) at ${RATE}/s (0 = as fast as holds up)"
+[[ -z $PENDING ]] && PENDING=$((WORKERS * BACKLOG))
+PENDING_ARGS=()
+if ((PENDING > 0)); then
+    # floodtest runs one process per 19,000 connections; each gets its share.
+    PENDING_ARGS=(--pending-max $(((PENDING + CONNECTIONS / 19000) / (CONNECTIONS / 19000 + 1))))
+fi
 "$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --duration 3h --path "$STREAM_PATH" \
-    --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" \
+    --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" "${PENDING_ARGS[@]}" \
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
 CONNECT_START=$SECONDS
@@ -257,7 +269,7 @@ cat >"$DIR/summary.md" <<EOF
 
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
-RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
+RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS PENDING=$PENDING; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
 --heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS --backlog $BACKLOG --shutdown-timeout-ms $SHUTDOWN_MS\` (open-files hard limit $(ulimit -Hn)):
 $RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 
