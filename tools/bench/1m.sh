@@ -111,14 +111,17 @@ start_memlog
 STREAM_PATH=test
 [[ $FAULTS == 1 ]] && STREAM_PATH=events
 log "floodtest: $CONNECTIONS subscribers (/$STREAM_PATH/<id>) at ${RATE}/s (0 = as fast as holds up)"
+# floodtest runs one process per PER_PROC connections (under the open-files limit); each keeps
+# its share of PENDING in flight.
+PER_PROC=19000
+PROCS=$(((CONNECTIONS + PER_PROC - 1) / PER_PROC))
 [[ -z $PENDING ]] && PENDING=$((WORKERS * BACKLOG))
 PENDING_ARGS=()
 if ((PENDING > 0)); then
-    # floodtest runs one process per 19,000 connections; each gets its share.
-    PENDING_ARGS=(--pending-max $(((PENDING + CONNECTIONS / 19000) / (CONNECTIONS / 19000 + 1))))
+    PENDING_ARGS=(--pending-max $(((PENDING + PROCS - 1) / PROCS)))
 fi
 "$BIN/floodtest" --target "$PUBLIC" -n "$CONNECTIONS" --rate "$RATE" --duration 3h --path "$STREAM_PATH" \
-    --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" "${PENDING_ARGS[@]}" \
+    --per-proc "$PER_PROC" "${PENDING_ARGS[@]}" --stats-file "$DIR/floodtest.tsv" --json "$DIR/floodtest.json" \
     >"$DIR/floodtest.log" 2>"$DIR/floodtest.err" &
 FLOOD_PID=$!
 CONNECT_START=$SECONDS

@@ -50,6 +50,10 @@ pub struct Config {
     pub read_buf_size: u32,
 }
 
+/// Items of deferred task work the kernel runs in one enter that does not wait
+/// (`IO_LOCAL_TW_DEFAULT_MAX` in io_uring/io_uring.c).
+const KERNEL_TASK_WORK_PER_ENTER: usize = 20;
+
 /// One completion, copied out of the completion queue so that handling it never holds the queue.
 #[derive(Clone, Copy, Debug)]
 pub struct Completion {
@@ -375,8 +379,8 @@ impl Ring {
         let mut entered = self.ring.submit_and_wait(want);
         // Deferred task work (the completions of polled requests: a client's hang-up seen by
         // a watch, a cancel, a timer) runs only in an enter that asks for completions, and
-        // then at most 20 items (the kernel's IO_LOCAL_TW_DEFAULT_MAX; 40 when it also
-        // submits) unless the enter waits for more. With one enter per ring per loop
+        // then at most [`KERNEL_TASK_WORK_PER_ENTER`] items (40 when it also submits) unless
+        // the enter waits for more. With one enter per ring per loop
         // iteration, a burst of 500k hang-ups at shutdown came back 20 at a time and the
         // worker's own timer waited behind them for tens of seconds. So a ring that still has
         // some is entered again, without waiting, until it has none or its completion queue
@@ -388,7 +392,7 @@ impl Ring {
                 let cq = self.ring.completion();
                 cq.capacity() - cq.len()
             };
-            for _ in 0..room / 20 {
+            for _ in 0..room / KERNEL_TASK_WORK_PER_ENTER {
                 if entered.is_err() || !self.has_deferred_work() {
                     break;
                 }

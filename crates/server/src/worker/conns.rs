@@ -164,8 +164,9 @@ pub struct Conns {
     /// Static bytes in flight other than a heartbeat (a stream's last bytes at shutdown, see
     /// [`Conns::send_last_static`]), by slot.
     static_sends: AHashMap<u32, &'static [u8]>,
-    /// (slot, gen, deadline_ms) of connections in `Request` or `Draining`, in deadline order
-    /// (every deadline is `now + request_timeout_ms`, so pushing at the back keeps the order).
+    /// (slot, gen, deadline tag, deadline_ms) of connections in `Request` or `Draining`, in
+    /// deadline order (every deadline is `now + request_timeout_ms`, so pushing at the back
+    /// keeps the order).
     deadlines: VecDeque<(u32, u32, u8, u64)>,
 }
 

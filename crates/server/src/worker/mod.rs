@@ -654,23 +654,30 @@ impl Worker {
         if conns.live() == 0 {
             return;
         }
-        let mut open: Vec<(String, usize)> = Vec::new();
+        // Counted by (state, operations in flight); named once, for the log.
+        let mut counts: Vec<((State, u8), usize)> = Vec::new();
         for slot in 0..conns.len() {
             let c = conns.get(slot);
             if c.state == State::Free {
                 continue;
             }
-            let waits = [(RECV, "recv"), (WATCH, "watch"), (SEND, "send")]
-                .into_iter()
-                .filter(|(bit, _)| c.inflight & bit != 0)
-                .map(|(_, name)| name)
-                .collect::<Vec<_>>();
-            let key = format!("{:?}({})", c.state, waits.join("+"));
-            match open.iter_mut().find(|(k, _)| *k == key) {
+            let key = (c.state, c.inflight);
+            match counts.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, n)) => *n += 1,
-                None => open.push((key, 1)),
+                None => counts.push((key, 1)),
             }
         }
+        let open: Vec<(String, usize)> = counts
+            .into_iter()
+            .map(|((state, inflight), n)| {
+                let waits = [(RECV, "recv"), (WATCH, "watch"), (SEND, "send")]
+                    .into_iter()
+                    .filter(|(bit, _)| inflight & bit != 0)
+                    .map(|(_, name)| name)
+                    .collect::<Vec<_>>();
+                (format!("{state:?}({})", waits.join("+")), n)
+            })
+            .collect();
         let worker = self.index;
         tracing::warn!(
             worker,
