@@ -434,6 +434,16 @@ impl Ring {
         !cq.is_empty()
     }
 
+    /// Gives back the pages of this ring's read buffers if the ring has been quiet since the
+    /// last call ([`ReadBufs::trim`]); not while completions (which may name a filled buffer)
+    /// wait in the queue or in the kernel's overflow list. Returns the bytes given back.
+    pub fn trim_reads(&mut self) -> usize {
+        if self.has_completions() || self.ring.submission().cq_overflow() {
+            return 0;
+        }
+        self.reads.trim()
+    }
+
     /// Makes the kernel signal `eventfd` whenever it posts a completion on this ring, or queues
     /// task work that will post one (the first item of an empty list): how a thread asleep on
     /// another ring learns that this one needs it.
@@ -459,10 +469,8 @@ impl Ring {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in cq.take(max.saturating_sub(out.len())) {
-            // A faults build counts the buffers handed out even without a schedule.
-            #[cfg(feature = "faults")]
             if cqueue::buffer_select(cqe.flags()).is_some() {
-                self.reads.out += 1;
+                self.reads.taken();
             }
             ran_out |= cqe.result() == -libc::ENOBUFS;
             out.push(Completion {
@@ -528,7 +536,7 @@ impl Ring {
                     flags: cqe.flags(),
                 };
                 if c.buffer().is_some() {
-                    self.reads.out += 1;
+                    self.reads.taken();
                 }
                 // As the kernel answered, before the schedule rewrites it.
                 ran_out |= c.result == -libc::ENOBUFS;
@@ -565,7 +573,8 @@ impl Drop for Ring {
         eprintln!("{}", f.summary());
         if !std::thread::panicking() {
             assert_eq!(
-                self.reads.out, 0,
+                self.reads.out(),
+                0,
                 "read buffers handed out and never recycled"
             );
         }

@@ -8,7 +8,9 @@
 //! turn (and costs its pages) however few reads are in flight. It is given [`GROW_STEP`] at
 //! first and that many more each time it runs out ([`ReadBufs::grow`], on an ENOBUFS): a ring
 //! whose reads come one at a time touches a few pages, not all of its buffers (256 KiB at the
-//! defaults), which matters for a thread that drives dozens of rings.
+//! defaults), which matters for a thread that drives dozens of rings. A burst (a million clients
+//! connecting) grows every ring to all of its buffers; [`ReadBufs::trim`] gives their pages
+//! back once the ring has gone quiet.
 
 use std::alloc::{self, Layout};
 use std::io;
@@ -19,6 +21,9 @@ use io_uring::IoUring;
 
 /// Buffers handed to the kernel at first, and added each time it ran out.
 pub const GROW_STEP: u16 = 8;
+
+/// The page size of every Linux target comet builds for (mincore counts in pages).
+const PAGE: usize = 4096;
 
 pub struct ReadBufs {
     /// The ring of buffer descriptors shared with the kernel (page-aligned, `count` entries).
@@ -36,10 +41,14 @@ pub struct ReadBufs {
     tail: u16,
     /// Buffers `0..given` have been handed to the kernel; the rest never were (untouched).
     given: u16,
-    /// Fault injection (see `faults`): buffers handed to the caller and not yet recycled, and
-    /// while a dry spell lasts (`dry`), the buffers recycled and held back from the kernel.
-    #[cfg(feature = "faults")]
-    pub(crate) out: u64,
+    /// Buffers handed to the caller by completions and not yet recycled.
+    out: u32,
+    /// A buffer came out since the last [`ReadBufs::trim`].
+    used: bool,
+    /// The pages were given back and no buffer has come out since.
+    released: bool,
+    /// Fault injection (see `faults`): while a dry spell lasts (`dry`), the buffers recycled
+    /// and held back from the kernel.
     #[cfg(feature = "faults")]
     pub(crate) dry: bool,
     #[cfg(feature = "faults")]
@@ -87,8 +96,9 @@ impl ReadBufs {
             size,
             tail: 0,
             given: 0,
-            #[cfg(feature = "faults")]
             out: 0,
+            used: false,
+            released: false,
             #[cfg(feature = "faults")]
             dry: false,
             #[cfg(feature = "faults")]
@@ -124,6 +134,55 @@ impl ReadBufs {
         self.given
     }
 
+    /// Buffers handed to the caller and not yet recycled.
+    pub fn out(&self) -> u32 {
+        self.out
+    }
+
+    /// Bytes of the buffers that are resident (mincore): what they cost now.
+    pub fn resident(&self) -> io::Result<usize> {
+        let pages = self.data_len.div_ceil(PAGE);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `data` is page-aligned (mmap) and `data_len` bytes long, owned by `self`;
+        // `vec` has one byte per page of that range, as mincore writes.
+        let rc = unsafe { libc::mincore(self.data.cast(), self.data_len, vec.as_mut_ptr()) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(vec.iter().filter(|&&v| v & 1 != 0).count() * PAGE)
+    }
+
+    /// A completion handed a buffer to the caller (counted until [`ReadBufs::recycle`]).
+    pub(crate) fn taken(&mut self) {
+        self.out += 1;
+        self.used = true;
+        self.released = false;
+    }
+
+    /// Gives the buffers' pages back to the kernel when no buffer came out since the last call
+    /// and none is out now (a ring whose connections have gone quiet), once per quiet spell; the
+    /// kernel's next reads fault them in again, a page per read. Returns the bytes given back
+    /// (0 when it did nothing). Meant for a periodic timer, called when the completion queue
+    /// is empty: a posted completion not yet drained may name a buffer it filled.
+    pub(crate) fn trim(&mut self) -> usize {
+        let used = std::mem::take(&mut self.used);
+        if used || self.out > 0 || self.released {
+            return 0;
+        }
+        let len = self.given as usize * self.size as usize;
+        // SAFETY: the range lies inside the mapping owned by `self`. No buffer is out, so the
+        // caller holds no bytes of it; the kernel writes a buffer only while it completes a recv,
+        // which on a single-issuer ring with deferred task work happens inside this thread's own
+        // io_uring_enter, never during this call, and the completion queue is empty (the
+        // caller's promise). Zero-fill-on-demand pages are what a fresh mapping has anyway.
+        let rc = unsafe { libc::madvise(self.data.cast(), len, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return 0;
+        }
+        self.released = true;
+        len
+    }
+
     /// The first `len` bytes of buffer `bid`, which a completion just handed to us.
     pub fn get(&self, bid: u16, len: usize) -> &[u8] {
         assert!(bid < self.count && len <= self.size as usize);
@@ -136,12 +195,12 @@ impl ReadBufs {
     /// Gives buffer `bid` back to the kernel.
     pub fn recycle(&mut self, bid: u16) {
         assert!(bid < self.count);
+        self.out = self
+            .out
+            .checked_sub(1)
+            .expect("a read buffer recycled twice");
         #[cfg(feature = "faults")]
         {
-            self.out = self
-                .out
-                .checked_sub(1)
-                .expect("a read buffer recycled twice");
             if self.dry {
                 self.held.push(bid);
                 return;

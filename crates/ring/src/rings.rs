@@ -141,6 +141,12 @@ impl Rings {
         &mut self.rings[0]
     }
 
+    /// Gives back the read buffers' pages of every ring that was quiet since the last call
+    /// ([`Ring::trim_reads`]); returns the bytes given back.
+    pub fn trim_reads(&mut self) -> usize {
+        self.rings.iter_mut().map(Ring::trim_reads).sum()
+    }
+
     /// The set's slot of index `local` in ring `ring`'s table (what an accept on that ring
     /// returned).
     pub fn slot(&self, ring: usize, local: u32) -> u32 {

@@ -257,3 +257,51 @@ fn one_enter_runs_a_burst_of_deferred_work() {
     assert_eq!(cqes.len() as u64, POLLS, "completions after one enter");
     assert!(cqes.iter().all(|c| c.result > 0));
 }
+
+/// A ring quiet for a whole trim period gives its read buffers' pages back (they cost nothing
+/// until the kernel writes them again), but not while a buffer is out or right after a read;
+/// reads after a trim see their bytes as before.
+#[test]
+fn a_quiet_ring_gives_its_read_buffers_back() {
+    let config = Config {
+        read_bufs: 8,
+        read_buf_size: 4096,
+        ..CONFIG
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ring = Ring::new(config).unwrap();
+    ring.accept_multi(listener.as_raw_fd(), ACCEPT);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let slot = wait_for(&mut ring, ACCEPT).result as u32;
+    ring.recv_multi(slot, RECV);
+    // One read per buffer, each recycled before the next write: every buffer is written once.
+    let mut read = |ring: &mut Ring, text: &[u8], recycle: bool| {
+        client.write_all(text).unwrap();
+        let c = wait_for(ring, RECV);
+        assert_eq!(c.result as usize, text.len(), "{c:?}");
+        let bid = c.buffer().expect("a provided buffer");
+        assert_eq!(ring.reads.get(bid, text.len()), text);
+        if recycle {
+            ring.reads.recycle(bid);
+        }
+        bid
+    };
+    for i in 0..8u8 {
+        read(&mut ring, &[b'a' + i; 100], true);
+    }
+    assert_eq!(ring.reads.resident().unwrap(), 8 * 4096);
+    assert_eq!(ring.trim_reads(), 0, "a read came in this period");
+    assert_eq!(ring.trim_reads(), 8 * 4096, "quiet for a period");
+    assert_eq!(ring.reads.resident().unwrap(), 0);
+    assert_eq!(ring.trim_reads(), 0, "already given back");
+    // Reads go on; one page is touched again.
+    read(&mut ring, b"after the trim", true);
+    assert_eq!(ring.reads.resident().unwrap(), 4096);
+    // A buffer still out keeps the pages, however quiet the ring.
+    let bid = read(&mut ring, b"held", false);
+    assert_eq!(ring.trim_reads(), 0);
+    assert_eq!(ring.trim_reads(), 0);
+    assert_eq!(ring.reads.get(bid, 4), b"held");
+    ring.reads.recycle(bid);
+    assert_eq!(ring.trim_reads(), 8 * 4096);
+}

@@ -587,6 +587,12 @@ impl Conns {
         self.rings.writes.trim()
     }
 
+    /// Gives back the read buffers of the rings that were quiet the last period (see
+    /// `Rings::trim_reads`).
+    pub fn trim_reads(&mut self) -> usize {
+        self.rings.trim_reads()
+    }
+
     /// What the connection has waiting: (bytes, messages).
     pub fn queued(&self, slot: u32) -> (usize, usize) {
         let conn = &self.slots[slot as usize];

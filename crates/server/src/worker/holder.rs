@@ -72,7 +72,7 @@ impl Holder {
             expiry: Expiry::default(),
             clock,
             beat_tick: 0,
-            next_trim_ms: WRITE_TRIM_MS,
+            next_trim_ms: TRIM_MS,
             shutting_down: false,
             ending: 0,
             late: 0,
@@ -691,8 +691,9 @@ impl Holder {
         }
         self.expire_tokens(owner);
         if now >= self.next_trim_ms {
-            self.next_trim_ms = now + WRITE_TRIM_MS;
+            self.next_trim_ms = now + TRIM_MS;
             self.conns.trim_writes();
+            self.conns.trim_reads();
         }
     }
 
@@ -746,9 +747,10 @@ impl Holder {
     }
 }
 
-/// How often the write-buffer pool gives back the free buffers the period did not need: a
-/// burst's buffers are released 5-10 s after it ends.
-const WRITE_TRIM_MS: u64 = 5_000;
+/// How often the write-buffer pool gives back the free buffers the period did not need, and
+/// the rings quiet for a whole period give back their read buffers' pages: a burst's buffers
+/// are released 5-10 s after it ends.
+const TRIM_MS: u64 = 5_000;
 
 /// A 408 answer: the request was not complete in time.
 pub fn request_timeout(out: &mut Vec<u8>) {
