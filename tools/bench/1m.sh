@@ -22,7 +22,8 @@
 # --unacked-timeout-ms, --backlog: tools/tune.sh's somaxconn; a deeper listen queue drops fewer
 # SYNs while a million connect, and costs no table room; --shutdown-timeout-ms: streams not
 # ended by then are cut, so a larger value measures how long ending every one of them takes)
-# FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_PUBLISH=60s FAULT_DEADLINE=180
+# FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_RETRY_MS=3000 STORM_PUBLISH=60s
+# FAULT_DEADLINE=180
 # PERF_SHUTDOWN=0 (1: `perf record` samples comet during the graceful shutdown; its report, by
 # binary and by function, goes to shutdown-perf-*.txt)
 # PENDING=(WORKERS x BACKLOG) (connects floodtest keeps in flight, all processes together: as
@@ -59,6 +60,7 @@ SETTINGS=(
     SILENT           -  50000
     STORM            -  100000
     STORM_PENDING    -  20000
+    STORM_RETRY_MS   -  3000
     STORM_PUBLISH    -  60s
     FAULT_DEADLINE   -  180
     PERF_SHUTDOWN    -  0

@@ -2,6 +2,8 @@
 //! one shared read buffer. It opens its share of the connections at a fixed rate, holds them,
 //! parses what arrives, and hands a [`Report`] to its caller once a second.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::AsRawFd;
@@ -110,6 +112,9 @@ pub struct Plan {
     pub sources: Sources,
     /// With a secret, every request carries `Authorization: Bearer <jwt>` (HS256) for its ids.
     pub jwt_secret: Option<String>,
+    /// An attempt that fails before its stream starts is made again after a random delay
+    /// between half and 1.5x this (a browser's EventSource reconnects so); None: never.
+    pub retry: Option<Duration>,
 }
 
 /// The ids a subscribe path names: the last path segment (before any `?`), split on commas.
@@ -196,6 +201,10 @@ struct Flood<'a> {
     request: Vec<u8>,
     /// Built once from `plan.jwt_secret`; tokens are signed per connection, into `request`.
     signer: Option<Signer>,
+    /// Failed attempts waiting for their retry (`plan.retry`), earliest first.
+    retry_at: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Jitter for the retries, seeded by the share so that runs repeat.
+    rng: fastrand::Rng,
 }
 
 impl Flood<'_> {
@@ -225,7 +234,7 @@ impl Flood<'_> {
             Err(e) => {
                 eprintln!("floodtest: {e}");
                 self.counters.errors_connect += 1;
-                return;
+                return; // no retry: the same index gets the same source
             }
         };
         let registered = start_connect(addr, source).and_then(|stream| {
@@ -241,6 +250,8 @@ impl Flood<'_> {
                 let conn = &mut self.conns[local];
                 conn.stream = Some(stream);
                 conn.phase = Phase::Connecting;
+                // A retry starts over (the failed attempt may have parsed a status line).
+                conn.parser = StreamParser::new(self.plan.framing);
                 self.pending += 1;
                 self.active += 1;
             }
@@ -249,7 +260,16 @@ impl Flood<'_> {
                     eprintln!("floodtest: connect {addr} from {source:?}: {e}");
                 }
                 self.counters.errors_connect += 1;
+                self.schedule_retry(local);
             }
+        }
+    }
+
+    /// Queues connection `local` for another attempt, when the plan retries.
+    fn schedule_retry(&mut self, local: usize) {
+        if let Some(retry) = self.plan.retry {
+            let delay = retry.mul_f64(0.5 + self.rng.f64());
+            self.retry_at.push(Reverse((Instant::now() + delay, local)));
         }
     }
 
@@ -268,6 +288,9 @@ impl Flood<'_> {
         }
         if let Some(counter) = error {
             *counter(&mut self.counters) += 1;
+            if was != Phase::Streaming {
+                self.schedule_retry(local);
+            }
         }
     }
 
@@ -406,6 +429,8 @@ pub fn run(
         active: 0,
         request: Vec::with_capacity(512),
         signer: plan.jwt_secret.as_deref().map(Signer::new),
+        retry_at: BinaryHeap::new(),
+        rng: fastrand::Rng::with_seed(plan.first_index),
     };
     flood.conns.extend((0..count).map(|_| Conn {
         stream: None,
@@ -434,11 +459,19 @@ pub fn run(
             break;
         }
         let due = pace.map_or(count, |pace| pace.due(now.duration_since(start)) as usize);
+        while let Some(&Reverse((at, local))) = flood.retry_at.peek() {
+            if at > now || flood.pending >= plan.pending_max {
+                break;
+            }
+            flood.retry_at.pop();
+            flood.counters.retries += 1;
+            flood.open(local);
+        }
         while opened < due && flood.pending < plan.pending_max {
             flood.open(opened);
             opened += 1;
         }
-        if opened == count && flood.active == 0 {
+        if opened == count && flood.active == 0 && flood.retry_at.is_empty() {
             break; // everything opened has ended
         }
         if !all_connected_reported && flood.counters.connected == plan.count {
@@ -453,6 +486,11 @@ pub fn run(
         if let Some(pace) = pace {
             if opened < count && flood.pending < plan.pending_max {
                 wake = wake.min(start + pace.at(opened as u64));
+            }
+        }
+        if let Some(&Reverse((at, _))) = flood.retry_at.peek() {
+            if flood.pending < plan.pending_max {
+                wake = wake.min(at);
             }
         }
         match flood

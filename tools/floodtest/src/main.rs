@@ -86,6 +86,13 @@ struct Opts {
     /// Connections in progress (connect or headers outstanding) per process at most.
     #[arg(long, default_value_t = 1000)]
     pending_max: u64,
+    /// Try a failed attempt again (connect refused or timed out, a reset or a close before the
+    /// header block, a status other than 200) after a random delay between half and 1.5x this
+    /// many ms, as a browser's EventSource does; each failure still counts in `errors`, each new
+    /// attempt in `retries`. 0: a failed connection stays failed. An established stream that
+    /// ends is not reopened.
+    #[arg(long, default_value_t = 0)]
+    retry_ms: u64,
     /// Write the final summary JSON here too (it is always printed as the last stdout line).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -217,6 +224,7 @@ fn plan_for(opts: &Opts, setup: &Setup, first_index: u64, count: u64) -> Plan {
         duration: opts.duration,
         sources: setup.sources.clone(),
         jwt_secret: opts.jwt_secret.clone(),
+        retry: (opts.retry_ms > 0).then(|| Duration::from_millis(opts.retry_ms)),
     }
 }
 
@@ -372,7 +380,7 @@ fn aggregate(
         Some(path) => {
             let mut f =
                 BufWriter::new(File::create(path).map_err(|e| format!("{}: {e}", path.display()))?);
-            writeln!(f, "# elapsed_s\tepoch_s\tconnected\tclosed\topen\tchunks\tmessages\terrors\tmessages_per_s\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us")
+            writeln!(f, "# elapsed_s\tepoch_s\tconnected\tclosed\topen\tchunks\tmessages\terrors\tmessages_per_s\tp50_us\tp90_us\tp99_us\tp999_us\tmax_us\tretries")
                 .map_err(|e| e.to_string())?;
             Some(f)
         }
@@ -434,7 +442,7 @@ fn aggregate(
             if let Some(f) = stats_file.as_mut() {
                 writeln!(
                     f,
-                    "{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{:.1}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     start.elapsed().as_secs_f64(),
                     epoch_s(),
                     sum.connected,
@@ -448,7 +456,8 @@ fn aggregate(
                     p.p90,
                     p.p99,
                     p.p999,
-                    p.max
+                    p.max,
+                    sum.retries
                 )
                 .and_then(|()| f.flush())
                 .map_err(|e| e.to_string())?;
@@ -474,7 +483,7 @@ fn aggregate(
 fn print_summary(opts: &Opts, summary: &Summary) -> Result<(), String> {
     let c = &summary.counters;
     println!(
-        "Final: {{{},{},{}}} target={} peak_open={} all_connected_s={} messages={} unstamped={} errors={} (connect={} early_close={} status={} framing={} read={}) graceful_closes={}",
+        "Final: {{{},{},{}}} target={} peak_open={} all_connected_s={} messages={} unstamped={} errors={} (connect={} early_close={} status={} framing={} read={}) retries={} graceful_closes={}",
         c.connected,
         c.closed,
         c.chunks,
@@ -491,6 +500,7 @@ fn print_summary(opts: &Opts, summary: &Summary) -> Result<(), String> {
         c.errors_status,
         c.errors_framing,
         c.errors_read,
+        c.retries,
         c.closed_graceful,
     );
     println!("Latency: {}", summary.latency_us.human());

@@ -39,9 +39,11 @@ pub struct Counters {
     pub errors_framing: u64,
     /// A read error (reset) on an established stream.
     pub errors_read: u64,
+    /// Failed attempts tried again (`--retry-ms`); each failure also counts in its error.
+    pub retries: u64,
 }
 
-pub const COUNTER_COUNT: usize = 12;
+pub const COUNTER_COUNT: usize = 13;
 
 impl Counters {
     fn to_array(self) -> [u64; COUNTER_COUNT] {
@@ -58,6 +60,7 @@ impl Counters {
             self.errors_status,
             self.errors_framing,
             self.errors_read,
+            self.retries,
         ]
     }
 
@@ -75,6 +78,7 @@ impl Counters {
             errors_status: a[9],
             errors_framing: a[10],
             errors_read: a[11],
+            retries: a[12],
         }
     }
 

@@ -19,12 +19,17 @@ fn now_us() -> u64 {
         .as_micros() as u64
 }
 
-fn serve_one(mut stream: TcpStream) {
+fn serve_one(stream: TcpStream) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let Some(request) = read_message(&mut reader) else {
         return;
     };
-    let sse = request.first_line.starts_with("GET /events/");
+    stream_to(stream, &request.first_line);
+}
+
+/// Answers the request whose first line is `first_line` with a stream of a few messages.
+fn stream_to(mut stream: TcpStream, first_line: &str) {
+    let sse = first_line.starts_with("GET /events/");
     let mut out = Vec::new();
     let content_type = if sse {
         "text/event-stream"
@@ -202,4 +207,59 @@ fn jwt_secret_sends_a_token_per_connection() {
         .collect();
     subs.sort_unstable();
     assert_eq!(subs, [70, 71, 72, 73, 74]);
+}
+
+/// `--retry-ms`: each connection's first attempt gets a `503` (as from a server shedding a
+/// reconnect storm); with retries every one is made again and streams, without them every one
+/// stays failed.
+#[test]
+fn retry_ms_makes_a_failed_attempt_again() {
+    let first_attempts =
+        std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let addr = serve_each(move |mut stream: TcpStream| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let Some(request) = read_message(&mut reader) else {
+            return;
+        };
+        if first_attempts
+            .lock()
+            .unwrap()
+            .insert(request.first_line.clone())
+        {
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+            );
+            return;
+        }
+        stream_to(stream, &request.first_line);
+    });
+    let run = |first_id: &str, retry_ms: &str| {
+        run_floodtest(&[
+            "--target",
+            &addr,
+            "-n",
+            "20",
+            "--first-id",
+            first_id,
+            "--rate",
+            "0",
+            "--duration",
+            "20s",
+            "--retry-ms",
+            retry_ms,
+        ])
+    };
+    let s = run("1", "50");
+    let c = &s["counters"];
+    assert_eq!(c["errors_status"], 20, "{s}");
+    assert_eq!(c["retries"], 20, "{s}");
+    assert_eq!(c["connected"], 20, "{s}");
+    assert_eq!(c["closed_graceful"], 20, "{s}");
+    assert_eq!(c["messages"], 20 * MESSAGES_PER_CONN, "{s}");
+    // Ids not asked for before, so that their first attempt fails too.
+    let s = run("21", "0");
+    let c = &s["counters"];
+    assert_eq!(c["errors_status"], 20, "{s}");
+    assert_eq!(c["retries"], 0, "{s}");
+    assert_eq!(c["connected"], 0, "{s}");
 }
