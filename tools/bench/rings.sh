@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# rings: what driving many rings from one worker thread costs, against one big ring.
+# rings: what driving many rings from one worker thread costs, against one big ring, and
+# (with THREADS) against the old way of holding more connections: a thread per ring.
 #
-# For each configuration in turn, ROUNDS times (alternating, so that a noisy machine hits both
-# alike): start comet with one worker (`big`: rings of the open-files limit; `small`: the
-# test-only COMET_RING_FILES=SMALL_FILES, so CONNECTIONS spread over many rings; heartbeats
-# off, so that idle is idle), connect
+# For each configuration of CONFIGS in turn, ROUNDS times (alternating, so that a noisy machine
+# hits all alike): start comet (`big`: WORKERS workers on rings of the open-files limit;
+# `small`: WORKERS workers on the test-only COMET_RING_FILES=SMALL_FILES, so CONNECTIONS spread
+# over many rings; `threads`: THREADS workers on big rings, each its own thread, ring and shard;
+# heartbeats off, so that idle is idle), connect
 # CONNECTIONS SSE subscribers with floodtest, read RSS and CPU, stay idle IDLE s (CPU must not
 # move: the thread sleeps on all its rings), then msggen RATE msg/s (batched) to random ids
 # for SECS s, and read RSS and CPU again. Per run:
@@ -15,7 +17,10 @@
 # Writes RESULTS/<date>-LABEL/{runs.tsv, <config>-<round>/*, summary.md}.
 #
 # Settings (environment): CONNECTIONS=18000 SMALL_FILES=2000 RATE=10000 SECS=15 IDLE=10
-# ROUNDS=2 LABEL=run RESULTS=results/rings
+# ROUNDS=2 WORKERS=1 CONFIGS="big small" THREADS=64 LABEL=run RESULTS=results/rings.
+# results/workers (64 threads against 2 threads on as many rings, at the same load):
+#   CONFIGS="big small threads" WORKERS=2 THREADS=64 SMALL_FILES=533 CONNECTIONS=30000 \
+#   RATE=60000 SECS=20 ROUNDS=3 RESULTS=results/workers LABEL=rings just bench-rings
 set -euo pipefail
 
 BENCH=bench-rings
@@ -29,6 +34,9 @@ SETTINGS=(
     SECS         -  15
     IDLE         -  10
     ROUNDS       -  2
+    WORKERS      -  1
+    CONFIGS      -  "big small"
+    THREADS      -  64
     LABEL        -  run
     RESULTS      -  results/rings
 )
@@ -66,11 +74,12 @@ run() {
     DIR=$TOP/$config-$round
     mkdir -p "$DIR"
     # No heartbeats: idle means idle (the 250 ms tick on the first ring is all that runs).
-    if [[ $config == small ]]; then
-        COMET_RING_FILES=$SMALL_FILES start_comet --workers 1 --heartbeat-ms 0
-    else
-        start_comet --workers 1 --heartbeat-ms 0
-    fi
+    case $config in
+    big) start_comet --workers "$WORKERS" --heartbeat-ms 0 ;;
+    small) COMET_RING_FILES=$SMALL_FILES start_comet --workers "$WORKERS" --heartbeat-ms 0 ;;
+    threads) start_comet --workers "$THREADS" --heartbeat-ms 0 ;;
+    *) die "unknown config $config (big, small, threads)" ;;
+    esac
     sleep 2
     local base idle load cpu0 cpu1 cpu2 before promised received rings
     base=$(rss_kb "$COMET_PID")
@@ -110,7 +119,7 @@ run() {
 }
 
 for round in $(seq "$ROUNDS"); do
-    for config in big small; do
+    for config in $CONFIGS; do
         log "round $round: $config"
         run "$config" "$round"
     done
@@ -126,9 +135,10 @@ cat >"$TOP/summary.md" <<EOF
 # bench-rings: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`bash tools/bench/rings.sh\` with CONNECTIONS=$CONNECTIONS SMALL_FILES=$SMALL_FILES RATE=$RATE
-SECS=$SECS IDLE=$IDLE ROUNDS=$ROUNDS: comet \`--workers 1 --heartbeat-ms 0\`; \`big\`: rings of the open-files limit
-($(ulimit -Hn)); \`small\`: COMET_RING_FILES=$SMALL_FILES (test-only), so each ring admits
-$((SMALL_FILES - 1088)) connections. SSE subscribers from floodtest (\`--path events\`), messages
+SECS=$SECS IDLE=$IDLE ROUNDS=$ROUNDS CONFIGS="$CONFIGS": comet \`--heartbeat-ms 0\`; \`big\`: \`--workers $WORKERS\`, rings of
+the open-files limit ($(ulimit -Hn)); \`small\`: \`--workers $WORKERS\` with COMET_RING_FILES=$SMALL_FILES (test-only), so
+each ring admits $((SMALL_FILES - 64)) connections (64 slots of slack); \`threads\`: \`--workers $THREADS\`, a thread,
+ring and shard each. SSE subscribers from floodtest (\`--path events\`), messages
 from msggen to random ids (batched), each delivered to one subscriber.
 
 Machine: $(machine_line); comet $(git rev-parse --short HEAD); server and clients on loopback.
