@@ -55,6 +55,6 @@ if [ "$hard" -ge 1048576 ] 2>/dev/null || [ "$hard" = unlimited ]; then
     printf '%-34s %-28s %s\n' "RLIMIT_NOFILE (hard)" "$hard" "ok: one ring per worker holds 1M"
 else
     printf '%-34s %-28s %s\n' "RLIMIT_NOFILE (hard)" "$hard" \
-        "cannot raise: comet opens $(( (1000000 + hard - 1089) / (hard - 1088) )) rings for 1M, one worker per core (kernel-tuning.md)"
+        "cannot raise: comet opens $(( (1000000 + hard - 65) / (hard - 64) )) rings for 1M, one worker per core (kernel-tuning.md)"
 fi
 exit $status

@@ -25,6 +25,53 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// TCP_RTO_MAX_MS (Linux 6.15), not in the libc crate yet.
+const TCP_RTO_MAX_MS: libc::c_int = 44;
+
+/// Caps the socket's retransmission timeout at `ms` (TCP_RTO_MAX_MS, 1,000 to 120,000; the
+/// kernel's default is 120,000); a listener's sockets inherit it. Fails with ENOPROTOOPT
+/// before Linux 6.15.
+pub fn set_tcp_rto_max_ms(fd: &impl AsRawFd, ms: u32) -> io::Result<()> {
+    let value =
+        libc::c_int::try_from(ms).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: optval points at a c_int that lives for the duration of the call, and optlen is
+    // its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The socket's TCP_RTO_MAX_MS (see [`set_tcp_rto_max_ms`]).
+pub fn tcp_rto_max_ms(fd: &impl AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: optval and optlen point at locals that live for the duration of the call, and
+    // optlen says how many bytes optval has room for.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value as u32)
+}
+
 /// A new non-blocking, close-on-exec eventfd.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes no pointers.

@@ -121,11 +121,27 @@ fn listener(addr: SocketAddr, backlog: u32, unacked_ms: u64) -> std::io::Result<
     // socket after this long instead of retransmitting for ~15 minutes (tcp_retries2).
     if unacked_ms > 0 {
         socket.set_tcp_user_timeout(Some(std::time::Duration::from_millis(unacked_ms)))?;
+        // The kernel counts that time only from the first retransmission (or window probe),
+        // which waits one retransmission timeout, and a peer whose ACKs once came late (a
+        // congested link, a client host that was overloaded) can have one of a minute or two:
+        // measured at 1M, silent peers held on up to 169 s instead of ~60. Capping it bounds
+        // the wait and gives a peer that is alive but losing packets more tries within the
+        // timeout. Before Linux 6.15 (no TCP_RTO_MAX_MS) the bound is the kernel's 120 s.
+        let cap = rto_max_ms(unacked_ms);
+        if let Err(e) = comet_ring::sys::set_tcp_rto_max_ms(&socket, cap) {
+            tracing::warn!(error = %e, "cannot cap the retransmission timeout (TCP_RTO_MAX_MS needs Linux 6.15): a dead peer may hold its slot up to 120 s longer");
+        }
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket)
+}
+
+/// The retransmission timeout cap for `--unacked-timeout-ms` `unacked_ms`: a quarter of it,
+/// within what TCP_RTO_MAX_MS takes (1 s to 120 s).
+fn rto_max_ms(unacked_ms: u64) -> u32 {
+    (unacked_ms / 4).clamp(1_000, 120_000) as u32
 }
 
 /// One listener per worker for `addr`; with port 0 the first picks the port and the rest share it.
@@ -381,4 +397,35 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The listener caps the retransmission timeout at a quarter of the unacked timeout, and
+    /// accepted sockets inherit the cap with TCP_USER_TIMEOUT; no cap without an unacked timeout.
+    #[test]
+    fn accepted_sockets_inherit_the_rto_cap() {
+        assert_eq!(rto_max_ms(30_000), 7_500);
+        assert_eq!(rto_max_ms(2_000), 1_000);
+        assert_eq!(rto_max_ms(3_600_000), 120_000);
+        let socket = listener("127.0.0.1:0".parse().unwrap(), 16, 30_000).unwrap();
+        assert_eq!(comet_ring::sys::tcp_rto_max_ms(&socket).unwrap(), 7_500);
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let (accepted, _) = socket.accept().unwrap();
+        assert_eq!(comet_ring::sys::tcp_rto_max_ms(&accepted).unwrap(), 7_500);
+        assert_eq!(
+            accepted.tcp_user_timeout().unwrap(),
+            Some(std::time::Duration::from_secs(30))
+        );
+        let plain = listener("127.0.0.1:0".parse().unwrap(), 16, 0).unwrap();
+        let kernel = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rto_max_ms").unwrap();
+        assert_eq!(
+            comet_ring::sys::tcp_rto_max_ms(&plain).unwrap(),
+            kernel.trim().parse::<u32>().unwrap()
+        );
+    }
 }
