@@ -104,9 +104,13 @@ EOF
         ((${#dsts[@]})) && dsts+=(or)
         dsts+=(dst "$a")
     done
+    local errors0 errors
+    errors0=$(live_metric comet_connections_closed_total 'reason="error"')
+    echo "# seconds since the rule, comet_connections, connections closed for a socket error since the rule" >"$DIR/faults-silent.log"
     while ((SECONDS - t0 <= FAULT_DEADLINE)); do
         now=$(live_metric comet_connections)
-        echo "$((SECONDS - t0)) ${now:-no-answer}" >>"$DIR/faults-silent.log"
+        errors=$(live_metric comet_connections_closed_total 'reason="error"')
+        echo "$((SECONDS - t0)) ${now:-no-answer} $((${errors:-0} - errors0))" >>"$DIR/faults-silent.log"
         if [[ -n $now ]] && ((now <= want)); then
             silent_s=$((SECONDS - t0))
             break
@@ -218,7 +222,7 @@ EOF
 | comet open descriptors before / after | $fds_before / $fds_after |
 | accepted - closed before / after (= connections open) | $((accepted_before - closed_before)) / $((accepted_after - closed_after)) |
 
-Files: faults-sources.txt (subscribers per source address), faults-silent.log (seconds, connections),
+Files: faults-sources.txt (subscribers per source address), faults-silent.log (seconds, connections, error closes),
 faults-silent-left.txt (comet's sockets to the silent peers still open past the bound or at 99 %),
 faults-rss.log, msggen-storm.{log,json}, floodtest-storm.{log,tsv,json,err}.
 EOF
