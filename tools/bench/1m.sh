@@ -19,7 +19,7 @@
 # MSG_SIZE=64 RAMP_RATES="5000 10000 20000 40000 60000 80000 100000" RAMP_STEP=15s
 # RAMP_P99_MS=100 WORKERS=(one per core) LABEL=run MEMLOG_INTERVAL=5 RESULTS=results/1m
 # HEARTBEAT_MS=15000 UNACKED_MS=30000 BACKLOG=4096 SHUTDOWN_MS=2000 (comet's --heartbeat-ms,
-# --unacked-timeout-ms, --backlog: tools/tune.sh's somaxconn; a deeper listen queue drops fewer
+# --unacked-timeout-ms, --backlog: raises somaxconn to it if lower; a deeper listen queue drops fewer
 # SYNs while a million connect, and costs no table room; --shutdown-timeout-ms: streams not
 # ended by then are cut, so a larger value measures how long ending every one of them takes)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_RETRY_MS=3000 STORM_PUBLISH=60s
@@ -75,6 +75,12 @@ STEP_S=$(seconds "$RAMP_STEP")
 log "setup, tuning and build"
 ./tools/setup.sh >/dev/null
 TUNE=$(bash tools/tune.sh 2>&1 || true)
+# tune.sh raises the kernel's caps on a listen queue to 4,096; a deeper BACKLOG raises them to it.
+for key in net.core.somaxconn net.ipv4.tcp_max_syn_backlog; do
+    if (($(sysctl -n "$key") < BACKLOG)); then
+        TUNE+=$'\n'"$(sysctl -w "$key=$BACKLOG" 2>&1) (for BACKLOG=$BACKLOG)"
+    fi
+done
 cargo build --release -q -p comet -p floodtest -p msggen -p memlog
 
 # Threads = cores. Each worker admits its share of --connections-max; with SO_REUSEPORT

@@ -98,9 +98,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 15_000)]
     pub heartbeat_ms: u64,
     /// Data a peer leaves unacknowledged this long fails its connection (TCP_USER_TIMEOUT on
-    /// the listeners, inherited by every accepted socket): with heartbeats on, a peer that
-    /// vanished without a FIN is freed within --heartbeat-ms + this; 0 keeps the kernel's
-    /// retransmission limit (~15 minutes).
+    /// the listeners, inherited by every accepted socket, with the retransmission timeout
+    /// capped at a quarter of this, TCP_RTO_MAX_MS): with heartbeats on, a peer that vanished
+    /// without a FIN is freed within 2 x --heartbeat-ms + 1.25 x this (README, Dead peers);
+    /// 0 keeps the kernel's retransmission limit (~15 minutes).
     #[arg(long, default_value_t = 30_000)]
     pub unacked_timeout_ms: u64,
     /// Heartbeats on the seed's `/test/` streams too (a chunk holding one newline).
