@@ -270,6 +270,15 @@ const ADMISSION_SLACK: u32 = 64;
 const CONNECTIONS_DEFAULT: u64 = 1 << 20;
 
 impl Config {
+    /// The kernel keeps a listen queue of at most `somaxconn` (net.core.somaxconn) whatever
+    /// `--backlog` asks: the one-shot zone need only cover the queue it keeps. Returns the
+    /// backlog the kernel will use.
+    pub fn cap_backlog(&mut self, backlog: u32, somaxconn: u32) -> u32 {
+        let kept = backlog.min(somaxconn);
+        self.accept_singles_zone = (kept + 4 * self.ring_entries) as usize;
+        kept
+    }
+
     pub fn new(args: &ServeArgs, nofile_limit: u64) -> Result<Config, String> {
         let workers = args
             .workers
@@ -356,7 +365,8 @@ impl Config {
             workers,
             ring_files: files,
             ring_cap: ring_cap as usize,
-            // The completion queue is 4x the submission queue (comet-ring).
+            // The completion queue is 4x the submission queue (comet-ring). Capped by the
+            // kernel's somaxconn at start (`cap_backlog`).
             accept_singles_zone: (args.backlog + 4 * args.ring_entries) as usize,
             worker_cap: worker_cap as usize,
             rings_max: rings_max as usize,
@@ -466,6 +476,11 @@ mod tests {
             (deep.ring_cap, deep.rings_max),
             (cfg.ring_cap, cfg.rings_max)
         );
+        // A backlog past the kernel's somaxconn is cut to it, and so is the zone.
+        let mut capped = Config::for_tests_with(&["--workers", "2", "--backlog", "32768"]);
+        assert_eq!(capped.accept_singles_zone, 32768 + 4 * 1024);
+        assert_eq!(capped.cap_backlog(32768, 4096), 4096);
+        assert_eq!(capped.accept_singles_zone, 4096 + 4 * 1024);
         let small = Config::for_tests_with(&["--workers", "1", "--connections-max", "1000"]);
         assert_eq!((small.worker_cap, small.rings_max), (1000, 1));
         // The test-only small tables: 64 connections a ring.

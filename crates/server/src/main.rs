@@ -187,6 +187,21 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;
     let mut cfg = Config::new(args, nofile)?;
+    // listen(2) silently keeps at most net.core.somaxconn of --backlog.
+    if let Some(somaxconn) = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    {
+        let kept = cfg.cap_backlog(args.backlog, somaxconn);
+        if kept < args.backlog {
+            tracing::warn!(
+                backlog = args.backlog,
+                somaxconn,
+                "the kernel keeps listen queues of at most net.core.somaxconn: raise it to \
+                 --backlog to absorb reconnect storms (kernel-tuning.md)"
+            );
+        }
+    }
     let cluster_options = args.cluster.options(&cfg.history)?;
     if args.state_dir.is_some() && cluster_options.is_some() {
         // Messages published on other nodes while this one is down never reach its history:

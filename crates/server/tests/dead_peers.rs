@@ -87,10 +87,12 @@ fn a_peer_that_vanishes_without_a_fin_is_freed_after_the_unacked_timeout() {
     let _hole = Blackhole::port(gone_port);
     let vanished = Instant::now();
     // Freed within two heartbeat periods (a stream sent something in its last period is skipped
-    // once; here only its head) and the unacknowledged timeout, and the kernel's retransmission
-    // timer (which fires the abort on its next tick: up to its RTO, 200 ms at least on
-    // loopback); the connection is closed for a socket error.
-    let bound = Duration::from_millis(2 * HEARTBEAT_MS + UNACKED_MS) + Duration::from_secs(2);
+    // once; here only its head), the first retransmission timeout (capped at a quarter of the
+    // unacked timeout, 1 s at least) and the unacknowledged timeout: README, Dead peers; plus
+    // a second of slack. The connection is closed for a socket error.
+    const RTO_CAP_MS: u64 = 1000;
+    let bound =
+        Duration::from_millis(2 * HEARTBEAT_MS + RTO_CAP_MS + UNACKED_MS) + Duration::from_secs(1);
     loop {
         let m = metrics(&server);
         if total(&m, "comet_connections") == 2 {

@@ -5,7 +5,9 @@ mod common;
 
 use std::net::TcpStream;
 
-use common::{publish, seed_msg, subscribe, Client, Server};
+use common::{
+    get, metrics, publish, seed_msg, subscribe, total, Client, Publisher, Server, TIMEOUT,
+};
 
 /// 1. Open a chunked stream, an SSE stream, an idle keep-alive publisher and a client stalled
 ///    mid-request; check the streams are live.
@@ -166,4 +168,66 @@ fn shutdown_tells_clients_to_come_back_spread_out() {
         .expect("a close frame");
     assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1012, "{close:?}");
     assert_eq!(&close[4..], b"service restart");
+}
+
+/// Past `--shutdown-timeout-ms`, what could not end is cut (in slices of the loop, over every
+/// ring) and the process exits 0: 300 streams whose clients never read, so their last chunk
+/// cannot be sent, on rings of 128 slots (five rings), beside a reading stream that gets its
+/// last chunk.
+#[test]
+fn the_shutdown_timeout_cuts_what_cannot_end() {
+    const HELD: usize = 300;
+    let mut server = Server::start_env(
+        &[
+            "--workers",
+            "1",
+            "--shutdown-timeout-ms",
+            "500",
+            "--slow-consumer",
+            "drop-oldest",
+            "--queue-messages-max",
+            "4",
+            "--queue-bytes-max",
+            "8192",
+        ],
+        &[("COMET_RING_FILES", "128"), ("COMET_BACKLOG", "16")],
+    );
+    let held: Vec<Client> = (0..HELD)
+        .map(|_| {
+            let mut client = Client::connect_with_recv_buffer(server.public, 4096);
+            client.write(&get("/events/7"));
+            assert_eq!(client.read_head().status, 200);
+            client
+        })
+        .collect();
+    let mut reader = subscribe(server.public, "/events/8");
+    reader.expect_position();
+    assert!(total(&metrics(&server), "comet_rings") >= 5);
+    // Every held stream fills its socket, then its queue drops its oldest messages.
+    let mut publisher = Publisher::connect(&server);
+    let big = "x".repeat(3000);
+    let mut sent = 0;
+    while total(&metrics(&server), "comet_messages_dropped_oldest_total") < HELD as u64 {
+        for _ in 0..8 {
+            publisher.send(7, &big);
+        }
+        sent += 8;
+        assert!(sent < 2000, "the held streams never filled");
+    }
+
+    server.signal("TERM");
+    reader.expect_retry();
+    assert_eq!(reader.read_chunk(), None, "the reading stream's last chunk");
+    reader.expect_eof();
+    // The held clients never read: only the cut lets the process exit.
+    let status = server
+        .wait(TIMEOUT)
+        .expect("exit once the timeout has cut the held streams");
+    assert!(status.success(), "{status}");
+    let log = server.log();
+    assert!(
+        log.contains("shutdown timeout: closing what is still open"),
+        "{log}"
+    );
+    drop(held);
 }

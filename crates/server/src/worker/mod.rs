@@ -68,6 +68,10 @@ const CQE_BATCH: usize = 256;
 /// submission queue (a quarter of the default `--ring-entries`), a few milliseconds of the
 /// kernel's work on loopback.
 const SHUTDOWN_SLICE: usize = 1024;
+/// Connections cut per loop iteration past `--shutdown-timeout-ms`: each makes ~3 completions
+/// (a cancel per operation in flight, the close), and a secondary ring's completion queue
+/// holds 1,024 at the defaults.
+const CUT_SLICE: usize = 256;
 /// Period of the timer that expires requests and idle connections, and sends a slice of the
 /// heartbeats.
 const TICK_MS: u64 = 250;
@@ -182,6 +186,7 @@ impl Worker {
             self.drain_mail();
             ending = self.shutdown_deadline.is_some()
                 && self.holder.end_next(&mut self.owner, SHUTDOWN_SLICE);
+            ending |= self.holder.cut_next(&mut self.owner, CUT_SLICE);
             if self.shutdown_deadline.is_some()
                 && !self.finished
                 && self.holder.conns.live() == 0
@@ -642,7 +647,7 @@ impl Worker {
                 self.cut = true;
                 self.log_cut();
             }
-            self.holder.close_all(&mut self.owner);
+            self.holder.begin_cut();
         }
     }
 

@@ -309,6 +309,26 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect_timeout(&addr, TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::with(stream)
+    }
+
+    /// A client whose receive buffer is `bytes` (SO_RCVBUF, set before connecting: the kernel
+    /// doubles it), so that a stream it does not read fills with little data.
+    pub fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> Client {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        socket
+            .connect_timeout(&addr.into(), TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::with(socket.into())
+    }
+
+    fn with(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
