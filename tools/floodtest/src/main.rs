@@ -254,7 +254,7 @@ fn register_signals(stop: &Arc<AtomicBool>) {
 }
 
 enum Msg {
-    Report(usize, Report),
+    Report(usize, Box<Report>),
     /// A source of reports ended (child exited or thread finished).
     Gone(usize),
 }
@@ -299,7 +299,7 @@ fn run_parent(opts: &Opts, setup: &Setup) -> Result<(), String> {
         let tx = tx.clone();
         thread = Some(std::thread::spawn(move || {
             let result = flood::run(&plan, &stop, false, &mut |report| {
-                let _ = tx.send(Msg::Report(0, report));
+                let _ = tx.send(Msg::Report(0, Box::new(report)));
             });
             let _ = tx.send(Msg::Gone(0));
             result
@@ -327,7 +327,7 @@ fn run_parent(opts: &Opts, setup: &Setup) -> Result<(), String> {
                 loop {
                     match report::read_frame(&mut stdout) {
                         Ok(Some(report)) => {
-                            if tx.send(Msg::Report(index, report)).is_err() {
+                            if tx.send(Msg::Report(index, Box::new(report))).is_err() {
                                 break;
                             }
                         }
