@@ -78,11 +78,7 @@ log "setup, tuning and build"
 ./tools/setup.sh >/dev/null
 TUNE=$(bash tools/tune.sh 2>&1 || true)
 # tune.sh raises the kernel's caps on a listen queue to 4,096; a deeper BACKLOG raises them to it.
-for key in net.core.somaxconn net.ipv4.tcp_max_syn_backlog; do
-    if (($(sysctl -n "$key") < BACKLOG)); then
-        TUNE+=$'\n'"$(sysctl -w "$key=$BACKLOG" 2>&1) (for BACKLOG=$BACKLOG)"
-    fi
-done
+TUNE+=$'\n'$(raise_listen_caps "$BACKLOG")
 cargo build --release -q -p comet -p floodtest -p msggen -p memlog
 
 # Threads = cores. Each worker admits its share of --connections-max; with SO_REUSEPORT

@@ -105,6 +105,18 @@ start_comet() {
     die "comet did not start: $(tail -3 "$DIR/comet.err")"
 }
 
+# Raises the kernel's caps on a listen queue (net.core.somaxconn, tcp_max_syn_backlog) to $1
+# where they are lower (needs root: listen(2) keeps at most somaxconn of a --backlog); prints
+# what it changed.
+raise_listen_caps() {
+    local key
+    for key in net.core.somaxconn net.ipv4.tcp_max_syn_backlog; do
+        if (($(sysctl -n "$key") < $1)); then
+            echo "$(sysctl -w "$key=$1" 2>&1) (for a --backlog of $1)"
+        fi
+    done
+}
+
 # The netstat counter $1 (TcpExt) now, machine-wide.
 netstat_field() {
     awk -v k="$1" '$1 == "TcpExt:" && !h {for (i = 2; i <= NF; i++) n[i] = $i; h = 1; next}

@@ -36,6 +36,10 @@
 #   RESUME_RATE=10000  --resume-rate  each node's --resume-rate (comet's default); the `retry:`
 #                                     window follows it (2500 was tried: no better here,
 #                                     results/rolling/2026-11-30-30k-resume-rate)
+#   BACKLOG=32768      --backlog      each node's --backlog (the script raises somaxconn to
+#                                     it): the clients of a stopped node all reconnect within
+#                                     a second or two, and a SYN a full queue drops waits 1,
+#                                     3, 7 s... for the client's kernel to send it again
 #   COMET_ARGS=                       more `comet serve` arguments for every node
 #   RESULTS=results/rolling           where result folders go
 set -euo pipefail
@@ -56,6 +60,7 @@ SETTINGS=(
     PER_PROC     --per-proc     15000
     FOLLOW_RETRY --follow-retry 1
     RESUME_RATE  --resume-rate  10000
+    BACKLOG      --backlog      32768
     COMET_ARGS   -              ''
     RESULTS      -              results/rolling
 )
@@ -67,6 +72,8 @@ PHASE_S=$((DURATION_S / 7))
 ((PHASE_S >= 3)) || die "DURATION must be at least 21s (7 phases of 3 s)"
 
 command -v nats-server >/dev/null || die "nats-server missing (bash tools/setup.sh --test, or apt-get install nats-server)"
+CAPS=$(raise_listen_caps "$BACKLOG")
+[[ -n $CAPS ]] && log "$CAPS"
 command -v jq >/dev/null || die "jq missing"
 command -v gnuplot >/dev/null || log "WARNING: gnuplot missing: no graph"
 log "build"
@@ -135,7 +142,8 @@ start_node() {
     # the clients are other machines. (setsid does not fork here: $! is the node.)
     # shellcheck disable=SC2086 # COMET_ARGS is a list of arguments
     setsid "$BIN/comet" serve --listen "${PUBLIC[$node]}" --publish-listen "${PUBLISH[$node]}" \
-        --workers "$WORKERS" --resume-rate "$RESUME_RATE" --cluster "nats://127.0.0.1:$NATS_PORT" \
+        --workers "$WORKERS" --resume-rate "$RESUME_RATE" --backlog "$BACKLOG" \
+        --cluster "nats://127.0.0.1:$NATS_PORT" \
         $COMET_ARGS \
         >>"$out" 2>>"$DIR/$node/comet.err" &
     PID[$node]=$!
@@ -341,7 +349,7 @@ cat >"$DIR/summary.md" <<EOF
 # bench-rolling: $LABEL ($(date -u +%FT%TZ))
 
 Command: \`$COMMAND_LINE\` with SUBSCRIBERS=$SUBSCRIBERS MSG_RATE=$MSG_RATE DURATION=$DURATION
-(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS FOLLOW_RETRY=$FOLLOW_RETRY RESUME_RATE=$RESUME_RATE COMET_ARGS=${COMET_ARGS:-none}
+(phase $PHASE_S s) OUTAGE=$OUTAGE WORKERS=$WORKERS FOLLOW_RETRY=$FOLLOW_RETRY RESUME_RATE=$RESUME_RATE BACKLOG=$BACKLOG COMET_ARGS=${COMET_ARGS:-none}
 
 resumetest, $PROCS process(es) (exit $RESUME_RC, the worst): $(printf '`%s` ' "${RESUME_CMDS[@]}")
 
