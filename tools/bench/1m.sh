@@ -28,11 +28,12 @@
 # FAULT_DEADLINE=180
 # PERF_SHUTDOWN=0 (1: `perf record` samples comet during the graceful shutdown; its report, by
 # binary and by function, goes to shutdown-perf-*.txt)
-# PENDING=(WORKERS x BACKLOG) (connects floodtest keeps in flight, all processes together: as
-# many as comet's listen queues hold, so the connect measures how fast comet accepts; 0:
-# floodtest's own 1,000 per process, ~53,000 for a million, which overflows the queues, and the
-# dropped handshakes come back on the clients' retry timers: the reconnect storm of FAULTS=1
-# measures that case)
+# PENDING=(WORKERS x 4096) (connects floodtest keeps in flight, all processes together: about
+# what comet accepts in a fraction of a second, so the connect measures how fast comet accepts:
+# 1M in 31.6-31.9 s; 65,536 in flight, the queues' size at BACKLOG=32768, connected 98 % by
+# 32 s and the last at 75 s, results/1m/2026-11-30-final-2m-ramp; 0: floodtest's own 1,000 per
+# process, ~53,000 for a million, which overflows the queues, and the dropped handshakes come
+# back on the clients' retry timers: the reconnect storm of FAULTS=1 measures that case)
 set -euo pipefail
 
 BENCH=bench-1m
@@ -121,7 +122,7 @@ log "floodtest: $CONNECTIONS subscribers (/$STREAM_PATH/<id>) at ${RATE}/s (0 = 
 # its share of PENDING in flight.
 PER_PROC=19000
 PROCS=$(((CONNECTIONS + PER_PROC - 1) / PER_PROC))
-[[ -z $PENDING ]] && PENDING=$((WORKERS * BACKLOG))
+[[ -z $PENDING ]] && PENDING=$((WORKERS * 4096))
 PENDING_ARGS=()
 if ((PENDING > 0)); then
     PENDING_ARGS=(--pending-max $(((PENDING + PROCS - 1) / PROCS)))
