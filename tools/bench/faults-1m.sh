@@ -5,7 +5,7 @@
 #     client sockets `ss` lists) vanish without a FIN: an nftables rule drops every packet from
 #     and to those addresses, as when phones leave the network. Their client sockets stay open
 #     and say nothing. comet must notice and free each within the bound it states (README,
-#     "Dead peers": --heartbeat-ms + --unacked-timeout-ms and the retransmission timer);
+#     "Dead peers": 2 x --heartbeat-ms + 1.25 x --unacked-timeout-ms; past it the phase fails);
 #     measured: seconds from the rule to the last one freed (comet_connections, /metrics).
 #     Once the stated bound has passed (or 99 % are freed), the comet-side sockets still open
 #     to those addresses are listed once with their TCP state, timers and counters
