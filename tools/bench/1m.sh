@@ -30,10 +30,11 @@
 # binary and by function, goes to shutdown-perf-*.txt)
 # PENDING=(WORKERS x 4096) (connects floodtest keeps in flight, all processes together: about
 # what comet accepts in a fraction of a second, so the connect measures how fast comet accepts:
-# 1M in 31.6-31.9 s; 65,536 in flight, the queues' size at BACKLOG=32768, connected 98 % by
-# 32 s and the last at 75 s, results/1m/2026-11-30-final-2m-ramp; 0: floodtest's own 1,000 per
-# process, ~53,000 for a million, which overflows the queues, and the dropped handshakes come
-# back on the clients' retry timers: the reconnect storm of FAULTS=1 measures that case)
+# 1M in 31.6-31.9 s at BACKLOG=4096; with 65,536 in flight at BACKLOG=32768, 30.5 s once and
+# once 98 % by 32 s but the last at 75 s, results/1m/2026-11-30-final-2m-ramp; 0: floodtest's
+# own 1,000 per process, ~53,000 for a million, which overflows the queues, and the dropped
+# handshakes come back on the clients' retry timers: the reconnect storm of FAULTS=1 measures
+# that case)
 set -euo pipefail
 
 BENCH=bench-1m
