@@ -50,9 +50,10 @@ bench-c10k *ARGS:
 bench-1m:
     bash tools/bench/1m.sh
 
-# One worker's SSE subscribers on one big ring vs many small rings (the test-only
-# COMET_RING_FILES): user bytes per connection, CPU while idle, CPU per delivered message;
-# writes results/rings/<date>-<label>/. Settings in the header of tools/bench/rings.sh.
+# SSE subscribers on one big ring per worker vs many small rings (the test-only
+# COMET_RING_FILES), and with THREADS vs a thread per ring (results/workers): user bytes per
+# connection, CPU while idle, CPU per delivered message; writes results/rings/<date>-<label>/.
+# Settings in the header of tools/bench/rings.sh.
 bench-rings *ARGS:
     bash tools/bench/rings.sh {{ARGS}}
 
