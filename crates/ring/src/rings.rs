@@ -147,6 +147,15 @@ impl Rings {
         self.rings.iter_mut().map(Ring::trim_reads).sum()
     }
 
+    /// Bytes of every ring's read buffers in memory ([`crate::ReadBufs::resident`]: a mincore
+    /// call per ring).
+    pub fn reads_resident(&self) -> usize {
+        self.rings
+            .iter()
+            .map(|r| r.reads.resident().unwrap_or(0))
+            .sum()
+    }
+
     /// The set's slot of index `local` in ring `ring`'s table (what an accept on that ring
     /// returned).
     pub fn slot(&self, ring: usize, local: u32) -> u32 {

@@ -215,6 +215,12 @@ const PER_WORKER: &[(&str, Kind, &str, Get)] = &[
         |s| s.write_buffers_kept_bytes.get(),
     ),
     (
+        "comet_read_buffers_resident_bytes",
+        Kind::Gauge,
+        "Bytes of the rings' read buffers in memory (read every 5 s; a ring quiet for 5 s gives its pages back).",
+        |s| s.read_buffers_resident_bytes.get(),
+    ),
+    (
         "comet_sq_full_flushes_total",
         Kind::Counter,
         "Times a full submission queue was flushed early (not an error).",

@@ -222,6 +222,7 @@ pub struct Stats {
     pub stale: Counter,
     pub write_buffers: Gauge,
     pub write_buffers_kept_bytes: Gauge,
+    pub read_buffers_resident_bytes: Gauge,
     pub sq_full_flushes: Counter,
     pub dropped_oldest: Counter,
     pub heartbeats: Counter,

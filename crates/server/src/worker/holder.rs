@@ -698,6 +698,10 @@ impl Holder {
             self.next_trim_ms = now + TRIM_MS;
             self.conns.trim_writes();
             self.conns.trim_reads();
+            let resident = self.conns.rings_ref().reads_resident();
+            self.stats()
+                .read_buffers_resident_bytes
+                .set(resident as u64);
         }
     }
 
