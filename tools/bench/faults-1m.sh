@@ -44,6 +44,14 @@ live_metric() {
     rm -f "$f"
 }
 
+# Connections comet closed for a socket error or the peer's end of stream, so far.
+peer_closes() {
+    local errors eofs
+    errors=$(live_metric comet_connections_closed_total 'reason="error"')
+    eofs=$(live_metric comet_connections_closed_total 'reason="eof"')
+    echo $((${errors:-0} + ${eofs:-0}))
+}
+
 # Source addresses of the subscribers' client sockets with their counts, in order:
 # "addr count" lines. Client sockets are the ones whose peer is comet's public port.
 client_sources() {
@@ -148,12 +156,14 @@ EOF
         ((${#filter[@]})) && filter+=(or)
         filter+=(src "$a")
     done
+    local closes_storm
+    closes_storm=$(peer_closes)
     ss -K -Htn state established "( dport = :${PUBLIC##*:} )" and "(" "${filter[@]}" ")" >/dev/null
     t0=$SECONDS
-    want=$((conns_silent - storm_n))
+    # Counted by comet's closes for a reset or an end of stream, not by comet_connections,
+    # which the script's own /metrics connections can hold one above its target.
     while ((SECONDS - t0 <= FAULT_DEADLINE)); do
-        now=$(live_metric comet_connections)
-        [[ -n $now ]] && ((now <= want)) && break
+        (($(peer_closes) - closes_storm >= storm_n)) && break
         sleep 1
     done
     local cut_s=$((SECONDS - t0))

@@ -696,8 +696,7 @@ impl Holder {
         self.expire_tokens(owner);
         if now >= self.next_trim_ms {
             self.next_trim_ms = now + TRIM_MS;
-            self.conns.trim_writes();
-            self.conns.trim_reads();
+            self.conns.trim();
             let resident = self.conns.rings_ref().reads_resident();
             self.stats()
                 .read_buffers_resident_bytes
@@ -778,9 +777,9 @@ impl Holder {
     }
 }
 
-/// How often the write-buffer pool gives back the free buffers the period did not need, and
-/// the rings quiet for a whole period give back their read buffers' pages: a burst's buffers
-/// are released 5-10 s after it ends.
+/// How often what a burst left is given back (`Conns::trim`): the free write buffers the
+/// period did not need, the read buffers' pages of rings quiet for a whole period, the deadline
+/// queue's spare room; released 5-10 s after the burst ends.
 const TRIM_MS: u64 = 5_000;
 
 /// A 408 answer: the request was not complete in time.
