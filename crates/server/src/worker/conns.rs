@@ -730,16 +730,21 @@ impl Conns {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_replaced_deadline_does_not_act() {
+    /// A worker's connections on one small ring. Nothing is submitted: the recv `accepted`
+    /// queues never reaches the kernel.
+    fn small_conns() -> Conns {
         let config = comet_ring::Config {
             sq_entries: 64,
             files: 16,
             read_bufs: 4,
             read_buf_size: 512,
         };
-        // Nothing is submitted: the recv `accepted` queues never reaches the kernel.
-        let mut conns = Conns::new(0, Rings::new(config, 1).unwrap(), 16, 16);
+        Conns::new(0, Rings::new(config, 1).unwrap(), 16, 16)
+    }
+
+    #[test]
+    fn a_replaced_deadline_does_not_act() {
+        let mut conns = small_conns();
         conns.accepted(3, State::Request);
         conns.deadline(3, 100); // the request's
         conns.accepted(5, State::Request);
@@ -758,13 +763,7 @@ mod tests {
     /// The deadline queue's room follows what it holds once a burst has passed.
     #[test]
     fn a_burst_of_deadlines_gives_its_room_back() {
-        let config = comet_ring::Config {
-            sq_entries: 64,
-            files: 16,
-            read_bufs: 4,
-            read_buf_size: 512,
-        };
-        let mut conns = Conns::new(0, Rings::new(config, 1).unwrap(), 16, 16);
+        let mut conns = small_conns();
         conns.accepted(3, State::Request);
         for ms in 0..100_000 {
             conns.deadline(3, ms);
