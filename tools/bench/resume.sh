@@ -16,7 +16,7 @@
 #   DURATION=60s      --duration     publishing time
 #   RECONNECTS=1000   --reconnects   client-side drops, all subscribers together
 #   MSG_RATE=1000     --msg-rate     messages per second, all ids together
-#   SUBSCRIBERS=20    --subscribers  subscriber threads (ids 1..N)
+#   SUBSCRIBERS=20    --subscribers  subscribers (ids 1..N)
 #   AWAY_MAX=100ms    --away-max     longest pause between a drop and the reconnect
 #   DROP=mixed        --drop         rst, fin or mixed
 #   LABEL=run         --label        results folder suffix

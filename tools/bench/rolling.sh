@@ -80,7 +80,7 @@ log "build"
 cargo build --release -q -p comet -p resumetest
 bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
-# Subscriber threads each hold a socket; the client needs as many descriptors.
+# Each subscriber holds a socket; the client needs as many descriptors.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # Everything started here, stopped by pid on exit.

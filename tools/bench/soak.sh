@@ -288,7 +288,7 @@ comet: \`comet serve ${COMET_CMD[*]} ${WORKERS:+--workers $WORKERS} $COMET_ARGS\
 resumetest: \`${RESUME_CMD[*]#"$BIN/"}\` (exit $RESUME_RC)
 
 Machine: $(machine_line); comet $(comet_rev); client and server on loopback, same machine
-(resumetest: one thread per subscriber). Load average at start / end: $LOAD_START / $LOAD_END.
+(resumetest: \`--threads\` epoll threads, one per CPU). Load average at start / end: $LOAD_START / $LOAD_END.
 
 Publishing from $(date -u -d "@$PUBLISH_START" +%T) to $(date -u -d "@$PUBLISH_END" +%T) UTC ($((PUBLISH_END - PUBLISH_START)) s); fits over
 the $RSS_N memlog samples from the end of the warm-up (${WARMUP_S} s) to the end ($FIT_H h).

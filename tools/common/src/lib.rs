@@ -9,11 +9,13 @@
 //! - [`latency`]: latency histograms and their percentiles (floodtest, resumetest).
 //! - [`clock`]: wall-clock stamps and the evenly spaced sending schedule (every tool).
 //! - [`retry`]: when to send a publish again after a 503 (msggen, resumetest).
+//! - [`source`]: source addresses for many connections on loopback (floodtest, resumetest).
 //!
-//! All of it is pure but the wall-clock reads in [`clock`]. Random numbers come from `fastrand`
+//! All of it is pure but the wall-clock reads in [`clock`] and [`source`]'s socket option
+//! (its one `unsafe` block). Random numbers come from `fastrand`
 //! in the tools themselves. Nothing here depends on comet's own crates: a tool that shared the
 //! server's parser would share its bugs, and its tests would pass anyway.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod chunked;
 pub mod clock;
@@ -21,3 +23,5 @@ pub mod jwt;
 pub mod latency;
 pub mod response;
 pub mod retry;
+#[allow(unsafe_code)] // one setsockopt that socket2 does not have
+pub mod source;

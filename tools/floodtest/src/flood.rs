@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -144,26 +144,6 @@ struct Conn {
     phase: Phase,
 }
 
-fn set_bind_address_no_port(socket: &Socket) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: the fd is an open socket owned by `socket` for the duration of the call; optval
-    // points at a live c_int and optlen is its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Creates a non-blocking socket, binds the source if given, and starts connect().
 fn start_connect(target: SocketAddr, source: Option<SocketAddrV4>) -> io::Result<TcpStream> {
     let socket = Socket::new(
@@ -173,7 +153,7 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddrV4>) -> io::Result
     )?;
     if let Some(source) = source {
         if source.port() == 0 {
-            set_bind_address_no_port(&socket)?;
+            tools_common::source::set_bind_address_no_port(socket.as_fd())?;
         } else {
             // An explicit port may still have a TIME_WAIT socket from an earlier run.
             socket.set_reuse_address(true)?;

@@ -164,15 +164,13 @@ fn setup(opts: &Opts) -> Result<Setup, String> {
     let total = urls.as_ref().map_or(opts.connections, |u| u.len() as u64);
     let per_source_addr = opts
         .per_source_addr
-        .unwrap_or_else(|| ephemeral_ports() * 2 / 5)
+        .unwrap_or_else(|| tools_common::source::ephemeral_ports() * 2 / 5)
         .max(1);
     let addrs = match &opts.source_addrs {
         Some(list) => parse_addr_list(list)?,
         None if total > per_source_addr => {
             let n = total.div_ceil(per_source_addr) as u32;
-            (0..n)
-                .map(|k| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + k))
-                .collect()
+            (0..n).map(tools_common::source::loopback_source).collect()
         }
         None => Vec::new(),
     };
@@ -513,19 +511,6 @@ fn print_summary(opts: &Opts, summary: &Summary) -> Result<(), String> {
     Ok(())
 }
 
-/// Size of the kernel's ephemeral port range (net.ipv4.ip_local_port_range).
-fn ephemeral_ports() -> u64 {
-    let range =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
-    let mut it = range
-        .split_whitespace()
-        .filter_map(|v| v.parse::<u64>().ok());
-    match (it.next(), it.next()) {
-        (Some(lo), Some(hi)) if hi > lo => hi - lo + 1,
-        _ => 28_232, // the default range 32768-60999
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,7 +530,7 @@ mod tests {
     fn automatic_sources_cover_the_count() {
         let opts = Opts::parse_from(["floodtest", "-n", "1000000"]);
         let s = setup(&opts).unwrap();
-        let per_addr = ephemeral_ports() * 2 / 5;
+        let per_addr = tools_common::source::ephemeral_ports() * 2 / 5;
         assert_eq!(
             s.sources.addrs.len() as u64,
             1_000_000_u64.div_ceil(per_addr)

@@ -1,12 +1,12 @@
 //! resumetest: do SSE subscribers that lose their connection and come back with
 //! `Last-Event-ID` get every message exactly once, in order?
 //!
-//! N subscriber threads (ids first-id .. first-id+N-1) each hold one `GET /events/<id>` stream
+//! N subscribers (ids first-id .. first-id+N-1) each hold one `GET /events/<id>` stream
 //! and parse it ([`sse`]). Once every first connection has given its initial position line
 //! (`id: <pos>` alone), a publisher sends `--rate` messages per second for `--duration` over
 //! one keep-alive, pipelined connection to `POST /send/<id>`, round-robin over the ids, body
 //! `<id>:<n>` with n counting 1, 2, 3, ... per id; it reads every answer. Meanwhile the subscribers drop their own TCP connections at random times
-//! (`--reconnects` in all, spread evenly over the threads, at uniformly random moments of the
+//! (`--reconnects` in all, spread evenly over the subscribers, at uniformly random moments of the
 //! publishing window; by RST, FIN or either at random), stay away a random moment below
 //! `--away-max` (so that messages are published meanwhile) and reconnect with
 //! `Last-Event-ID: <the last id seen>`. The first connection starts without it and gets the
@@ -26,8 +26,10 @@
 //! was lost, duplicated or reordered, a gap was unexplained or a publish failed; 2 if the run
 //! could not be set up. Every `--stats-interval` it prints a progress line (`t=...`).
 //!
-//! One thread per subscriber, with a small stack and read buffer: thousands work (a soak runs
-//! 10,000); a resume time goes into one shared histogram, so memory does not grow with the run.
+//! A few threads (`--threads`, one per CPU by default) drive the subscribers, each with one
+//! epoll ([`subscriber`]): tens of thousands work, and the resume times measured are the
+//! server's, not the client's scheduling. A resume time goes into one shared histogram, so
+//! memory does not grow with the run.
 //!
 //! A cluster: `--target` and `--publish` take several addresses (comet nodes). Subscriber k
 //! starts on node k mod nodes and, when its node closes its stream or refuses it (a deploy, a
@@ -39,10 +41,11 @@
 
 mod check;
 mod sse;
+mod subscriber;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,29 +57,19 @@ use clap::{Parser, ValueEnum};
 use fastrand::Rng;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tools_common::clock::{epoch_s, Schedule};
-use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
+use tools_common::clock::Schedule;
 use tools_common::latency::{new_histogram, Percentiles};
 use tools_common::response::Answer;
+use tools_common::source::loopback_source;
 
-use check::{Checker, Counts};
+use check::Counts;
 
-/// Longest a subscriber sleeps while it is away or a drop waits.
+/// Longest the publisher sleeps or blocks in one read.
 const POLL: Duration = Duration::from_millis(100);
-/// Longest a subscriber blocks in one read, so it notices the end of the run (a due drop
-/// shortens it): with 10,000 subscribers, 10,000 wake-ups a second.
-const READ_WAIT_MAX: Duration = Duration::from_secs(1);
-/// Subscriber threads' stack: they hold little (the read buffer is on the heap).
-const STACK_SIZE: usize = 256 * 1024;
-/// Per subscriber; comet's messages here are a few dozen bytes.
-const READ_BUFFER_SIZE: usize = 16 * 1024;
-/// How much older than `--history-age` a subscriber's last message must be for a gap to be
-/// explained by the age: it was received a little after the next one was published.
-const AGE_SLACK: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a first connection waits for the initial position line before it counts as ready
-/// without one.
-const POSITION_WAIT: Duration = Duration::from_secs(1);
+/// Subscribers per source address when they are chosen automatically (`--source-addrs`): few
+/// enough that the address's ports stay mostly free, TIME_WAITs of reconnects included.
+const SUBSCRIBERS_PER_SOURCE: usize = 1_000;
 /// How long the retrying publisher waits for a batch's answers before it takes the connection
 /// as lost (a stored publish is answered within JetStream's 2 s ack timeout).
 const PUBLISH_ANSWER_WAIT: Duration = Duration::from_secs(5);
@@ -108,9 +101,19 @@ struct Opts {
     /// the same Idempotency-Key (a cluster on JetStream).
     #[arg(long, default_value_t = 1)]
     attempts_max: u32,
-    /// Subscriber threads, one connection and one id each.
+    /// Subscribers, one connection and one id each.
     #[arg(short = 'n', long, default_value_t = 20)]
     subscribers: u64,
+    /// Threads that drive the subscribers (each with one epoll); 0: one per CPU.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Source addresses to spread the subscribers' connections over, 127.0.0.2 onwards
+    /// (subscriber k on the (k mod N)-th): Linux's search for a free source port slows down with
+    /// tens of thousands of connections to one address (~1 ms a connect at 15,000 here).
+    /// Default: with every target on 127.0.0.0/8, one per 1,000 subscribers; 0: the kernel's
+    /// choice.
+    #[arg(long)]
+    source_addrs: Option<u32>,
     #[arg(long, default_value_t = 1)]
     first_id: u64,
     /// Messages per second, all ids together.
@@ -334,307 +337,6 @@ impl ConnStats {
         self.malformed += o.malformed;
         self.foreign += o.foreign;
     }
-}
-
-struct SubResult {
-    checker: Checker,
-    stats: ConnStats,
-}
-
-struct Conn {
-    stream: TcpStream,
-    parser: sse::Parser,
-    streaming: bool,
-    /// Opened with Last-Event-ID.
-    resuming: bool,
-    /// A position-only block arrived on this connection: what follows is live.
-    positioned: bool,
-    opened_at: Instant,
-}
-
-fn open(
-    target: SocketAddr,
-    signer: Option<&Signer>,
-    id: u64,
-    last_event_id: Option<&str>,
-) -> Result<Conn, String> {
-    let opened_at = Instant::now();
-    let stream = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut request =
-        format!("GET /events/{id} HTTP/1.1\r\nHost: {target}\r\nAccept: text/event-stream\r\n");
-    if let Some(last) = last_event_id {
-        request.push_str(&format!("Last-Event-ID: {last}\r\n"));
-    }
-    if let Some(signer) = signer {
-        let token = signer.sign(&[&id.to_string()], epoch_s() + TOKEN_LIFETIME_S)?;
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    request.push_str("\r\n");
-    (&stream)
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
-    Ok(Conn {
-        stream,
-        parser: sse::Parser::new(),
-        streaming: false,
-        resuming: last_event_id.is_some(),
-        positioned: false,
-        opened_at,
-    })
-}
-
-fn drop_conn(conn: Conn, rst: bool) {
-    if rst {
-        let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
-    } else {
-        let _ = conn.stream.shutdown(Shutdown::Both);
-    }
-}
-
-fn subscriber(
-    opts: &Opts,
-    k: usize,
-    schedule: &Drops,
-    shared: &Shared,
-    ready: &mpsc::Sender<usize>,
-    seed: u64,
-) -> SubResult {
-    let id = opts.first_id + k as u64;
-    // The drop schedule needs spread, not secrecy.
-    let mut rng = Rng::with_seed(seed);
-    let signer = opts.jwt_secret.as_deref().map(Signer::new);
-    let mut checker = Checker::expecting(1);
-    let mut stats = ConnStats::default();
-    // What this subscriber last added to the shared progress sums.
-    let mut reported = check::Counts::default();
-    // When the last message arrived (or the subscriber started): for explaining gaps.
-    let mut last_message_at = Instant::now();
-    let mut last_event_id: Option<String> = None;
-    let mut conn: Option<Conn> = None;
-    // Ready (publishing may start) once the first connection has given a position.
-    let mut ready_sent = false;
-    let mut head_at: Option<Instant> = None;
-    let mut next_drop = 0;
-    // The current connection was lost (until its successor streams).
-    let mut lost = false;
-    // The last drop's reconnect has not streamed yet (see `Shared::drops_left`).
-    let mut resume_due = false;
-    // After a drop: stay away until then.
-    let mut away_until: Option<Instant> = None;
-    let mut buf = vec![0u8; READ_BUFFER_SIZE];
-    let mut items = Vec::new();
-    // The reconnection time from the stream's last `retry:` (`--follow-retry`).
-    let mut retry = Duration::from_secs(1);
-    let follow_retry = opts.follow_retry;
-    // The node this subscriber uses; another one, at random, after its node closed or refused.
-    let nodes = opts.target.len();
-    let mut node = k % nodes;
-    let elsewhere = |node: &mut usize, rng: &mut Rng| {
-        if nodes > 1 {
-            *node = (*node + 1 + rng.usize(..nodes - 1)) % nodes;
-        }
-    };
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Some(c) = conn.as_mut() else {
-            if let Some(until) = away_until {
-                let left = until.saturating_duration_since(Instant::now());
-                if !left.is_zero() {
-                    thread::sleep(left.min(POLL));
-                    continue;
-                }
-                away_until = None;
-            }
-            match open(
-                opts.target[node],
-                signer.as_ref(),
-                id,
-                last_event_id.as_deref(),
-            ) {
-                Ok(c) => {
-                    if lost && last_event_id.is_none() {
-                        stats.resumed_without_id += 1;
-                    }
-                    conn = Some(c);
-                }
-                Err(e) => {
-                    if stats.connect_errors == 0 {
-                        eprintln!("resumetest: subscriber {id}: connect: {e}");
-                    }
-                    stats.connect_errors += 1;
-                    elsewhere(&mut node, &mut rng);
-                    if follow_retry {
-                        away_until = Some(Instant::now() + retry);
-                    } else {
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-            continue;
-        };
-        if !ready_sent && head_at.is_some_and(|at| at.elapsed() >= POSITION_WAIT) {
-            // No position after the head: a message published from now on must still arrive
-            // (comet sends the head once the login is effective), but this is not the model.
-            if stats.no_initial_position == 0 {
-                eprintln!("resumetest: subscriber {id}: no position line after the head");
-            }
-            stats.no_initial_position += 1;
-            ready_sent = true;
-            let _ = ready.send(k);
-        }
-        let now = Instant::now();
-        let due = shared
-            .start
-            .get()
-            .and_then(|start| schedule.get(next_drop).map(|d| *start + d));
-        if let Some(due) = due {
-            // Drop only a streaming connection, and only once there is a position to resume
-            // from; a drop that is not possible yet waits for both.
-            if now >= due && c.streaming && last_event_id.is_some() {
-                let rst = match opts.drop_mode {
-                    DropMode::Rst => true,
-                    DropMode::Fin => false,
-                    DropMode::Mixed => rng.bool(),
-                };
-                if rst {
-                    stats.drops_rst += 1;
-                } else {
-                    stats.drops_fin += 1;
-                }
-                drop_conn(conn.take().expect("a connection"), rst);
-                stats.reconnects += 1;
-                shared.reconnects.fetch_add(1, Ordering::Relaxed);
-                next_drop += 1;
-                lost = true;
-                resume_due = true;
-                away_until = Some(now + opts.away_max.mul_f64(rng.f64()));
-                continue;
-            }
-        }
-        let wait = due.map_or(READ_WAIT_MAX, |d| {
-            d.saturating_duration_since(now)
-                .clamp(Duration::from_millis(1), READ_WAIT_MAX)
-        });
-        let _ = c.stream.set_read_timeout(Some(wait));
-        let n = match c.stream.read(&mut buf) {
-            Err(e) if timed_out(&e) => continue,
-            Ok(0) | Err(_) => {
-                stats.server_closes += 1;
-                shared.server_closes.fetch_add(1, Ordering::Relaxed);
-                conn = None;
-                lost = true;
-                elsewhere(&mut node, &mut rng);
-                if follow_retry {
-                    away_until = Some(Instant::now() + retry);
-                }
-                continue;
-            }
-            Ok(n) => n,
-        };
-        items.clear();
-        let fed = c.parser.feed(&buf[..n], &mut items);
-        let mut end = false;
-        for item in items.drain(..) {
-            match item {
-                sse::Item::Head { status: 200 } => {
-                    c.streaming = true;
-                    lost = false;
-                    if c.resuming {
-                        let us = c.opened_at.elapsed().as_micros() as u64;
-                        if let Ok(mut h) = shared.resume_us.lock() {
-                            h.saturating_record(us);
-                        }
-                    }
-                    if resume_due {
-                        // After the record: the end of the run counts this resume.
-                        resume_due = false;
-                        shared.drops_left.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    head_at.get_or_insert(now);
-                }
-                sse::Item::Head { status } => {
-                    if stats.status_errors == 0 {
-                        eprintln!("resumetest: subscriber {id}: status {status}");
-                    }
-                    stats.status_errors += 1;
-                    end = true;
-                }
-                sse::Item::Event(event) => {
-                    if event.id.is_some() {
-                        last_event_id.clone_from(&event.id);
-                        if !ready_sent {
-                            ready_sent = true;
-                            let _ = ready.send(k);
-                        }
-                    }
-                    match (event.event.as_str(), &event.data) {
-                        ("gap", _) => {
-                            checker.gap();
-                            let behind = shared.published[k]
-                                .load(Ordering::Relaxed)
-                                .saturating_sub(checker.last());
-                            let silent = last_message_at.elapsed();
-                            if behind <= opts.history_messages
-                                && silent + AGE_SLACK < opts.history_age
-                            {
-                                if stats.gaps_unexplained == 0 {
-                                    eprintln!(
-                                        "resumetest: subscriber {id}: a gap with {behind} messages published since the last received, {:.1} s ago",
-                                        silent.as_secs_f64()
-                                    );
-                                }
-                                stats.gaps_unexplained += 1;
-                                shared.gaps_unexplained.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        ("" | "message", Some(data)) => match parse_body(data) {
-                            Some((for_id, n)) if for_id == id => {
-                                if c.resuming && !c.positioned {
-                                    stats.replayed += 1;
-                                }
-                                checker.message(n);
-                                last_message_at = Instant::now();
-                                shared.received.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Some(_) => stats.foreign += 1,
-                            None => stats.malformed += 1,
-                        },
-                        (_, None) => {
-                            stats.positions += 1;
-                            c.positioned = true;
-                        }
-                        (_, Some(_)) => stats.malformed += 1,
-                    }
-                }
-                sse::Item::Comment => stats.heartbeats += 1,
-                sse::Item::Retry(ms) => retry = Duration::from_millis(ms),
-                sse::Item::End => {
-                    stats.server_closes += 1;
-                    shared.server_closes.fetch_add(1, Ordering::Relaxed);
-                    end = true;
-                }
-            }
-        }
-        shared.last[k].store(checker.last(), Ordering::Relaxed);
-        let now_counts = checker.progress();
-        report_progress(shared, &reported, &now_counts);
-        reported = now_counts;
-        if fed.is_err() {
-            stats.framing_errors += 1;
-            end = true;
-        }
-        if end {
-            let was_streaming = conn.take().is_some_and(|c| c.streaming);
-            lost = true;
-            elsewhere(&mut node, &mut rng);
-            if follow_retry {
-                away_until = Some(Instant::now() + retry);
-            } else if !was_streaming {
-                thread::sleep(Duration::from_millis(100)); // refused: do not spin
-            }
-        }
-    }
-    SubResult { checker, stats }
 }
 
 /// Adds what changed between two of one subscriber's progress counts to the shared sums.
@@ -1220,33 +922,54 @@ fn run(opts: &Opts) -> Result<bool, String> {
             .map(|c| format!(", churn {c} % a minute"))
             .unwrap_or_default()
     );
-    let spawn_start = Instant::now();
+    let threads_n = match opts.threads {
+        0 => thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(subscribers.max(1));
+    let loopback = opts.target.iter().all(|t| t.ip().is_loopback());
+    let sources = opts.source_addrs.unwrap_or(if loopback {
+        subscribers.div_ceil(SUBSCRIBERS_PER_SOURCE) as u32
+    } else {
+        0
+    });
+    // Subscriber k opens its first connection at k / --connect-rate seconds, on thread
+    // k mod threads.
+    let first_open = Instant::now();
+    let mut shares: Vec<Vec<subscriber::Sub>> = (0..threads_n).map(|_| Vec::new()).collect();
+    for (k, schedule) in schedules.into_iter().enumerate() {
+        let at = if opts.connect_rate > 0.0 {
+            first_open + Duration::from_secs_f64(k as f64 / opts.connect_rate)
+        } else {
+            first_open
+        };
+        let source = (sources > 0).then(|| loopback_source(k as u32 % sources));
+        let sub = subscriber::Sub::new(opts, k, schedule, rng.u64(..), at, source);
+        shares[k % threads_n].push(sub);
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads: Vec<_> = schedules
+    let threads: Vec<_> = shares
         .into_iter()
-        .enumerate()
-        .map(|(k, schedule)| {
+        .map(|subs| {
             let opts = opts.clone();
             let shared = Arc::clone(&shared);
             let ready = ready_tx.clone();
-            let seed = rng.u64(..);
-            if opts.connect_rate > 0.0 {
-                let at = Duration::from_secs_f64(k as f64 / opts.connect_rate);
-                thread::sleep(at.saturating_sub(spawn_start.elapsed()));
-            }
-            thread::Builder::new()
-                .stack_size(STACK_SIZE)
-                .spawn(move || subscriber(&opts, k, &schedule, &shared, &ready, seed))
-                .expect("spawn a subscriber thread")
+            thread::spawn(move || subscriber::run_thread(&opts, &shared, &ready, subs))
         })
         .collect();
     drop(ready_tx);
-    let stop_all = |threads: Vec<thread::JoinHandle<SubResult>>| {
+    let stop_all = |threads: Vec<thread::JoinHandle<io::Result<subscriber::Finished>>>| {
         shared.stop.store(true, Ordering::Relaxed);
-        threads
-            .into_iter()
-            .map(|t| t.join().map_err(|_| "a subscriber panicked".to_string()))
-            .collect::<Result<Vec<_>, _>>()
+        let mut results = Vec::with_capacity(subscribers);
+        for t in threads {
+            let done = t
+                .join()
+                .map_err(|_| "a subscriber thread panicked".to_string())?
+                .map_err(|e| format!("a subscriber thread: {e}"))?;
+            results.extend(done);
+        }
+        results.sort_unstable_by_key(|(k, _)| *k);
+        Ok::<_, String>(results.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
     };
     let ready_deadline = Instant::now() + opts.ready_timeout;
     let mut ready = 0;

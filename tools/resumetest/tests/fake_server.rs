@@ -6,9 +6,9 @@
 //! Every (re)subscription waits 30 ms before it is registered, so that messages are always
 //! published while a subscriber is away and must come from the history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,8 @@ struct State {
     seq: u64,
     /// Per id: every message (position, body) and the live subscribers.
     ids: HashMap<u64, (Vec<Message>, Vec<Sender<Message>>)>,
+    /// Per id: the source addresses its subscriptions came from.
+    sources: HashMap<u64, HashSet<IpAddr>>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -58,6 +60,10 @@ fn subscriber(mut out: TcpStream, state: &Shared, mode: Mode) {
         return;
     };
     let id = path_id(&request.first_line, "/events/");
+    if let Ok(peer) = out.peer_addr() {
+        let mut state = state.lock().unwrap();
+        state.sources.entry(id).or_default().insert(peer.ip());
+    }
     let since: Option<u64> = request
         .headers
         .get("last-event-id")
@@ -125,40 +131,47 @@ fn publisher(mut out: TcpStream, state: &Shared) {
     }
 }
 
-/// Starts the fake on two ports; returns (subscriber address, publish address).
-fn start_fake(mode: Mode) -> (String, String) {
+/// Starts the fake on two ports; returns (subscriber address, publish address, its state).
+fn start_fake(mode: Mode) -> (String, String, Shared) {
     let state = Shared::default();
-    let s = Arc::clone(&state);
+    let (s, p) = (Arc::clone(&state), Arc::clone(&state));
     (
         serve_each(move |stream| subscriber(stream, &s, mode)),
-        serve_each(move |stream| publisher(stream, &state)),
+        serve_each(move |stream| publisher(stream, &p)),
+        state,
     )
+}
+
+/// Per id, the source addresses its subscriptions came from.
+fn sources(state: &Shared) -> HashMap<u64, HashSet<IpAddr>> {
+    state.lock().unwrap().sources.clone()
 }
 
 /// Runs resumetest (5 ids, 500 msg/s for 2 s, 40 reconnects); returns its exit code and JSON.
 fn resumetest(mode: Mode) -> (i32, serde_json::Value) {
-    let (public, publish) = start_fake(mode);
-    harness::run_tool(
-        env!("CARGO_BIN_EXE_resumetest"),
-        &[
-            "--target",
-            &public,
-            "--publish",
-            &publish,
-            "--subscribers",
-            "5",
-            "--rate",
-            "500",
-            "--duration",
-            "2s",
-            "--reconnects",
-            "40",
-            "--drain",
-            "5s",
-            "--seed",
-            "42",
-        ],
-    )
+    let (public, publish, _) = start_fake(mode);
+    resumetest_with(&public, &publish, &["--subscribers", "5"])
+}
+
+fn resumetest_with(target: &str, publish: &str, more: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec![
+        "--target",
+        target,
+        "--publish",
+        publish,
+        "--rate",
+        "500",
+        "--duration",
+        "2s",
+        "--reconnects",
+        "40",
+        "--drain",
+        "5s",
+        "--seed",
+        "42",
+    ];
+    args.extend_from_slice(more);
+    harness::run_tool(env!("CARGO_BIN_EXE_resumetest"), &args)
 }
 
 #[test]
@@ -199,4 +212,55 @@ fn replaying_too_much_duplicates() {
     assert_eq!(s["received"], 1000, "{s}");
     // Each resume replays the message the client last saw again, unless that was a position.
     assert!(s["duplicated"].as_u64().unwrap() > 0, "{s}");
+}
+
+/// One thread drives every subscriber; half of them start on a node that refuses connections
+/// (a closed port): each fails its connect once, moves to the live node and loses nothing.
+#[test]
+fn a_refused_connect_moves_the_subscriber_to_another_node() {
+    let (public, publish, _) = start_fake(Mode::Correct);
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (code, s) = resumetest_with(
+        &format!("{dead},{public}"),
+        &publish,
+        &["--subscribers", "6", "--threads", "1"],
+    );
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(s["published"], 1000, "{s}");
+    assert_eq!(s["received"], 1000, "{s}");
+    for zero in ["lost", "duplicated", "reordered", "gaps", "unfinished"] {
+        assert_eq!(s[zero], 0, "{zero}: {s}");
+    }
+    // Subscribers 0, 2 and 4 start on the dead node; client drops reconnect to the same node.
+    assert_eq!(s["connect_errors"], 3, "{s}");
+    assert_eq!(s["reconnects"], 40, "{s}");
+}
+
+/// `--source-addrs 3`: subscriber k connects from 127.0.0.(2 + k mod 3), every time; by default
+/// (a few subscribers on loopback) all from 127.0.0.2.
+#[test]
+fn subscribers_connect_from_their_source_address() {
+    let ip = |last: u8| IpAddr::V4(Ipv4Addr::new(127, 0, 0, last));
+    let (public, publish, state) = start_fake(Mode::Correct);
+    let (code, s) = resumetest_with(
+        &public,
+        &publish,
+        &["--subscribers", "6", "--source-addrs", "3"],
+    );
+    assert_eq!(code, 0, "{s}");
+    let seen = sources(&state);
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    for (id, ips) in &seen {
+        let want = ip(2 + ((id - 1) % 3) as u8);
+        assert_eq!(ips, &HashSet::from([want]), "id {id}");
+    }
+
+    let (public, publish, state) = start_fake(Mode::Correct);
+    let (code, s) = resumetest_with(&public, &publish, &["--subscribers", "2"]);
+    assert_eq!(code, 0, "{s}");
+    let all: HashSet<IpAddr> = sources(&state).into_values().flatten().collect();
+    assert_eq!(all, HashSet::from([ip(2)]));
 }
