@@ -160,7 +160,8 @@ $VERDICT
 | subscribers not caught up at the end | $(j .unfinished) |
 | streams closed by the server / connect errors (refused while it was down) | $(j .server_closes) / $(j .connect_errors) |
 | messages replayed on resume | $(j .replayed) |
-| resume, connect to 200 head: p50 / p99 / max ($(j .resume_ms.count) resumes) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
+| resume, connect to 200 head read by the client: p50 / p99 / max ($(j .resume_ms.count) resumes) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
+| resume, connect to the 200 head's arrival (kernel receive time): p50 / p99 / max ($(j .resumes_unstamped) without one) | $(j .resume_arrival_ms.p50) / $(j .resume_arrival_ms.p99) / $(j .resume_arrival_ms.max) ms |
 | graceful stops took (SIGTERM to exit, s; the last one ends the run) | ${STOP_S[*]} |
 | publisher's largest lag behind schedule | $(j .publish_lag_max_ms) ms |
 

@@ -302,6 +302,9 @@ jq -s 'def sum(f): map(f) | add; def top(f): map(f) | max;
      publish_conn_lost: sum(.publish_conn_lost), publish_lag_max_ms: top(.publish_lag_max_ms),
      resume_ms: {count: sum(.resume_ms.count), p50: top(.resume_ms.p50),
                  p99: top(.resume_ms.p99), max: top(.resume_ms.max)},
+     resume_arrival_ms: {count: sum(.resume_arrival_ms.count), p50: top(.resume_arrival_ms.p50),
+                 p99: top(.resume_arrival_ms.p99), max: top(.resume_arrival_ms.max)},
+     resumes_unstamped: sum(.resumes_unstamped),
      processes: length}' "$DIR"/resumetest-*.json >"$DIR/resumetest.json"
 J=$DIR/resumetest.json
 j() { jq -r "$1" "$J"; }
@@ -370,7 +373,8 @@ $VERDICT
 | streams closed by a node (deploys, crash) / connect errors | $(j .server_closes) / $(j .connect_errors) |
 | messages replayed on resume (from a node's memory or fetched from JetStream) | $(j .replayed) |
 | gaps the nodes sent, every process: all / node behind the client's position for 2 s / stream not reachable for 10 s | $(every_process comet_resume_gaps_total) / $(every_process comet_resume_catch_up_gaps_total) / $(every_process comet_resume_stream_gaps_total) |
-| resume, connect to 200 head: p50 / p99 / max ($(j .resume_ms.count) resumes; with several processes, the largest of theirs) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
+| resume, connect to 200 head read by the client: p50 / p99 / max ($(j .resume_ms.count) resumes; with several processes, the largest of theirs) | $(j .resume_ms.p50) / $(j .resume_ms.p99) / $(j .resume_ms.max) ms |
+| resume, connect to the 200 head's arrival in the client's socket (kernel receive time: without the client's own delays in reading it): p50 / p99 / max ($(j .resume_arrival_ms.count) resumes, $(j .resumes_unstamped) without a receive time) | $(j .resume_arrival_ms.p50) / $(j .resume_arrival_ms.p99) / $(j .resume_arrival_ms.max) ms |
 | publisher's largest lag behind schedule | $(j .publish_lag_max_ms) ms |
 | RSS peak: nodes / nats-server | $RSS_PEAK / $NATS_PEAK KB (nats-server at the end: $NATS_RSS_END KB) |
 | the stream at the end | ${STREAM:-(no /jsz)} |

@@ -9,10 +9,11 @@
 //! - [`latency`]: latency histograms and their percentiles (floodtest, resumetest).
 //! - [`clock`]: wall-clock stamps and the evenly spaced sending schedule (every tool).
 //! - [`retry`]: when to send a publish again after a 503 (msggen, resumetest).
-//! - [`source`]: source addresses for many connections on loopback (floodtest, resumetest).
+//! - [`sock`]: source addresses for many connections on loopback (floodtest, resumetest) and
+//!   receive times from the kernel (resumetest).
 //!
-//! All of it is pure but the wall-clock reads in [`clock`] and [`source`]'s socket option
-//! (its one `unsafe` block). Random numbers come from `fastrand`
+//! All of it is pure but the wall-clock reads in [`clock`] and [`sock`]'s socket calls
+//! (its `unsafe` blocks). Random numbers come from `fastrand`
 //! in the tools themselves. Nothing here depends on comet's own crates: a tool that shared the
 //! server's parser would share its bugs, and its tests would pass anyway.
 #![deny(unsafe_code)]
@@ -23,5 +24,5 @@ pub mod jwt;
 pub mod latency;
 pub mod response;
 pub mod retry;
-#[allow(unsafe_code)] // one setsockopt that socket2 does not have
-pub mod source;
+#[allow(unsafe_code)] // setsockopt and recvmsg with what socket2 does not have
+pub mod sock;

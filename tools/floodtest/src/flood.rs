@@ -153,7 +153,7 @@ fn start_connect(target: SocketAddr, source: Option<SocketAddrV4>) -> io::Result
     )?;
     if let Some(source) = source {
         if source.port() == 0 {
-            tools_common::source::set_bind_address_no_port(socket.as_fd())?;
+            tools_common::sock::set_bind_address_no_port(socket.as_fd())?;
         } else {
             // An explicit port may still have a TIME_WAIT socket from an earlier run.
             socket.set_reuse_address(true)?;

@@ -164,13 +164,13 @@ fn setup(opts: &Opts) -> Result<Setup, String> {
     let total = urls.as_ref().map_or(opts.connections, |u| u.len() as u64);
     let per_source_addr = opts
         .per_source_addr
-        .unwrap_or_else(|| tools_common::source::ephemeral_ports() * 2 / 5)
+        .unwrap_or_else(|| tools_common::sock::ephemeral_ports() * 2 / 5)
         .max(1);
     let addrs = match &opts.source_addrs {
         Some(list) => parse_addr_list(list)?,
         None if total > per_source_addr => {
             let n = total.div_ceil(per_source_addr) as u32;
-            (0..n).map(tools_common::source::loopback_source).collect()
+            (0..n).map(tools_common::sock::loopback_source).collect()
         }
         None => Vec::new(),
     };
@@ -530,7 +530,7 @@ mod tests {
     fn automatic_sources_cover_the_count() {
         let opts = Opts::parse_from(["floodtest", "-n", "1000000"]);
         let s = setup(&opts).unwrap();
-        let per_addr = tools_common::source::ephemeral_ports() * 2 / 5;
+        let per_addr = tools_common::sock::ephemeral_ports() * 2 / 5;
         assert_eq!(
             s.sources.addrs.len() as u64,
             1_000_000_u64.div_ceil(per_addr)

@@ -60,7 +60,7 @@ use serde::Serialize;
 use tools_common::clock::Schedule;
 use tools_common::latency::{new_histogram, Percentiles};
 use tools_common::response::Answer;
-use tools_common::source::loopback_source;
+use tools_common::sock::loopback_source;
 
 use check::Counts;
 
@@ -286,6 +286,9 @@ struct Shared {
     server_closes: AtomicU64,
     /// Resume times (connect to head), microseconds.
     resume_us: Mutex<Histogram<u64>>,
+    /// The same to the head's arrival in the client's socket (the kernel's receive time), so
+    /// without the client's own delays in reading it.
+    resume_arrival_us: Mutex<Histogram<u64>>,
 }
 
 /// Connection-level counts of one subscriber (or, summed, of all).
@@ -313,6 +316,8 @@ struct ConnStats {
     heartbeats: u64,
     /// Messages a resuming connection got before its position line: replayed from the history.
     replayed: u64,
+    /// Resumes whose head came without a kernel receive time (not in `resume_arrival_ms`).
+    resumes_unstamped: u64,
     /// Data that is not `<id>:<n>`.
     malformed: u64,
     /// `<id>:<n>` for another id.
@@ -334,6 +339,7 @@ impl ConnStats {
         self.no_initial_position += o.no_initial_position;
         self.heartbeats += o.heartbeats;
         self.replayed += o.replayed;
+        self.resumes_unstamped += o.resumes_unstamped;
         self.malformed += o.malformed;
         self.foreign += o.foreign;
     }
@@ -838,6 +844,8 @@ struct Summary {
     duration_s: f64,
     elapsed_s: f64,
     resume_ms: ResumeMs,
+    /// Connect to the head's arrival in the socket (kernel receive time).
+    resume_arrival_ms: ResumeMs,
     history_messages: u64,
     history_age_s: f64,
     churn_percent_per_minute: Option<f64>,
@@ -910,6 +918,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         lost_so_far: AtomicI64::new(0),
         server_closes: AtomicU64::new(0),
         resume_us: Mutex::new(new_histogram()),
+        resume_arrival_us: Mutex::new(new_histogram()),
     });
     println!(
         "resumetest: {subscribers} subscribers on /events/{}..{}, {} msg/s for {:?}, {drops_total} client-side reconnects ({:?}{}), seed {seed}",
@@ -1041,10 +1050,14 @@ fn run(opts: &Opts) -> Result<bool, String> {
         conn.add(&r.stats);
     }
     println!("{}", progress_line(&shared, start));
-    let resume_ms = match shared.resume_us.lock() {
-        Ok(h) => ResumeMs::of_us(&h),
-        Err(_) => return Err("a subscriber panicked holding the resume histogram".into()),
+    let resume_ms = |h: &Mutex<Histogram<u64>>| match h.lock() {
+        Ok(h) => Ok(ResumeMs::of_us(&h)),
+        Err(_) => Err("a subscriber panicked holding a resume histogram".to_string()),
     };
+    let (resume_ms, resume_arrival_ms) = (
+        resume_ms(&shared.resume_us)?,
+        resume_ms(&shared.resume_arrival_us)?,
+    );
     let summary = Summary {
         tool: "resumetest",
         published: published.accepted,
@@ -1068,6 +1081,7 @@ fn run(opts: &Opts) -> Result<bool, String> {
         duration_s: opts.duration.as_secs_f64(),
         elapsed_s: (elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         resume_ms,
+        resume_arrival_ms,
         history_messages: opts.history_messages,
         history_age_s: opts.history_age.as_secs_f64(),
         churn_percent_per_minute: opts.churn,
@@ -1123,6 +1137,11 @@ fn print_summary(s: &Summary, failed: bool) {
     println!(
         "resuming connections, connect to head: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({}); replayed from the history {}; positions {}, heartbeats {}, malformed {}, foreign {}",
         s.resume_ms.p50, s.resume_ms.p99, s.resume_ms.max, s.resume_ms.count, c.replayed, c.positions, c.heartbeats, c.malformed, c.foreign
+    );
+    let a = &s.resume_arrival_ms;
+    println!(
+        "resuming connections, connect to the head's arrival (kernel receive time): p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms ({}; without a receive time {})",
+        a.p50, a.p99, a.max, a.count, c.resumes_unstamped
     );
     if failed {
         println!("FAIL: messages lost, duplicated or reordered, a gap inside the history window, or publishing failed");

@@ -19,7 +19,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use fastrand::Rng;
 use mio::net::TcpStream;
@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use tools_common::clock::epoch_s;
 use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
-use tools_common::source::set_bind_address_no_port;
+use tools_common::sock::{recv_timestamped, set_bind_address_no_port, set_timestamp_ns};
 
 use crate::check::{self, Checker};
 use crate::{parse_body, report_progress, sse, ConnStats, DropMode, Drops, Opts, Shared};
@@ -81,6 +81,11 @@ struct Conn {
     /// A position-only block arrived on this connection: what follows is live.
     positioned: bool,
     opened_at: Instant,
+    /// The same moment on the wall clock, which the kernel's receive times use.
+    opened_wall: SystemTime,
+    /// A resuming connection's first read: the kernel's receive time of its first byte (the
+    /// head's), None when none came; unset until that read.
+    first_arrival: Option<Option<SystemTime>>,
 }
 
 /// How a connection ended, for [`Sub::close`].
@@ -253,8 +258,9 @@ impl Sub {
         };
         let target = cx.opts.target[self.node];
         // Not the loop's `now`: other subscribers' opens may have come first in this turn.
-        let opened_at = Instant::now();
-        let stream = connect(target, self.source).and_then(|mut stream| {
+        let (opened_at, opened_wall) = (Instant::now(), SystemTime::now());
+        let resuming = self.last_event_id.is_some();
+        let stream = connect(target, self.source, resuming).and_then(|mut stream| {
             stream.set_nodelay(true)?;
             cx.registry
                 .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
@@ -272,9 +278,11 @@ impl Sub {
                     connected: false,
                     parser: sse::Parser::new(),
                     streaming: false,
-                    resuming: self.last_event_id.is_some(),
+                    resuming,
                     positioned: false,
                     opened_at,
+                    opened_wall,
+                    first_arrival: None,
                 });
             }
             Err(e) => self.connect_failed(cx, &e, now),
@@ -382,7 +390,15 @@ impl Sub {
             let Some(c) = self.conn.as_mut() else {
                 return;
             };
-            match c.stream.read(&mut cx.buf) {
+            let read = if c.resuming && c.first_arrival.is_none() {
+                recv_timestamped(c.stream.as_fd(), &mut cx.buf).map(|(n, at)| {
+                    c.first_arrival = Some(at);
+                    n
+                })
+            } else {
+                c.stream.read(&mut cx.buf)
+            };
+            match read {
                 Ok(0) => {
                     self.count_server_close(cx);
                     return self.server_ended(cx, now);
@@ -447,6 +463,15 @@ impl Sub {
                     let us = c.opened_at.elapsed().as_micros() as u64;
                     if let Ok(mut h) = shared.resume_us.lock() {
                         h.saturating_record(us);
+                    }
+                    match c.first_arrival.flatten() {
+                        Some(at) => {
+                            let since = at.duration_since(c.opened_wall).unwrap_or_default();
+                            if let Ok(mut h) = shared.resume_arrival_us.lock() {
+                                h.saturating_record(since.as_micros() as u64);
+                            }
+                        }
+                        None => self.stats.resumes_unstamped += 1,
                     }
                 }
                 if self.resume_due {
@@ -534,13 +559,17 @@ impl Sub {
     }
 }
 
-/// Starts a non-blocking connect, from `source` (any port) when given.
-fn connect(target: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+/// Starts a non-blocking connect, from `source` (any port) when given; with `stamped`, the
+/// socket reports its receive times (SO_TIMESTAMPNS).
+fn connect(target: SocketAddr, source: Option<Ipv4Addr>, stamped: bool) -> io::Result<TcpStream> {
     let socket = Socket::new(
         Domain::for_address(target),
         Type::STREAM.nonblocking(),
         Some(Protocol::TCP),
     )?;
+    if stamped {
+        set_timestamp_ns(socket.as_fd())?;
+    }
     if let Some(ip) = source {
         set_bind_address_no_port(socket.as_fd())?;
         socket.bind(&SocketAddr::from((ip, 0)).into())?;

@@ -192,6 +192,17 @@ fn a_correct_server_loses_nothing() {
     let positions = s["positions"].as_u64().unwrap();
     assert!((5..=45).contains(&positions), "{s}");
     assert_eq!(s["heartbeats"], positions, "{s}");
+    // Every resume is timed twice: to the head's arrival (kernel receive time) and to its
+    // reading; the arrival comes first.
+    let (read, arrival) = (&s["resume_ms"], &s["resume_arrival_ms"]);
+    let unstamped = s["resumes_unstamped"].as_u64().unwrap();
+    assert_eq!(read["count"], 40, "{s}");
+    assert_eq!(arrival["count"].as_u64().unwrap() + unstamped, 40, "{s}");
+    assert!(unstamped < 40, "{s}");
+    assert!(
+        arrival["max"].as_f64().unwrap() <= read["max"].as_f64().unwrap() + 1.0,
+        "{s}"
+    );
 }
 
 #[test]
