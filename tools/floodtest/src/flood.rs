@@ -254,8 +254,13 @@ impl Flood<'_> {
     }
 
     /// Drops the socket; `error` says which counter the failure goes to (None = a close of an
-    /// established stream).
+    /// established stream). A failed attempt is made again (`plan.retry`).
     fn close(&mut self, local: usize, error: Option<fn(&mut Counters) -> &mut u64>) {
+        self.end(local, error, true);
+    }
+
+    /// [`Flood::close`], with a failure retried only when `retry`.
+    fn end(&mut self, local: usize, error: Option<fn(&mut Counters) -> &mut u64>, retry: bool) {
         let conn = &mut self.conns[local];
         debug_assert!(conn.phase != Phase::Done);
         conn.stream = None;
@@ -268,7 +273,7 @@ impl Flood<'_> {
         }
         if let Some(counter) = error {
             *counter(&mut self.counters) += 1;
-            if was != Phase::Streaming {
+            if retry && was != Phase::Streaming {
                 self.schedule_retry(local);
             }
         }
@@ -367,7 +372,10 @@ impl Flood<'_> {
                     self.pending -= 1;
                     self.counters.connected += 1;
                 }
-                Some(_) => return self.close(local, Some(|c| &mut c.errors_status)),
+                // 503: the server sheds load (comet's resume admission, a shutdown) and the
+                // attempt is made again; any other status is an answer, as for an EventSource,
+                // which gives up on it.
+                Some(s) => return self.end(local, Some(|c| &mut c.errors_status), s == 503),
                 None => {}
             }
             if fed.is_err() {

@@ -87,7 +87,7 @@ struct Opts {
     #[arg(long, default_value_t = 1000)]
     pending_max: u64,
     /// Try a failed attempt again (connect refused or timed out, a reset or a close before the
-    /// header block, a status other than 200) after a random delay between half and 1.5x this
+    /// header block, a 503; not another status: the server's answer stands) after a random delay between half and 1.5x this
     /// many ms, as a browser's EventSource does; each failure still counts in `errors`, each new
     /// attempt in `retries`. 0: a failed connection stays failed. An established stream that
     /// ends is not reopened.

@@ -211,7 +211,7 @@ fn jwt_secret_sends_a_token_per_connection() {
 
 /// `--retry-ms`: each connection's first attempt gets a `503` (as from a server shedding a
 /// reconnect storm); with retries every one is made again and streams, without them every one
-/// stays failed.
+/// stays failed. A `404` (ids from 41 on) is an answer: never made again.
 #[test]
 fn retry_ms_makes_a_failed_attempt_again() {
     let first_attempts =
@@ -221,6 +221,17 @@ fn retry_ms_makes_a_failed_attempt_again() {
         let Some(request) = read_message(&mut reader) else {
             return;
         };
+        let id: u64 = request
+            .first_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|path| path.rsplit('/').next())
+            .and_then(|id| id.parse().ok())
+            .unwrap();
+        if id > 40 {
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            return;
+        }
         if first_attempts
             .lock()
             .unwrap()
@@ -258,6 +269,11 @@ fn retry_ms_makes_a_failed_attempt_again() {
     assert_eq!(c["messages"], 20 * MESSAGES_PER_CONN, "{s}");
     // Ids not asked for before, so that their first attempt fails too.
     let s = run("21", "0");
+    let c = &s["counters"];
+    assert_eq!(c["errors_status"], 20, "{s}");
+    assert_eq!(c["retries"], 0, "{s}");
+    assert_eq!(c["connected"], 0, "{s}");
+    let s = run("41", "50");
     let c = &s["counters"];
     assert_eq!(c["errors_status"], 20, "{s}");
     assert_eq!(c["retries"], 0, "{s}");

@@ -27,9 +27,10 @@
 //! could not be set up. Every `--stats-interval` it prints a progress line (`t=...`).
 //!
 //! A few threads (`--threads`, one per CPU by default) drive the subscribers, each with one
-//! epoll ([`subscriber`]): tens of thousands work, and the resume times measured are the
-//! server's, not the client's scheduling. A resume time goes into one shared histogram, so
-//! memory does not grow with the run.
+//! epoll ([`subscriber`]), connecting from several loopback source addresses
+//! (`--source-addrs`): tens of thousands work. A resume is timed twice, to the head read and to
+//! the head's arrival in the socket (the kernel's receive time, without the client's own
+//! delays); each time goes into a shared histogram, so memory does not grow with the run.
 //!
 //! A cluster: `--target` and `--publish` take several addresses (comet nodes). Subscriber k
 //! starts on node k mod nodes and, when its node closes its stream or refuses it (a deploy, a

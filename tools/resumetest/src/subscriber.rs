@@ -3,10 +3,10 @@
 //! k mod threads.
 //!
 //! Why not a thread per subscriber (as this tool did first): when a node of a cluster stops,
-//! a third of the subscribers reconnect at once; with 10,000 threads made runnable together on
-//! two cores (which also run the nodes and nats-server), the client's own scheduling was the
-//! resume time (`results/rolling/2026-11-30-10k-scale`: p50 0.13 ms at 10,000 subscribers,
-//! 2.8 s at 30,000).
+//! a third of the subscribers reconnect at once, and 10,000 threads made runnable together on
+//! two cores (which also run the nodes and nats-server) delay the reading of every head. The
+//! larger delay then was the connects' own (`results/rolling/2026-11-30-30k-epoll`): see
+//! `tools_common::sock` for the source addresses that cure it.
 //!
 //! One subscriber is a [`Sub`]: a state machine fed by its socket's readiness
 //! ([`Sub::on_event`]) and by its one deadline ([`Sub::deadline`], [`Sub::tick`]): the moment
