@@ -26,6 +26,9 @@
 #   LABEL=run          --label        results folder suffix
 #   WORKERS=           --workers      comet --workers (default: comet's own)
 #   FOLLOW_RETRY=1     --follow-retry see 2.
+#   SOURCE_ADDRS=      --source-addrs resumetest --source-addrs (default: its own, one loopback
+#                                     source address per 1,000 subscribers; 0: the kernel's
+#                                     choice, every connection from 127.0.0.1)
 #   COMET_ARGS=                       more `comet serve` arguments
 #   RESULTS=results/restart           where result folders go
 set -euo pipefail
@@ -43,6 +46,7 @@ SETTINGS=(
     LABEL        --label        run
     WORKERS      --workers      ''
     FOLLOW_RETRY --follow-retry 1
+    SOURCE_ADDRS --source-addrs ''
     COMET_ARGS   -              ''
     RESULTS      -              results/restart
 )
@@ -101,6 +105,7 @@ RESUME_CMD=("$BIN/resumetest" --target "$PUBLIC" --publish "$PUBLISH" --subscrib
     --rate "$MSG_RATE" --duration "${DURATION_S}s" --reconnects 0 --attempts-max 1000
     --connect-rate 2000 --ready-timeout 120s --drain 30s --json "$DIR/resumetest.json")
 ((FOLLOW_RETRY == 1)) && RESUME_CMD+=(--follow-retry)
+[[ -n $SOURCE_ADDRS ]] && RESUME_CMD+=(--source-addrs "$SOURCE_ADDRS")
 "${RESUME_CMD[@]}" >"$DIR/resumetest.log" 2>"$DIR/resumetest.err" &
 RESUME_PID=$!
 for _ in $(seq 1800); do

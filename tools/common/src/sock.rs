@@ -1,20 +1,22 @@
 //! Socket options that std and socket2 lack, for the load tools.
 //!
-//! Source addresses for many client connections to one server on loopback: Linux picks a connect()'s source port by scanning the ephemeral range for one whose
-//! 4-tuple is free; with tens of thousands of connections (and their TIME_WAITs) to one
-//! address and port, that scan took ~1 ms per connect here (resumetest, 15,000 subscribers).
-//! Spread over several source addresses (127.0.0.2 onwards), each with
-//! IP_BIND_ADDRESS_NO_PORT (the port is still chosen at connect time, against the whole
-//! 4-tuple), the scan ends at once.
+//! Source addresses for many client connections to one server on loopback ([`start_connect`]):
+//! Linux picks a connect()'s source port by scanning the ephemeral range for one whose 4-tuple
+//! is free; with tens of thousands of connections (and their TIME_WAITs) to one address and
+//! port, that scan took ~1 ms per connect here (resumetest, 15,000 subscribers). Spread over
+//! several source addresses (127.0.0.2 onwards), each with IP_BIND_ADDRESS_NO_PORT (the port
+//! is still chosen at connect time, against the whole 4-tuple), the scan ends at once.
 //!
 //! Arrival times: with SO_TIMESTAMPNS on, [`recv_timestamped`] returns when the kernel
 //! received the data read, so that a client on a busy machine can time a server's answer
 //! without its own scheduling delays (resumetest's resume times).
 
 use std::io;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// The size of the ephemeral port range (`net.ipv4.ip_local_port_range`).
 pub fn ephemeral_ports() -> u64 {
@@ -32,6 +34,31 @@ pub fn ephemeral_ports() -> u64 {
 /// The `k`-th automatic source address: 127.0.0.2 onwards.
 pub fn loopback_source(k: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + k)
+}
+
+/// Creates a non-blocking socket, binds it to `source` if given (port 0: the address only,
+/// the port chosen by the connect; an explicit port with SO_REUSEADDR) and starts connect().
+pub fn start_connect(target: SocketAddr, source: Option<SocketAddrV4>) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    if let Some(source) = source {
+        if source.port() == 0 {
+            set_bind_address_no_port(socket.as_fd())?;
+        } else {
+            // An explicit port may still have a TIME_WAIT socket from an earlier run.
+            socket.set_reuse_address(true)?;
+        }
+        socket.bind(&SocketAddr::V4(source).into())?;
+    }
+    match socket.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
 }
 
 /// Sets IP_BIND_ADDRESS_NO_PORT on a socket about to be bound to a source address with port 0:
@@ -124,23 +151,14 @@ mod tests {
     }
 
     #[test]
-    fn a_socket_bound_with_no_port_gets_its_port_at_connect() {
-        use std::os::fd::AsFd;
+    fn a_connect_from_a_source_address_gets_its_port_at_connect() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        set_bind_address_no_port(socket.as_fd()).unwrap();
-        let source = std::net::SocketAddr::from((loopback_source(3), 0));
-        socket.bind(&source.into()).unwrap();
-        let bound = socket.local_addr().unwrap().as_socket().unwrap();
-        assert_eq!(bound.port(), 0, "no port before the connect");
-        socket
-            .connect(&listener.local_addr().unwrap().into())
-            .unwrap();
-        let local = socket.local_addr().unwrap().as_socket().unwrap();
-        assert_eq!(local.ip(), source.ip());
-        assert_ne!(local.port(), 0);
+        let source = SocketAddrV4::new(loopback_source(3), 0);
+        let stream = start_connect(listener.local_addr().unwrap(), Some(source)).unwrap();
         let (_, peer) = listener.accept().unwrap();
+        let local = stream.local_addr().unwrap();
+        assert_eq!(local.ip(), *source.ip());
+        assert_ne!(local.port(), 0);
         assert_eq!(peer, local);
     }
 
@@ -163,19 +181,22 @@ mod tests {
         assert_eq!(&buf[..n], b"plain");
         assert_eq!(at, None, "no arrival time without SO_TIMESTAMPNS");
 
-        // The first socket to ask turns the kernel's receive stamps on from a work queue: the
-        // first segments may come without one.
-        let mut stamped_once = false;
-        for _ in 0..1000 {
+        // The first socket to ask turns the kernel's receive stamps on from a work queue, with no
+        // event to wait for: segments come without one until it has run (milliseconds).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
             server.write_all(b"x").unwrap();
             let (n, at) = recv_timestamped(stamped.as_fd(), &mut buf).unwrap();
             assert_eq!(&buf[..n], b"x");
             if at.is_some() {
-                stamped_once = true;
                 break;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no segment came with an arrival time in 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert!(stamped_once, "no segment came with an arrival time");
 
         let sent = SystemTime::now();
         server.write_all(b"later").unwrap();

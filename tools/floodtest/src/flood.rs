@@ -6,13 +6,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 use tools_common::clock::{epoch_s, epoch_us, Schedule};
 use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
 use tools_common::latency::new_histogram;
@@ -144,30 +143,6 @@ struct Conn {
     phase: Phase,
 }
 
-/// Creates a non-blocking socket, binds the source if given, and starts connect().
-fn start_connect(target: SocketAddr, source: Option<SocketAddrV4>) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
-    if let Some(source) = source {
-        if source.port() == 0 {
-            tools_common::sock::set_bind_address_no_port(socket.as_fd())?;
-        } else {
-            // An explicit port may still have a TIME_WAIT socket from an earlier run.
-            socket.set_reuse_address(true)?;
-        }
-        socket.bind(&SocketAddr::V4(source).into())?;
-    }
-    match socket.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(socket.into())
-}
-
 struct Flood<'a> {
     plan: &'a Plan,
     poll: Poll,
@@ -217,7 +192,7 @@ impl Flood<'_> {
                 return; // no retry: the same index gets the same source
             }
         };
-        let registered = start_connect(addr, source).and_then(|stream| {
+        let registered = tools_common::sock::start_connect(addr, source).and_then(|stream| {
             self.poll.registry().register(
                 &mut SourceFd(&stream.as_raw_fd()),
                 Token(local),

@@ -15,7 +15,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -24,10 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use fastrand::Rng;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use socket2::{Domain, Protocol, Socket, Type};
 use tools_common::clock::epoch_s;
 use tools_common::jwt::{Signer, TOKEN_LIFETIME_S};
-use tools_common::sock::{recv_timestamped, set_bind_address_no_port, set_timestamp_ns};
+use tools_common::sock::{recv_timestamped, set_timestamp_ns, start_connect};
 
 use crate::check::{self, Checker};
 use crate::{parse_body, report_progress, sse, ConnStats, DropMode, Drops, Opts, Shared};
@@ -70,7 +69,8 @@ struct Cx<'a> {
 
 struct Conn {
     stream: TcpStream,
-    /// The request; `written` bytes of it are sent (it goes once the connect completes).
+    /// The request; `written` bytes of it are sent (it goes once the connect completes), then
+    /// freed: a stream holds no buffer of its own (the thread's read buffer serves all).
     request: Vec<u8>,
     written: usize,
     connected: bool,
@@ -385,6 +385,10 @@ impl Sub {
                 Err(_) => return self.server_ended(cx, now),
             }
         }
+        if !c.request.is_empty() {
+            c.request = Vec::new();
+            c.written = 0;
+        }
         // Edge-triggered: read until the socket has nothing more.
         loop {
             let Some(c) = self.conn.as_mut() else {
@@ -560,26 +564,13 @@ impl Sub {
 }
 
 /// Starts a non-blocking connect, from `source` (any port) when given; with `stamped`, the
-/// socket reports its receive times (SO_TIMESTAMPNS).
+/// socket reports its receive times (SO_TIMESTAMPNS) before anything can arrive.
 fn connect(target: SocketAddr, source: Option<Ipv4Addr>, stamped: bool) -> io::Result<TcpStream> {
-    let socket = Socket::new(
-        Domain::for_address(target),
-        Type::STREAM.nonblocking(),
-        Some(Protocol::TCP),
-    )?;
+    let stream = start_connect(target, source.map(|ip| SocketAddrV4::new(ip, 0)))?;
     if stamped {
-        set_timestamp_ns(socket.as_fd())?;
+        set_timestamp_ns(stream.as_fd())?;
     }
-    if let Some(ip) = source {
-        set_bind_address_no_port(socket.as_fd())?;
-        socket.bind(&SocketAddr::from((ip, 0)).into())?;
-    }
-    match socket.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(socket.into()))
+    Ok(TcpStream::from_std(stream))
 }
 
 /// One subscriber thread: drives `subs` until `shared.stop`. Returns them, finished.
