@@ -3,7 +3,8 @@
 //! Source addresses for many client connections to one server on loopback ([`start_connect`]):
 //! Linux picks a connect()'s source port by scanning the ephemeral range for one whose 4-tuple
 //! is free; with tens of thousands of connections (and their TIME_WAITs) to one address and
-//! port, that scan took ~1 ms per connect here (resumetest, 15,000 subscribers). Spread over
+//! port, that scan slows every connect (resume p99 505 ms against 4.0 ms from 15 addresses:
+//! `results/restart/2026-11-30-15k-one-source`, `-15k-sources`). Spread over
 //! several source addresses (127.0.0.2 onwards), each with IP_BIND_ADDRESS_NO_PORT (the port
 //! is still chosen at connect time, against the whole 4-tuple), the scan ends at once.
 //!

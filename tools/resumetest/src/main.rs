@@ -110,7 +110,7 @@ struct Opts {
     threads: usize,
     /// Source addresses to spread the subscribers' connections over, 127.0.0.2 onwards
     /// (subscriber k on the (k mod N)-th): Linux's search for a free source port slows down with
-    /// tens of thousands of connections to one address (~1 ms a connect at 15,000 here).
+    /// tens of thousands of connections to one address (`results/restart/2026-11-30-15k-*`).
     /// Default: with every target on 127.0.0.0/8, one per 1,000 subscribers; 0: the kernel's
     /// choice.
     #[arg(long)]
