@@ -26,6 +26,9 @@
 # ending every one of them takes)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_RETRY_MS=3000 STORM_PUBLISH=60s
 # FAULT_DEADLINE=180
+# NETNS=1 EHASH=4194304 (as root: the bench runs in a network namespace of its own whose
+# established-connections hash has EHASH buckets, see bench_netns in lib.sh and
+# kernel-tuning.md; NETNS=0: the host's namespace and hash)
 # PERF_SHUTDOWN=0 (1: `perf record` samples comet during the graceful shutdown; its report, by
 # binary and by function, goes to shutdown-perf-*.txt)
 # PENDING=(WORKERS x 4096) (connects floodtest keeps in flight, all processes together: about
@@ -69,8 +72,11 @@ SETTINGS=(
     FAULT_DEADLINE   -  180
     PERF_SHUTDOWN    -  0
     PENDING          -  ''
+    NETNS            -  1
+    EHASH            -  4194304
 )
 bench_settings "$@"
+bench_netns tools/bench/1m.sh "$@"
 BIN=$PWD/target/release
 HOLD_S=$(seconds "$HOLD")
 DURATION_S=$(seconds "$DURATION")
@@ -92,6 +98,7 @@ CONNECTIONS_MAX=$((CONNECTIONS * 12 / 10))
 bench_results_dir "$RESULTS" "$LABEL"
 log "results in $DIR"
 echo "$TUNE" >"$DIR/tune.log"
+echo "network namespace: $BENCH_NETNS; net.ipv4.tcp_ehash_entries $(sysctl -n net.ipv4.tcp_ehash_entries)" >>"$DIR/tune.log"
 
 COMET_PID= MEMLOG_PID= FLOOD_PID= STORM_PID=
 cleanup() {
@@ -152,15 +159,18 @@ CPU_IDLE=$(cpu_s "$COMET_PID")
 save_metrics "$DIR/metrics-idle.txt"
 RINGS=$(metric_sum comet_rings "$DIR/metrics-idle.txt")
 
-# One msggen run; prints "<promised> <received> <worst_p99_us> <sent> <failed> <median_p99_us>"
-# for its window: the highest and the median of the per-second p99s floodtest saw in it.
+# One msggen run; prints "<promised> <received> <worst_p99_us> <sent> <failed> <median_p99_us>
+# <cpu>" for its window: the highest and the median of the per-second p99s floodtest saw in it,
+# and where the CPU went while msggen ran (see cpu_per_delivery).
 run_msggen() {
-    local rate=$1 secs=$2 tag=$3 batch=$4 before t0 t1 after
+    local rate=$1 secs=$2 tag=$3 batch=$4 before t0 t1 after cpu0 cpu1
     before=$(flood_messages)
+    cpu0=$(cpu_reading)
     t0=$(date +%s)
     "$BIN/msggen" --target "$PUBLISH" --rate "$rate" --max-id "$CONNECTIONS" --size "$MSG_SIZE" \
         --duration "${secs}s" --batch "$batch" --json "$DIR/msggen-$tag.json" \
         >"$DIR/msggen-$tag.log" 2>&1 || true
+    cpu1=$(cpu_reading)
     t1=$(date +%s)
     local promised
     promised=$(jq -r '.connections' "$DIR/msggen-$tag.json")
@@ -174,22 +184,41 @@ run_msggen() {
     p99=$(awk -F'\t' -v a="$t0" -v b="$t1" '!/^#/ && $2 > a && $2 <= b + 1 && $12 > m {m = $12} END {print m + 0}' "$DIR/floodtest.tsv")
     median=$(awk -F'\t' -v a="$t0" -v b="$t1" '!/^#/ && $2 > a && $2 <= b + 1 {print $12}' "$DIR/floodtest.tsv" |
         sort -n | awk '{v[NR] = $1} END {print (NR ? v[int((NR + 1) / 2)] : 0)}')
-    echo "$promised $((after - before)) $p99 $(jq -r '.sent' "$DIR/msggen-$tag.json") $(jq -r '.failed' "$DIR/msggen-$tag.json") $median"
+    echo "$promised $((after - before)) $p99 $(jq -r '.sent' "$DIR/msggen-$tag.json") $(jq -r '.failed' "$DIR/msggen-$tag.json") $median $(cpu_per_delivery "$cpu0" "$cpu1" "$promised")"
+}
+
+# comet's user and system CPU, floodtest's (all its processes), the machine's busy and total
+# ticks: "cu cs fu fs busy total".
+cpu_reading() {
+    echo "$(procs_cpu "$COMET_PID") $(procs_cpu "$FLOOD_PID" $(pgrep -P "$FLOOD_PID")) $(machine_ticks)"
+}
+# Between two cpu_readings, per promised delivery ($3), in µs: comet's user and kernel CPU,
+# floodtest's, and everything else the machine ran (msggen, the sandbox's own processes); then
+# how busy the machine was (both cores): one word "u/k/f/o/busy%".
+cpu_per_delivery() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+        split(a, x, " "); split(b, y, " "); n = n > 0 ? n : 1
+        comet = y[1] + y[2] - x[1] - x[2]; flood = y[3] + y[4] - x[3] - x[4]
+        busy = (y[5] - x[5]) / hz; total = (y[6] - x[6]) / hz
+        other = busy - comet - flood; other = other > 0 ? other : 0
+        printf "%.1f/%.1f/%.1f/%.1f/%.0f%%", (y[1] - x[1]) * 1e6 / n, (y[2] - x[2]) * 1e6 / n,
+            flood * 1e6 / n, other * 1e6 / n, (total > 0 ? busy * 100 / total : 0)
+    }'
 }
 
 log "message phase: $MSG_RATE msg/s for ${DURATION_S}s"
-read -r M_PROMISED M_RECEIVED M_P99 M_SENT M_FAILED M_P99_MEDIAN < <(run_msggen "$MSG_RATE" "$DURATION_S" load 0)
+read -r M_PROMISED M_RECEIVED M_P99 M_SENT M_FAILED M_P99_MEDIAN M_CPU < <(run_msggen "$MSG_RATE" "$DURATION_S" load 0)
 log "sent $M_SENT, promised $M_PROMISED, received $M_RECEIVED, p99 ${M_P99}us"
 RSS_LOAD=$(rss_kb "$COMET_PID")
 
-RAMP_TABLE="| offered msg/s | sent | deliveries promised / received | worst per-second p99 | result |
-|---|---|---|---|---|"
+RAMP_TABLE="| offered msg/s | sent | deliveries promised / received | worst per-second p99 | CPU per delivery, µs: comet user / comet kernel / floodtest / all else; machine busy | result |
+|---|---|---|---|---|---|"
 BEST=0
 for rate in $RAMP_RATES; do
     log "ramp: $rate msg/s for ${STEP_S}s"
     batch=$((rate / 500))
     ((batch < 1)) && batch=1
-    read -r promised received p99 sent failed _ < <(run_msggen "$rate" "$STEP_S" "ramp-$rate" "$batch")
+    read -r promised received p99 sent failed _ cpu < <(run_msggen "$rate" "$STEP_S" "ramp-$rate" "$batch")
     p99_ms=$(awk -v v="$p99" 'BEGIN {printf "%.2f", v / 1000}')
     verdict=pass
     if ((received < promised || failed > 0)); then
@@ -200,7 +229,7 @@ for rate in $RAMP_RATES; do
         verdict="stop: the publisher could not offer the rate"
     fi
     RAMP_TABLE+="
-| $rate | $sent | $promised / $received | $p99_ms ms | $verdict |"
+| $rate | $sent | $promised / $received | $p99_ms ms | ${cpu//\// / } | $verdict |"
     [[ $verdict == pass ]] || break
     BEST=$rate
 done
@@ -285,7 +314,7 @@ RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS PENDING=$PENDING; comet \`--workers $WOR
 $RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 
 Machine: $(machine_line); comet $(comet_rev); server and clients on loopback,
-same machine (so every figure includes both ends' kernel work). Tuning applied: see tune.log.
+same machine (so every figure includes both ends' kernel work), in $BENCH_NETNS. Tuning applied: see tune.log.
 
 | | |
 |---|---|
@@ -297,7 +326,7 @@ same machine (so every figure includes both ends' kernel work). Tuning applied: 
 | kernel TCP buffer memory per socket, idle | $TCP_MEM_B B (sockstat mem pages delta x 4096 / sockets) |
 | machine TCP sockets baseline / idle | $TCP_INUSE_BASE / $TCP_INUSE_IDLE |
 | client (floodtest, all processes) RSS | $CLIENT_RSS KB = $CLIENT_B B per connection |
-| message phase | $M_SENT sent at $MSG_RATE msg/s for ${DURATION_S}s; $M_PROMISED deliveries promised, $M_RECEIVED received ($LOST lost); p99 of each second: median $(awk -v v="$M_P99_MEDIAN" 'BEGIN {printf "%.3f", v / 1000}') ms, worst $(awk -v v="$M_P99" 'BEGIN {printf "%.3f", v / 1000}') ms |
+| message phase | $M_SENT sent at $MSG_RATE msg/s for ${DURATION_S}s; $M_PROMISED deliveries promised, $M_RECEIVED received ($LOST lost); p99 of each second: median $(awk -v v="$M_P99_MEDIAN" 'BEGIN {printf "%.3f", v / 1000}') ms, worst $(awk -v v="$M_P99" 'BEGIN {printf "%.3f", v / 1000}') ms; CPU per delivery (µs: comet user / comet kernel / floodtest / all else; machine busy) ${M_CPU//\// / } |
 | latency over the whole run p50 / p90 / p99 / p99.9 / max | $(lat p50) / $(lat p90) / $(lat p99) / $(lat p999) / $(lat max) ms |
 | highest sustained delivery rate | **$BEST msg/s** (ramp below; the loopback ceiling measured with a bare io_uring sender and epoll reader is ~170k/s at 10k sockets) |
 | server CPU | $CPU_IDLE s to connect and hold, $CPU_END s at the end (utime + stime) |

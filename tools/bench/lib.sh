@@ -105,6 +105,35 @@ start_comet() {
     die "comet did not start: $(tail -3 "$DIR/comet.err")"
 }
 
+# Runs the whole bench again in a network namespace of its own, as root where unshare exists
+# (NETNS=0: in the host's), and exits with its status. Its sockstat counts this bench's sockets
+# only, and with EHASH set its established-connections hash has EHASH buckets: the kernel sizes
+# a new namespace's hash from net.ipv4.tcp_child_ehash_entries, set here for the moment the
+# namespace is made and put back when the bench ends. The host's hash is sized at boot from its
+# memory (262,144 buckets here), and a lookup walks its chain for every segment: at a million
+# connections on loopback (2M sockets) that walk was 30 % of comet's CPU during a shutdown
+# (results/1m/2026-11-30-shutdown-perf). Call as `bench_netns tools/bench/<script> "$@"`, from
+# the repository root, before anything else runs; BENCH_NETNS then says where the bench ran,
+# in the summary's words.
+bench_netns() {
+    [[ -n ${BENCH_NETNS:-} ]] && return 0 # inside already
+    BENCH_NETNS="the host's network namespace"
+    if [[ ${NETNS:-1} != 1 || $(id -u) -ne 0 ]] || ! command -v unshare >/dev/null; then
+        return 0
+    fi
+    local key=net.ipv4.tcp_child_ehash_entries old= rc=0
+    BENCH_NETNS="a network namespace of its own (unshare --net, loopback only)"
+    if [[ -n ${EHASH:-} ]] && old=$(sysctl -n "$key" 2>/dev/null) && sysctl -qw "$key=$EHASH"; then
+        BENCH_NETNS+=" with $EHASH established-hash buckets"
+    else
+        old=
+    fi
+    export BENCH_NETNS
+    unshare --net -- bash -c 'ip link set lo up && exec bash "$0" "$@"' "$@" || rc=$?
+    [[ -z $old ]] || sysctl -qw "$key=$old"
+    exit "$rc"
+}
+
 # Raises the kernel's caps on a listen queue (net.core.somaxconn, tcp_max_syn_backlog) to $1
 # where they are lower (needs root: listen(2) keeps at most somaxconn of a --backlog); prints
 # what it changed.
@@ -180,6 +209,15 @@ rss_peak_kb() {
     (hwm_kb "$pid"; printf '%s\n' "$@"; awk -F'\t' '!/^#/ && $3 != "NaN" {print $3}' "$DIR/memlog.log") | sort -n | tail -1
 }
 cpu_s() { awk '{sub(/.*\) /, ""); printf "%.2f", ($12 + $13) / 100}' "/proc/$1/stat"; }
+# User and system CPU seconds of the processes $@ together, as "user system" (gone ones count 0).
+procs_cpu() {
+    local pid
+    for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null; done |
+        awk '{sub(/.*\) /, ""); u += $12; s += $13} END {printf "%.2f %.2f", u / 100, s / 100}'
+}
+# The machine's CPU time since boot in clock ticks, as "busy total" (busy: all but idle and
+# iowait, every CPU).
+machine_ticks() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit}' /proc/stat; }
 tcp_field() { awk -v k="$1" '/^TCP:/ {for (i = 2; i < NF; i += 2) if ($i == k) print $(i + 1)}' /proc/net/sockstat; }
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }

@@ -63,16 +63,12 @@ set -euo pipefail
 BENCH=soak
 COMMAND_LINE="$0 $*"
 cd "$(dirname "$0")/../.."
+# shellcheck source=tools/bench/lib.sh
+source tools/bench/lib.sh
 # A network namespace of its own (as root, where unshare exists): sockstat then counts this
 # run's sockets only, so the sockets criterion is not moved by whatever else runs on the
 # machine for hours (builds, tests). NETNS=0 runs in the host's namespace.
-if [[ ${NETNS:-1} == 1 && -z ${SOAK_NETNS:-} && $(id -u) -eq 0 ]] && command -v unshare >/dev/null; then
-    export SOAK_NETNS="own network namespace (unshare --net; loopback only)"
-    exec unshare --net -- bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
-fi
-SOAK_NETNS=${SOAK_NETNS:-"the host's network namespace"}
-# shellcheck source=tools/bench/lib.sh
-source tools/bench/lib.sh
+bench_netns tools/bench/soak.sh "$@"
 # variable, flag (- for none), default: see bench_settings in lib.sh and the header above.
 SETTINGS=(
     DURATION          --duration      24h
@@ -300,7 +296,7 @@ $RESULT
 | RSS slope after warm-up | $RSS_SLOPE KB/h | < $SLOPE_MAX_KB_H KB/h | ${V[rss]} |
 | comet_connections (slots), fitted rise | ${V[slots,rise]} (mean $CONN_MEAN, range $(range 4)) | <= ${V[slots,tol]} | ${V[slots]} |
 | process_open_fds, fitted rise | ${V[fds,rise]} (mean $FDS_MEAN, range $(range 10)) | <= ${V[fds,tol]} | ${V[fds]} |
-| kernel TCP sockets in use (sockstat, $SOAK_NETNS), fitted rise | ${V[sockets,rise]} (mean $SOCK_MEAN, range $(range 5)) | <= ${V[sockets,tol]} | ${V[sockets]} |
+| kernel TCP sockets in use (sockstat, $BENCH_NETNS), fitted rise | ${V[sockets,rise]} (mean $SOCK_MEAN, range $(range 5)) | <= ${V[sockets,tol]} | ${V[sockets]} |
 | lost + duplicated + reordered + unexplained gaps + failed publishes + not caught up | $BAD_DELIVERY (resumetest exit $RESUME_RC) | 0 | ${V[delivery]} |
 
 | | |

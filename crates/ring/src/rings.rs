@@ -192,23 +192,28 @@ impl Rings {
     }
 
     /// [`Ring::send`] from the shared pool.
-    pub fn send(&mut self, slot: u32, buf: WBuf, user_data: u64) {
+    pub fn send(&mut self, slot: u32, buf: WBuf, user_data: u64, last: bool) {
         let files = self.config.files;
         let ring = &mut self.rings[(slot / files) as usize];
         // The pool outlives every ring of the set (field order), so a frozen buffer stays
         // valid until its completion whatever ring sends it.
-        ring.send(&mut self.writes, slot % files, buf, user_data);
+        ring.send(&mut self.writes, slot % files, buf, user_data, last);
     }
 
-    pub fn send_static(&mut self, slot: u32, bytes: &'static [u8], user_data: u64) {
+    pub fn send_static(&mut self, slot: u32, bytes: &'static [u8], user_data: u64, last: bool) {
         let (ring, local) = self.at(slot);
-        ring.send_static(local, bytes, user_data);
+        ring.send_static(local, bytes, user_data, last);
     }
 
     /// Cancels the request `target` made on `slot` (a cancel must go to the request's ring).
     pub fn cancel(&mut self, slot: u32, target: u64, user_data: u64) {
         let (ring, _) = self.at(slot);
         ring.cancel(target, user_data);
+    }
+
+    pub fn shutdown_slot(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.shutdown_slot(local, user_data);
     }
 
     pub fn close_slot(&mut self, slot: u32, user_data: u64) {

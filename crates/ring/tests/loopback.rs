@@ -1,7 +1,8 @@
 //! The reactor against real sockets on loopback: accept into the fixed-file table, multishot
 //! recv through the provided buffer ring (wrapping it many times), sends from the write pool,
-//! MSG_RING between two rings, close; several rings driven by one thread asleep on the first;
-//! a burst of deferred task work run in one enter.
+//! MSG_RING between two rings, a last send and the shutdown that ends a poll, close; several
+//! rings driven by one thread asleep on the first; a burst of deferred task work run in one
+//! enter.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -59,7 +60,7 @@ fn accept_recv_send_close_on_loopback() {
 
     let buf = rings.writes.alloc();
     rings.writes.get_mut(buf).extend_from_slice(b"pong");
-    rings.send(slot, buf, SEND);
+    rings.send(slot, buf, SEND, false);
     let ring = rings.primary();
     let c = wait_for(ring, SEND);
     assert_eq!(rings.writes.complete(buf, c.result as usize), Sent::All);
@@ -74,6 +75,85 @@ fn accept_recv_send_close_on_loopback() {
     assert_eq!(c.result, 0);
     ring.close_slot(slot, 99);
     ring.submit_and_wait(0).unwrap();
+}
+
+/// Segments the socket has received (TCP_INFO's `tcpi_segs_in`).
+fn segments_in(stream: &TcpStream) -> u32 {
+    // SAFETY: all zeroes is a valid tcp_info (integers only).
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`; both outlive the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_segs_in
+}
+
+const WATCH: u64 = 7;
+const SHUT: u64 = 8;
+
+/// Ends a connection as a worker ends a stream at shutdown: its last bytes (`last`: sent as the
+/// last), then the socket's shutdown, a one-shot poll armed all along. Returns the segments
+/// the client received meanwhile, what it read to EOF, and the poll's completion.
+fn end_stream(last: bool) -> (u32, Vec<u8>, Completion) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut rings = Rings::new(CONFIG, 1).unwrap();
+    let ring = rings.primary();
+    ring.accept_multi(listener.as_raw_fd(), ACCEPT);
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let accepted = wait_for(ring, ACCEPT);
+    assert!(accepted.result >= 0, "{accepted:?}");
+    let slot = accepted.result as u32;
+    ring.poll_read(slot, WATCH);
+    ring.submit_and_wait(0).unwrap();
+    let before = segments_in(&client);
+
+    ring.send_static(slot, b"0\r\n\r\n", SEND, last);
+    assert_eq!(wait_for(ring, SEND).result, 5);
+    ring.shutdown_slot(slot, SHUT);
+    let (mut cqes, mut watch) = (Vec::new(), None);
+    let mut shut = None;
+    while watch.is_none() || shut.is_none() {
+        ring.submit_and_wait(1).unwrap();
+        cqes.clear();
+        ring.drain(&mut cqes, 8);
+        for c in &cqes {
+            match c.user_data {
+                WATCH => watch = Some(*c),
+                SHUT => shut = Some(*c),
+                _ => panic!("unexpected completion {c:?}"),
+            }
+        }
+    }
+    assert_eq!(shut.unwrap().result, 0, "{shut:?}");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    let segments = segments_in(&client) - before;
+    ring.close_slot(slot, 99);
+    ring.submit_and_wait(0).unwrap();
+    (segments, got, watch.unwrap())
+}
+
+/// A shutdown ends the poll armed on the socket (no cancel needed), and a last send's bytes
+/// go out with its FIN in one segment; an ordinary send goes at once, and the FIN after it.
+#[test]
+fn a_last_send_goes_out_with_the_shutdowns_fin() {
+    let (segments, got, watch) = end_stream(true);
+    assert_eq!(got, b"0\r\n\r\n");
+    let hup = (libc::POLLIN | libc::POLLRDHUP) as i32;
+    assert!(watch.result > 0 && watch.result & hup != 0, "{watch:?}");
+    assert_eq!(segments, 1, "the bytes and the FIN in one segment");
+
+    let (segments, got, _) = end_stream(false);
+    assert_eq!(got, b"0\r\n\r\n");
+    assert_eq!(segments, 2, "the bytes, then the FIN");
 }
 
 #[test]
@@ -156,7 +236,7 @@ fn a_thread_sleeping_on_the_primary_wakes_for_a_secondary() {
     rings.recycle(slot, bid);
     let buf = rings.writes.alloc();
     rings.writes.get_mut(buf).extend_from_slice(b"pong");
-    rings.send(slot, buf, SEND);
+    rings.send(slot, buf, SEND, false);
     let (c, _) = next(&mut rings, SEND);
     assert_eq!(rings.writes.complete(buf, c.result as usize), Sent::All);
     assert_eq!(&client.join().unwrap(), b"pong");

@@ -1,5 +1,6 @@
 //! [`Subscribers`]: one shard of the id -> connections table.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::slice;
 
@@ -65,22 +66,26 @@ impl Subscribers {
     /// Logs `conn` in as `id`. Returns true if the pair was newly added, false if it was
     /// already there (the table is unchanged).
     pub fn login(&mut self, id: Id, conn: ConnRef) -> bool {
-        let added = match self.table.get(&id).map(|subs| subs.get()) {
-            None => {
-                self.table.insert(id, Subs::one(conn));
+        // One lookup (the entry) per login and logout: at a million ids the table is far
+        // bigger than the caches, and each lookup is a miss.
+        let added = match self.table.entry(id) {
+            Entry::Vacant(entry) => {
+                entry.insert(Subs::one(conn));
                 true
             }
-            Some(Err(first)) if first == conn => false,
-            Some(Err(first)) => {
-                let bag = self.new_bag(vec![first, conn]);
-                self.table.insert(id, bag);
-                true
-            }
-            Some(Ok(bag)) if self.bags[bag].contains(&conn) => false,
-            Some(Ok(bag)) => {
-                self.bags[bag].push(conn);
-                true
-            }
+            Entry::Occupied(mut entry) => match entry.get().get() {
+                Err(first) if first == conn => false,
+                Err(first) => {
+                    let bag = new_bag(&mut self.bags, &mut self.free_bags, vec![first, conn]);
+                    entry.insert(bag);
+                    true
+                }
+                Ok(bag) if self.bags[bag].contains(&conn) => false,
+                Ok(bag) => {
+                    self.bags[bag].push(conn);
+                    true
+                }
+            },
         };
         if added {
             self.entries += 1;
@@ -89,35 +94,15 @@ impl Subscribers {
         added
     }
 
-    fn new_bag(&mut self, conns: Vec<ConnRef>) -> Subs {
-        let index = match self.free_bags.pop() {
-            Some(index) => {
-                self.bags[index as usize] = conns;
-                index
-            }
-            None => {
-                let index = u32::try_from(self.bags.len()).expect("fewer than 2^31 bags");
-                assert_eq!(
-                    u64::from(index) & ConnRef::SPARE_BIT,
-                    0,
-                    "bag index overflow"
-                );
-                self.bags.push(conns);
-                index
-            }
-        };
-        Subs::bag(index)
-    }
-
     /// Logs `conn` out of `id`. Returns true if the pair was there and is removed, false if
     /// it was absent (the table is unchanged). Removes `id` when its last connection leaves.
     pub fn logout(&mut self, id: Id, conn: ConnRef) -> bool {
-        let Some(subs) = self.table.get(&id).copied() else {
+        let Entry::Occupied(mut entry) = self.table.entry(id) else {
             return false;
         };
-        let removed = match subs.get() {
+        let removed = match entry.get().get() {
             Err(only) if only == conn => {
-                self.table.remove(&id);
+                entry.remove();
                 true
             }
             Err(_) => false,
@@ -133,7 +118,7 @@ impl Subscribers {
                         // Freed, not kept: a big room emptied gives its memory back.
                         self.bags[bag] = Vec::new();
                         self.free_bags.push(bag as u32);
-                        self.table.insert(id, Subs::one(last));
+                        entry.insert(Subs::one(last));
                     }
                     true
                 }
@@ -177,6 +162,9 @@ impl Subscribers {
     /// of the whole table: that would make every login O(ids) in a debug server.)
     fn check(&self, id: Id) {
         assert!(self.entries >= self.table.len(), "fewer entries than ids");
+        if !cfg!(debug_assertions) {
+            return; // the lookup below would be one more cache miss at a million ids
+        }
         if let Some(Ok(bag)) = self.table.get(&id).map(|s| s.get()) {
             let conns = &self.bags[bag];
             debug_assert!(conns.len() >= 2, "id {id}: a bag of {}", conns.len());
@@ -189,6 +177,27 @@ impl Subscribers {
             );
         }
     }
+}
+
+/// A bag holding `conns`: a freed index again, or a new one.
+fn new_bag(bags: &mut Vec<Vec<ConnRef>>, free_bags: &mut Vec<u32>, conns: Vec<ConnRef>) -> Subs {
+    let index = match free_bags.pop() {
+        Some(index) => {
+            bags[index as usize] = conns;
+            index
+        }
+        None => {
+            let index = u32::try_from(bags.len()).expect("fewer than 2^31 bags");
+            assert_eq!(
+                u64::from(index) & ConnRef::SPARE_BIT,
+                0,
+                "bag index overflow"
+            );
+            bags.push(conns);
+            index
+        }
+    };
+    Subs::bag(index)
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ use crate::user_data::{pack, Op};
 /// `Streaming -> Request` (a kept-alive long-poll, answered, waits for its next poll);
 /// `Request | Publisher | Streaming -> Draining` (a last response or the stream's end is
 /// written, then the connection closes; input is ignored);
-/// any `-> Closing` (operations are being cancelled) `-> Free` (slot closed, once nothing is in
-/// flight).
+/// any `-> Closing` (the socket shut down, operations cancelled) `-> Free` (slot closed, once
+/// nothing is in flight).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Free,
@@ -71,7 +71,7 @@ pub struct Conn {
     pub state: State,
     /// Which of `RECV | WATCH | SEND` are in flight.
     pub inflight: u8,
-    /// Cancel requests in flight.
+    /// Cancel requests and the shutdown (see `close`) in flight.
     cancels: u8,
     pub format: http::Format,
     /// Messages framed for this connection so far: the `N` of `Recvd msg #N`.
@@ -498,7 +498,7 @@ impl Conns {
         let gen = conn.gen;
         self.static_sends.insert(slot, bytes);
         self.rings
-            .send_static(slot, bytes, pack(Op::Send, slot, gen));
+            .send_static(slot, bytes, pack(Op::Send, slot, gen), true);
         true
     }
 
@@ -517,8 +517,8 @@ impl Conns {
         let buf = conn.pending.take().expect("nothing to send");
         conn.sending = Some(buf);
         conn.inflight |= SEND;
-        let gen = conn.gen;
-        self.rings.send(slot, buf, pack(Op::Send, slot, gen));
+        let (gen, last) = (conn.gen, conn.state == State::Draining);
+        self.rings.send(slot, buf, pack(Op::Send, slot, gen), last);
     }
 
     pub fn on_send(&mut self, slot: u32, gen: u32, c: Completion) -> Sent {
@@ -528,17 +528,17 @@ impl Conns {
         // bytes go again, unless the connection is closing (its send was being cancelled).
         if matches!(-c.result, libc::EAGAIN | libc::EINTR) && conn.state != State::Closing {
             conn.inflight |= SEND;
-            let format = conn.format;
+            let (format, last) = (conn.format, conn.state == State::Draining);
             match conn.sending {
                 Some(buf) => {
                     let rest = self.rings.writes.complete(buf, 0);
                     debug_assert_eq!(rest, comet_ring::Sent::Partial);
-                    self.rings.send(slot, buf, pack(Op::Send, slot, gen));
+                    self.rings.send(slot, buf, pack(Op::Send, slot, gen), last);
                 }
                 None => {
                     let bytes = self.static_bytes(slot, format);
                     self.rings
-                        .send_static(slot, bytes, pack(Op::Send, slot, gen));
+                        .send_static(slot, bytes, pack(Op::Send, slot, gen), last);
                 }
             }
             return Sent::Busy;
@@ -565,7 +565,8 @@ impl Conns {
             let conn = &mut self.slots[slot as usize];
             conn.sending = Some(buf);
             conn.inflight |= SEND;
-            self.rings.send(slot, buf, pack(Op::Send, slot, gen));
+            let last = conn.state == State::Draining;
+            self.rings.send(slot, buf, pack(Op::Send, slot, gen), last);
             return Sent::Busy;
         }
         self.after_send(slot)
@@ -640,8 +641,12 @@ impl Conns {
             } else if beats(conn.format) && conn.pending.is_none() && conn.inflight & SEND == 0 {
                 conn.inflight |= SEND;
                 let (format, gen) = (conn.format, conn.gen);
-                self.rings
-                    .send_static(slot, http::heartbeat(format), pack(Op::Send, slot, gen));
+                self.rings.send_static(
+                    slot,
+                    http::heartbeat(format),
+                    pack(Op::Send, slot, gen),
+                    false,
+                );
                 sent += 1;
             }
         }
@@ -683,8 +688,9 @@ impl Conns {
         }
     }
 
-    /// Drops what the connection has queued and cancels what is in flight; the slot is closed
-    /// once nothing is. `None` if it was closing already.
+    /// Drops what the connection has queued, shuts the socket down and cancels what that does
+    /// not end; the slot is closed once nothing is in flight. `None` if it was closing
+    /// already.
     pub fn close(&mut self, slot: u32) -> Option<Closed> {
         let conn = &mut self.slots[slot as usize];
         if matches!(conn.state, State::Free | State::Closing) {
@@ -697,11 +703,20 @@ impl Conns {
         }
         conn.state = State::Closing;
         conn.flags = 0;
-        // Cancel each operation by its user_data: the kernel finds it by hash. Cancelling by
-        // descriptor instead scans every armed request of the ring, which at 15k connections
-        // per ring made closing them all quadratic (minutes at 1M).
         let gen = conn.gen;
-        for (bit, op) in [(RECV, Op::Recv), (WATCH, Op::Watch), (SEND, Op::Send)] {
+        // Shut the socket down first: the peer gets a FIN behind what is queued (with a last
+        // send's held-back segment, see `comet_ring::Ring::send`), also when the close that
+        // follows finds unread input and resets the connection; and a watch (a one-shot poll)
+        // completes by itself, woken by the state change. A cancel would be a lookup in the
+        // ring's hash of armed requests, which has at most 256 buckets (about 80 requests deep
+        // at 20k connections a ring): it was 15 % of comet's CPU while a shutdown ended 1M
+        // streams (results/1m/2026-11-30-shutdown-perf).
+        conn.cancels += 1;
+        self.rings.shutdown_slot(slot, pack(Op::Cancel, slot, gen));
+        // A recv or a send is cancelled by its user_data: the kernel finds it by hash.
+        // Cancelling by descriptor instead scans every armed request of the ring, which at 15k
+        // connections per ring made closing them all quadratic (minutes at 1M).
+        for (bit, op) in [(RECV, Op::Recv), (SEND, Op::Send)] {
             if conn.inflight & bit != 0 {
                 conn.cancels += 1;
                 self.rings
