@@ -24,6 +24,8 @@
 # clients' kernels gave up on dropped SYNs (results/1m/2026-11-30-faults-backlog-32k);
 # --shutdown-timeout-ms: streams not ended by then are cut, so a larger value measures how long
 # ending every one of them takes)
+# AGED_S=135 (seconds after the ramp's end to read RSS again, once the ramp's messages aged out
+# of the history: comet's --history-age-ms, 2 minutes, plus its trim periods; 0 skips)
 # FAULTS=1 SILENT=50000 STORM=100000 STORM_PENDING=20000 STORM_RETRY_MS=3000 STORM_PUBLISH=60s
 # FAULT_DEADLINE=180
 # NETNS=1 EHASH=4194304 (as root: the bench runs in a network namespace of its own whose
@@ -63,6 +65,7 @@ SETTINGS=(
     UNACKED_MS       -  30000
     BACKLOG          -  32768
     SHUTDOWN_MS      -  2000
+    AGED_S           -  135
     FAULTS           -  1
     SILENT           -  50000
     STORM            -  100000
@@ -244,6 +247,18 @@ RSS_AFTER=$(rss_kb "$COMET_PID")
 save_metrics "$DIR/metrics-after-load.txt"
 HISTORY_AFTER_KB=$(($(metric_sum comet_history_bytes "$DIR/metrics-after-load.txt") / 1024))
 log "RSS at the ramp's end ${RSS_RAMP_END} KB, 30 s later ${RSS_AFTER} KB (idle ${RSS_IDLE} KB)"
+# The history forgets messages older than --history-age-ms: once the ramp's have aged out, what
+# the load took should be back (the goal: RSS within 10 % of idle).
+AGED_LINE=
+if ((AGED_S > 30)); then
+    sleep $((AGED_S - 30))
+    RSS_AGED=$(rss_kb "$COMET_PID")
+    save_metrics "$DIR/metrics-aged.txt"
+    HISTORY_AGED_KB=$(($(metric_sum comet_history_bytes "$DIR/metrics-aged.txt") / 1024))
+    log "RSS ${AGED_S} s after the ramp: ${RSS_AGED} KB (history ${HISTORY_AGED_KB} KB)"
+    AGED_LINE="
+| server RSS ${AGED_S} s after the ramp's end, its messages aged out of the history | $RSS_AGED KB, $(awk -v a="$RSS_AGED" -v b="$RSS_IDLE" 'BEGIN {printf "%.2f", a / b}')x idle (the history then held $HISTORY_AGED_KB KB; metrics-aged.txt) |"
+fi
 
 FAULTS_FAILED=
 if [[ $FAULTS == 1 ]]; then
@@ -321,6 +336,7 @@ same machine (so every figure includes both ends' kernel work), in $BENCH_NETNS.
 | connections reached | $CONNECTED of $CONNECTIONS |
 | time to connect | $(jq -r '.all_connected_s // "never"' "$F") s for all (floodtest); the ${CONNECTED} reached by ${LAST_CONNECT_S:-?} s (floodtest's rows), ~$CONNECT_S s by this script's clock; 98 % of them by ${NEARLY_S:-?} s. The listen queues overflowed $OVERFLOWS times meanwhile (TcpExtListenOverflows, machine-wide): each overflow drops a handshake, which the client's kernel retries about 1, 3, 7, 15 and 31 s later: the tail |
 | server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB (30 s later the history held $HISTORY_AFTER_KB KB of messages, kept on purpose: 32 per id, 2 minutes) |
+$AGED_LINE
 | user-space bytes per connection | $USER_B B ((idle - baseline) RSS / connections) |
 | kernel slab per socket | $SLAB_B B (Slab delta / $SOCKETS sockets, both ends, machine-wide) |
 | kernel TCP buffer memory per socket, idle | $TCP_MEM_B B (sockstat mem pages delta x 4096 / sockets) |

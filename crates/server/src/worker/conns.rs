@@ -657,12 +657,14 @@ impl Conns {
 
     /// Closes once what is queued is sent (input is ignored from now on); `true` when nothing
     /// is queued, so the caller closes at once. A peer that never reads is cut at
-    /// `deadline_ms`.
-    pub fn drain(&mut self, slot: u32, deadline_ms: u64) -> bool {
+    /// `deadline_ms`, if given.
+    pub fn drain(&mut self, slot: u32, deadline_ms: Option<u64>) -> bool {
         let conn = &mut self.slots[slot as usize];
         conn.state = State::Draining;
         let (sending, pending) = (conn.inflight & SEND != 0, conn.pending);
-        self.deadline(slot, deadline_ms);
+        if let Some(deadline_ms) = deadline_ms {
+            self.deadline(slot, deadline_ms);
+        }
         // Nothing allocates a pending buffer without writing to it (a raw stream's end at
         // shutdown is the close itself, so no buffer is made for it).
         debug_assert!(pending.is_none_or(|buf| self.rings.writes.unsent(buf) > 0));
@@ -773,6 +775,20 @@ mod tests {
         assert_eq!(conns.expired(199), Some(5));
         assert_eq!(conns.expired(199), None);
         assert_eq!(conns.expired(200), Some(3));
+    }
+
+    /// At shutdown a drain gets no deadline of its own (`--shutdown-timeout-ms` bounds it):
+    /// ending a million streams queued an entry each for `--request-timeout-ms`.
+    #[test]
+    fn a_drain_without_a_deadline_queues_none() {
+        let mut conns = small_conns();
+        conns.accepted(3, State::Request);
+        assert!(conns.drain(3, None), "nothing queued: closes at once");
+        assert_eq!(conns.deadlines.len(), 0);
+        conns.accepted(5, State::Request);
+        assert!(conns.drain(5, Some(100)));
+        assert_eq!(conns.expired(99), None);
+        assert_eq!(conns.expired(100), Some(5));
     }
 
     /// The deadline queue's room follows what it holds once a burst has passed.
