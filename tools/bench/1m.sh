@@ -335,8 +335,7 @@ same machine (so every figure includes both ends' kernel work), in $BENCH_NETNS.
 |---|---|
 | connections reached | $CONNECTED of $CONNECTIONS |
 | time to connect | $(jq -r '.all_connected_s // "never"' "$F") s for all (floodtest); the ${CONNECTED} reached by ${LAST_CONNECT_S:-?} s (floodtest's rows), ~$CONNECT_S s by this script's clock; 98 % of them by ${NEARLY_S:-?} s. The listen queues overflowed $OVERFLOWS times meanwhile (TcpExtListenOverflows, machine-wide): each overflow drops a handshake, which the client's kernel retries about 1, 3, 7, 15 and 31 s later: the tail |
-| server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB (30 s later the history held $HISTORY_AFTER_KB KB of messages, kept on purpose: 32 per id, 2 minutes) |
-$AGED_LINE
+| server RSS baseline / at $CONNECTED idle / after the message phase / at the ramp's end / 30 s later / peak | $RSS_BASE / $RSS_IDLE / $RSS_LOAD / $RSS_RAMP_END / $RSS_AFTER / $RSS_PEAK KB (30 s later the history held $HISTORY_AFTER_KB KB of messages, kept on purpose: 32 per id, 2 minutes) |$AGED_LINE
 | user-space bytes per connection | $USER_B B ((idle - baseline) RSS / connections) |
 | kernel slab per socket | $SLAB_B B (Slab delta / $SOCKETS sockets, both ends, machine-wide) |
 | kernel TCP buffer memory per socket, idle | $TCP_MEM_B B (sockstat mem pages delta x 4096 / sockets) |

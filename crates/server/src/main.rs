@@ -45,6 +45,10 @@ use worker::post::Boxes;
 /// How often the allocator's free pages are handed back to the kernel (`malloc_trim`).
 const TRIM_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Blocks this large or larger are mapped apart by the allocator (glibc's default at start,
+/// fixed so that it does not rise: `comet_ring::sys::fix_mmap_threshold`).
+const MMAP_THRESHOLD: usize = 128 * 1024;
+
 // The system allocator (glibc malloc), not jemalloc: measured here, it held less memory for
 // this workload at every scale we ran (results/alloc/2026-11-26/summary.md).
 
@@ -183,6 +187,8 @@ fn serve(args: &ServeArgs) -> Result<(), String> {
         report(info);
         std::process::abort();
     }));
+    // Large blocks mapped apart, so that what a burst frees goes back whole (see the function).
+    comet_ring::sys::fix_mmap_threshold(MMAP_THRESHOLD);
     // A ring's fixed-file table is bounded by the soft open-files limit: raise it to the hard.
     let nofile =
         comet_ring::sys::raise_nofile_limit().map_err(|e| format!("raising RLIMIT_NOFILE: {e}"))?;

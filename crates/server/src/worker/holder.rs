@@ -259,8 +259,8 @@ impl Holder {
         // At shutdown `--shutdown-timeout-ms` bounds every drain: a deadline each would queue
         // an entry per stream ended for `--request-timeout-ms` (+12 MB of heap while a million
         // streams ended, results/1m/2026-11-30-close-fin-netns1).
-        let deadline = (!self.shutting_down)
-            .then(|| self.clock.now_ms() + self.cfg.request_timeout_ms);
+        let deadline =
+            (!self.shutting_down).then(|| self.clock.now_ms() + self.cfg.request_timeout_ms);
         if self.conns.drain(slot, deadline) {
             self.close(owner, slot, reason);
         }
