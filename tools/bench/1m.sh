@@ -9,7 +9,8 @@
 #   3. msggen sends MSG_RATE msg/s to random ids for DURATION;
 #   4. ramp: RAMP_RATES msg/s, RAMP_STEP each, batched; a step passes when every promised
 #      delivery arrived and its p99 (highest per-second p99 in the step) stays under
-#      RAMP_P99_MS; the ramp stops at the first failing step;
+#      RAMP_P99_MS; the ramp stops at the first failing step; each phase and step says where the
+#      CPU went per delivery (comet user and kernel, floodtest, all else, the machine's load);
 #   5. faults (FAULTS=1, as root): SILENT subscribers vanish without a FIN, STORM are cut and
 #      reconnect at once, the backlog overflows (tools/bench/faults-1m.sh says how);
 #   6. stop everything this script started (by pid); write results/1m/<date>-<label>/ with
@@ -324,7 +325,7 @@ cat >"$DIR/summary.md" <<EOF
 
 Command: \`just bench-1m\` (tools/bench/1m.sh) with CONNECTIONS=$CONNECTIONS RATE=$RATE HOLD=$HOLD
 DURATION=$DURATION MSG_RATE=$MSG_RATE MSG_SIZE=$MSG_SIZE RAMP_RATES="$RAMP_RATES" RAMP_STEP=$RAMP_STEP
-RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS PENDING=$PENDING; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
+RAMP_P99_MS=$RAMP_P99_MS FAULTS=$FAULTS PENDING=$PENDING NETNS=$NETNS EHASH=$EHASH AGED_S=$AGED_S; comet \`--workers $WORKERS --connections-max $CONNECTIONS_MAX
 --heartbeat-ms $HEARTBEAT_MS --unacked-timeout-ms $UNACKED_MS --backlog $BACKLOG --shutdown-timeout-ms $SHUTDOWN_MS\` (open-files hard limit $(ulimit -Hn)):
 $RINGS rings in all once connected (comet_rings, metrics-idle.txt); subscribers \`/$STREAM_PATH/<id>\`.
 

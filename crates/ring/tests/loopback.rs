@@ -35,16 +35,23 @@ fn wait_for(ring: &mut Ring, user_data: u64) -> Completion {
     panic!("no completion for {user_data}");
 }
 
-#[test]
-fn accept_recv_send_close_on_loopback() {
+/// A client connected to a listener whose connections the primary ring of `rings` accepts
+/// (multishot); the listener (kept open), the client and the accepted slot.
+fn connected(rings: &mut Rings) -> (TcpListener, TcpStream, u32) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut rings = Rings::new(CONFIG, 1).unwrap();
     let ring = rings.primary();
     ring.accept_multi(listener.as_raw_fd(), ACCEPT);
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let accepted = wait_for(ring, ACCEPT);
     assert!(accepted.result >= 0 && accepted.more(), "{accepted:?}");
-    let slot = accepted.result as u32;
+    (listener, client, accepted.result as u32)
+}
+
+#[test]
+fn accept_recv_send_close_on_loopback() {
+    let mut rings = Rings::new(CONFIG, 1).unwrap();
+    let (_listener, mut client, slot) = connected(&mut rings);
+    let ring = rings.primary();
 
     // 4 read buffers of 512 bytes: 40 messages wrap the buffer ring ten times.
     ring.recv_multi(slot, RECV);
@@ -103,14 +110,9 @@ const SHUT: u64 = 8;
 /// last), then the socket's shutdown, a one-shot poll armed all along. Returns the segments
 /// the client received meanwhile, what it read to EOF, and the poll's completion.
 fn end_stream(last: bool) -> (u32, Vec<u8>, Completion) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut rings = Rings::new(CONFIG, 1).unwrap();
+    let (_listener, mut client, slot) = connected(&mut rings);
     let ring = rings.primary();
-    ring.accept_multi(listener.as_raw_fd(), ACCEPT);
-    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let accepted = wait_for(ring, ACCEPT);
-    assert!(accepted.result >= 0, "{accepted:?}");
-    let slot = accepted.result as u32;
     ring.poll_read(slot, WATCH);
     ring.submit_and_wait(0).unwrap();
     let before = segments_in(&client);
