@@ -83,7 +83,7 @@ pub struct RingStats {
 
 /// The flags of a send. `last`: the socket is shut down once these bytes are sent, so they go
 /// with MSG_MORE: the kernel holds a partial last segment back, and the shutdown's FIN goes out
-/// in it: one segment (and its acknowledgement) fewer per connection that ends.
+/// in it: one segment fewer per connection that ends (counted in crates/ring/tests/loopback.rs).
 fn send_flags(last: bool) -> i32 {
     if last {
         libc::MSG_NOSIGNAL | libc::MSG_MORE
