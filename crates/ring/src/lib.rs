@@ -92,6 +92,13 @@ fn send_flags(last: bool) -> i32 {
     }
 }
 
+/// SO_LINGER on with a zero timeout: the close of a socket with it is a reset (see
+/// [`Ring::linger_zero`]).
+static LINGER_ZERO: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
 pub struct Ring {
     ring: IoUring,
     pub reads: ReadBufs,
@@ -338,15 +345,38 @@ impl Ring {
         unsafe { self.push(e) }
     }
 
-    /// Shuts a fixed-file socket down both ways (IORING_OP_SHUTDOWN): the peer gets a FIN
-    /// after what is queued (in the same segment as a last send's held-back bytes, see
-    /// [`send_flags`]), and a poll armed on the socket completes by itself, woken by the
-    /// state change (so it needs no cancel).
-    pub fn shutdown_slot(&mut self, slot: u32, user_data: u64) {
-        let e = opcode::Shutdown::new(types::Fixed(slot), libc::SHUT_RDWR)
+    /// Shuts a fixed-file socket down (IORING_OP_SHUTDOWN): its reading side, and with `write`
+    /// its writing side too, when the peer gets a FIN after what is queued (in the same segment
+    /// as a last send's held-back bytes, see [`send_flags`]). Either way a poll armed on the
+    /// socket completes by itself, woken by the state change (so it needs no cancel).
+    pub fn shutdown_slot(&mut self, slot: u32, write: bool, user_data: u64) {
+        let how = if write {
+            libc::SHUT_RDWR
+        } else {
+            libc::SHUT_RD
+        };
+        let e = opcode::Shutdown::new(types::Fixed(slot), how)
             .build()
             .user_data(user_data);
         // SAFETY: no memory is handed over.
+        unsafe { self.push(e) }
+    }
+
+    /// Makes the close of a fixed-file socket a reset: SO_LINGER with a zero timeout, set
+    /// through IORING_OP_URING_CMD (Linux 6.7 and later). What is unsent is dropped, the peer
+    /// gets an RST instead of a FIN, and neither end has a close handshake to make. On an older
+    /// kernel the operation fails and the close stays an ordinary one.
+    pub fn linger_zero(&mut self, slot: u32, user_data: u64) {
+        let e = opcode::SetSockOpt::new(
+            types::Fixed(slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_LINGER as u32,
+            (&raw const LINGER_ZERO).cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+        .build()
+        .user_data(user_data);
+        // SAFETY: the option's value is a static, which outlives the operation.
         unsafe { self.push(e) }
     }
 

@@ -211,9 +211,14 @@ impl Rings {
         ring.cancel(target, user_data);
     }
 
-    pub fn shutdown_slot(&mut self, slot: u32, user_data: u64) {
+    pub fn shutdown_slot(&mut self, slot: u32, write: bool, user_data: u64) {
         let (ring, local) = self.at(slot);
-        ring.shutdown_slot(local, user_data);
+        ring.shutdown_slot(local, write, user_data);
+    }
+
+    pub fn linger_zero(&mut self, slot: u32, user_data: u64) {
+        let (ring, local) = self.at(slot);
+        ring.linger_zero(local, user_data);
     }
 
     pub fn close_slot(&mut self, slot: u32, user_data: u64) {

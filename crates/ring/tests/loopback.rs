@@ -1,8 +1,8 @@
 //! The reactor against real sockets on loopback: accept into the fixed-file table, multishot
 //! recv through the provided buffer ring (wrapping it many times), sends from the write pool,
-//! MSG_RING between two rings, a last send and the shutdown that ends a poll, close; several
-//! rings driven by one thread asleep on the first; a burst of deferred task work run in one
-//! enter.
+//! MSG_RING between two rings, a last send and the shutdown that ends a poll, a reset close,
+//! close; several rings driven by one thread asleep on the first; a burst of deferred task
+//! work run in one enter.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -119,7 +119,7 @@ fn end_stream(last: bool) -> (u32, Vec<u8>, Completion) {
 
     ring.send_static(slot, b"0\r\n\r\n", SEND, last);
     assert_eq!(wait_for(ring, SEND).result, 5);
-    ring.shutdown_slot(slot, SHUT);
+    ring.shutdown_slot(slot, true, SHUT);
     let (mut cqes, mut watch) = (Vec::new(), None);
     let mut shut = None;
     while watch.is_none() || shut.is_none() {
@@ -156,6 +156,40 @@ fn a_last_send_goes_out_with_the_shutdowns_fin() {
     let (segments, got, _) = end_stream(false);
     assert_eq!(got, b"0\r\n\r\n");
     assert_eq!(segments, 2, "the bytes, then the FIN");
+}
+
+const LINGER: u64 = 9;
+
+/// A reset close: SO_LINGER 0, then the reading side shut down, which ends the poll armed on
+/// the socket and sends nothing; the close then resets the connection, so the client gets no
+/// FIN (no EOF) but ECONNRESET.
+#[test]
+fn a_reset_close_ends_the_poll_and_sends_an_rst() {
+    let mut rings = Rings::new(CONFIG, 1).unwrap();
+    let (_listener, mut client, slot) = connected(&mut rings);
+    let ring = rings.primary();
+    ring.poll_read(slot, WATCH);
+    ring.linger_zero(slot, LINGER);
+    ring.shutdown_slot(slot, false, SHUT);
+    let mut seen = std::collections::HashMap::new();
+    let mut cqes = Vec::new();
+    while seen.len() < 3 {
+        ring.submit_and_wait(1).unwrap();
+        cqes.clear();
+        ring.drain(&mut cqes, 8);
+        for c in &cqes {
+            assert!(seen.insert(c.user_data, c.result).is_none(), "twice: {c:?}");
+        }
+    }
+    assert_eq!(seen[&LINGER], 0, "SO_LINGER through IORING_OP_URING_CMD");
+    assert_eq!(seen[&SHUT], 0);
+    let hup = (libc::POLLIN | libc::POLLRDHUP) as i32;
+    assert!(seen[&WATCH] > 0 && seen[&WATCH] & hup != 0, "{seen:?}");
+    ring.close_slot(slot, 99);
+    ring.submit_and_wait(0).unwrap();
+    let mut byte = [0u8; 1];
+    let err = client.read(&mut byte).expect_err("a reset, not an EOF");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
 #[test]

@@ -694,6 +694,17 @@ impl Conns {
     /// not end; the slot is closed once nothing is in flight. `None` if it was closing
     /// already.
     pub fn close(&mut self, slot: u32) -> Option<Closed> {
+        self.end(slot, false)
+    }
+
+    /// As [`Conns::close`], but the connection ends with a reset: nothing queued is sent, and
+    /// neither end's kernel has a close handshake to make. For a stream cut at the shutdown
+    /// timeout, which ends as in a crash anyway.
+    pub fn reset(&mut self, slot: u32) -> Option<Closed> {
+        self.end(slot, true)
+    }
+
+    fn end(&mut self, slot: u32, reset: bool) -> Option<Closed> {
         let conn = &mut self.slots[slot as usize];
         if matches!(conn.state, State::Free | State::Closing) {
             return None;
@@ -712,9 +723,15 @@ impl Conns {
         // completes by itself, woken by the state change. A cancel would be a lookup in the
         // ring's hash of armed requests, which has at most 256 buckets (about 80 requests deep
         // at 20k connections a ring): it was 15 % of comet's CPU while a shutdown ended 1M
-        // streams (results/1m/2026-11-30-shutdown-perf).
+        // streams (results/1m/2026-11-30-shutdown-perf). A reset shuts the reading side only,
+        // which sends nothing, after SO_LINGER 0 has made the close an RST.
+        if reset {
+            conn.cancels += 1;
+            self.rings.linger_zero(slot, pack(Op::Cancel, slot, gen));
+        }
         conn.cancels += 1;
-        self.rings.shutdown_slot(slot, pack(Op::Cancel, slot, gen));
+        self.rings
+            .shutdown_slot(slot, !reset, pack(Op::Cancel, slot, gen));
         // A recv or a send is cancelled by its user_data: the kernel finds it by hash.
         // Cancelling by descriptor instead scans every armed request of the ring, which at 15k
         // connections per ring made closing them all quadratic (minutes at 1M).
@@ -789,6 +806,39 @@ mod tests {
         assert!(conns.drain(5, Some(100)));
         assert_eq!(conns.expired(99), None);
         assert_eq!(conns.expired(100), Some(5));
+    }
+
+    /// A stream's close waits for its watch and its shutdown; a reset's also for the
+    /// SO_LINGER it sets first. The slot is free only once all of them completed.
+    #[test]
+    fn a_close_and_a_reset_free_the_slot_once_all_they_started_completed() {
+        let watch_ended = |conns: &mut Conns, slot: u32| {
+            let gen = conns.get(slot).gen;
+            let c = Completion {
+                user_data: pack(Op::Watch, slot, gen),
+                result: (libc::POLLIN | libc::POLLRDHUP) as i32,
+                flags: 0,
+            };
+            assert!(matches!(conns.on_watch(slot, gen, c), Watched::Ready(_)));
+        };
+        let mut conns = small_conns();
+        for (slot, reset, cancels) in [(3, false, 1), (5, true, 2)] {
+            conns.accepted(slot, State::Streaming);
+            conns.get_mut(slot).inflight = WATCH;
+            let closed = if reset {
+                conns.reset(slot)
+            } else {
+                conns.close(slot)
+            };
+            assert!(closed.is_some());
+            watch_ended(&mut conns, slot);
+            for _ in 0..cancels {
+                assert_eq!(conns.get(slot).state, State::Closing, "slot {slot}");
+                let gen = conns.get(slot).gen;
+                conns.on_cancel(slot, gen);
+            }
+            assert_eq!(conns.get(slot).state, State::Free, "slot {slot}");
+        }
     }
 
     /// The deadline queue's room follows what it holds once a burst has passed.

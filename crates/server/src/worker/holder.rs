@@ -270,7 +270,17 @@ impl Holder {
     /// forgets the connection. Counted for `reason` unless it was counted when it began
     /// draining.
     pub fn close(&mut self, owner: &mut Owner, slot: u32, reason: CloseReason) {
-        let Some(closed) = self.conns.close(slot) else {
+        self.end(owner, slot, reason, false);
+    }
+
+    /// [`Holder::close`], with a reset when `reset` (see [`Conns::reset`]).
+    fn end(&mut self, owner: &mut Owner, slot: u32, reason: CloseReason, reset: bool) {
+        let closed = if reset {
+            self.conns.reset(slot)
+        } else {
+            self.conns.close(slot)
+        };
+        let Some(closed) = closed else {
             return;
         };
         if closed.state != State::Draining {
@@ -756,8 +766,13 @@ impl Holder {
         };
         let mut done = 0;
         while slot < self.conns.len() && done < budget {
-            if !matches!(self.conns.get(slot).state, State::Free | State::Closing) {
-                self.close(owner, slot, CloseReason::Shutdown);
+            let state = self.conns.get(slot).state;
+            if !matches!(state, State::Free | State::Closing) {
+                // A stream not ended by now ends as in a crash (its client resumes): a reset
+                // is the cheapest end for both kernels. Anything else (a publisher's answers,
+                // a stream's last bytes being taken) still goes out before the FIN.
+                let reset = state == State::Streaming;
+                self.end(owner, slot, CloseReason::Shutdown, reset);
                 done += 1;
             }
             slot += 1;
