@@ -689,7 +689,9 @@ impl Holder {
             let streaming = self.conns.get(slot).state == State::Streaming;
             self.polls.maybe_ready(slot, now, streaming);
         }
-        if self.cfg.heartbeat_ms > 0 {
+        // At shutdown every stream is ended or cut within --shutdown-timeout-ms: a heartbeat
+        // would only compete with the ends (63,000 a second at 1M SSE streams).
+        if self.cfg.heartbeat_ms > 0 && !self.shutting_down {
             // Each tick visits its slice of the slots, so every stream is visited once a period
             // and the heartbeats of a million streams are spread over the period: all at once,
             // they queued ~500k sends per worker in one tick and held up deliveries for seconds
