@@ -17,8 +17,8 @@ pub enum Op {
     /// The kernel's readiness poll on a socket (POLL_ADD): how an idle stream notices a close.
     Watch,
     Send,
-    /// A cancel of a connection's operation, or the socket's shutdown (which ends its watch)
-    /// when it closes: either is one more thing its close waits for.
+    /// A cancel of a connection's operation, the socket's shutdown (which ends its watch) or
+    /// a reset's SO_LINGER when it closes: each is one more thing its close waits for.
     Cancel,
     Close,
     /// A MSG_RING from another worker: mail is waiting.

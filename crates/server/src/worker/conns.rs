@@ -71,7 +71,7 @@ pub struct Conn {
     pub state: State,
     /// Which of `RECV | WATCH | SEND` are in flight.
     pub inflight: u8,
-    /// Cancel requests and the shutdown (see `close`) in flight.
+    /// Cancel requests, the shutdown and a reset's SO_LINGER (see `end`) in flight.
     cancels: u8,
     pub format: http::Format,
     /// Messages framed for this connection so far: the `N` of `Recvd msg #N`.
